@@ -1,0 +1,46 @@
+"""The contract every compiled rule fulfils, and the kind order of spec 3.3."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from scarfgw.rules.decision import Decision
+from scarfgw.rules.request import RequestView
+
+KIND_ORDER = (
+    "scarf-js-v1",
+    "docker-v1",
+    "docker-v2",
+    "pixel-v1",
+    "file-v1",
+    "file-v2",
+    "python-v1",
+    "telemetry-v1",
+    "catch-all-v1",
+)
+"""Rule types in evaluation order (scarf-js first: it only matches its own path)."""
+
+
+class Rule(Protocol):
+    """A compiled rule of one domain.
+
+    ``rule_type`` is the manifest type (``docker-v1``...). Rules of one type are ordered
+    by ``sort_key()`` (descending when ``sort_descending``); ``merge`` combines a rule with
+    the adjacent rule that follows it in the list (spec 3.3 step 2) or returns ``None``.
+    """
+
+    rule_type: str
+    domain: str
+    sort_descending: bool
+
+    def sort_key(self) -> Any:
+        """Key ordering rules of the same type (return a constant to keep list order)."""
+        ...
+
+    def merge(self, following: Rule) -> Rule | None:
+        """The rule replacing ``self`` and ``following`` when they merge, else ``None``."""
+        ...
+
+    def match(self, request: RequestView) -> Decision | None:
+        """A decision, or ``None`` to let the next rule try."""
+        ...

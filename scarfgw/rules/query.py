@@ -1,0 +1,41 @@
+"""Query strings as http-types parses and renders them (spec 3.5, 4.5)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, unquote_plus
+
+QueryEntry = tuple[str, str | None]
+"""A query parameter: name and value; ``None`` when the piece had no ``=``."""
+
+_SPLIT = re.compile(r"[&;]")
+
+
+def parse_query(raw_query: str) -> list[QueryEntry]:
+    """Parse a raw query (with or without its leading ``?``) into ordered entries.
+
+    Splits on ``&`` and ``;``; a piece without ``=`` has no value; ``+`` means space.
+    An empty query gives ``[]``; empty pieces between separators give ``("", None)``.
+    """
+    if raw_query.startswith("?"):
+        raw_query = raw_query[1:]
+    if not raw_query:
+        return []
+    entries: list[QueryEntry] = []
+    for piece in _SPLIT.split(raw_query):
+        name, equals, value = piece.partition("=")
+        entries.append((unquote_plus(name), unquote_plus(value) if equals else None))
+    return entries
+
+
+def query_escape(text: str) -> str:
+    """Percent-encode everything but ``A-Z a-z 0-9 - _ . ~`` (UTF-8, upper-case hex)."""
+    return quote(text, safe="-_.~")
+
+
+def render_query(entries: list[QueryEntry]) -> str:
+    """Render entries as ``name=value&name`` with :func:`query_escape` (no leading ``?``)."""
+    return "&".join(
+        query_escape(name) if value is None else f"{query_escape(name)}={query_escape(value)}"
+        for name, value in entries
+    )

@@ -1,0 +1,117 @@
+"""The request view the rules see: method, routing host, raw path/query, headers, body prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from urllib.parse import unquote_to_bytes
+
+from scarfgw.rules.query import QueryEntry, parse_query
+
+
+def decode_segments(raw_path: str) -> tuple[str, ...]:
+    """WAI ``pathInfo``: drop one leading ``/``, split on ``/``, percent-decode each piece.
+
+    ``""`` and ``"/"`` give ``()``; empty pieces are kept; ``+`` stays ``+``; malformed
+    escapes stay literal; invalid UTF-8 becomes U+FFFD.
+    """
+    if raw_path in ("", "/"):
+        return ()
+    path = raw_path[1:] if raw_path.startswith("/") else raw_path
+    return tuple(_decode_piece(piece) for piece in path.split("/"))
+
+
+def _decode_piece(piece: str) -> str:
+    if "%" not in piece:
+        return piece
+    return unquote_to_bytes(piece).decode("utf-8", "replace")
+
+
+class Headers:
+    """Case-insensitive multi-valued header view (names stored lower-case, values in order)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            values.setdefault(name.lower(), []).append(value)
+        self._values = values
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, list[str]]) -> Headers:
+        """Build from an already lower-cased ``name -> values`` mapping (no copy)."""
+        headers = cls()
+        headers._values = dict(mapping)
+        return headers
+
+    def get(self, name: str) -> str | None:
+        """The first value of ``name`` or ``None``."""
+        values = self._values.get(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in the order received."""
+        return self._values.get(name, [])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def items(self) -> Iterable[tuple[str, list[str]]]:
+        """``(lower-case name, values)`` pairs."""
+        return self._values.items()
+
+
+class RequestView:
+    """What a rule may look at. Built once per request by the web shell.
+
+    ``raw_query`` is the text after the first ``?`` without the ``?``; ``None`` when the
+    target had no ``?``. ``host`` is the routing host: lower-cased, port stripped.
+    ``body`` is at most the configured prefix of the request body.
+    """
+
+    __slots__ = ("_parsed_query", "body", "headers", "host", "method", "raw_path", "raw_query",
+                 "segments")
+
+    def __init__(
+        self,
+        method: str,
+        host: str,
+        raw_path: str,
+        raw_query: str | None,
+        headers: Headers,
+        body: bytes = b"",
+    ) -> None:
+        self.method = method
+        self.host = host
+        self.raw_path = raw_path
+        self.raw_query = raw_query
+        self.headers = headers
+        self.body = body
+        self.segments = decode_segments(raw_path)
+        self._parsed_query: list[QueryEntry] | None = None
+
+    @property
+    def query_with_mark(self) -> str:
+        """The raw query string with its leading ``?``, or ``""`` when there is none."""
+        return "" if self.raw_query is None else "?" + self.raw_query
+
+    @property
+    def parsed_query(self) -> list[QueryEntry]:
+        """http-types ``parseQuery`` of the raw query (computed once)."""
+        if self._parsed_query is None:
+            self._parsed_query = parse_query(self.raw_query or "")
+        return self._parsed_query
+
+    def header(self, name: str) -> str | None:
+        """First value of a header (``name`` must be lower-case)."""
+        return self.headers.get(name)
+
+
+def routing_host(host_header: str) -> str:
+    """Lower-case a Host value and strip its port; IPv6 literals keep their brackets."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    colon = host.find(":")
+    return host if colon == -1 else host[:colon]
