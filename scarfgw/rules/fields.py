@@ -20,17 +20,20 @@ class RuleError(ValueError):
 class Fields:
     """Reads keys of one rule object; remembers which keys were read.
 
-    ``path`` is the rule's own key path (``rules[3]``).
+    ``path`` is the object's own key path (``rules[3]``, ``""`` for the top level);
+    ``preread`` names keys already consumed by the caller (a rule's ``type``).
     """
 
-    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], path: str, preread: tuple[str, ...] = ("type",)
+    ) -> None:
         self.data = data
         self.path = path
-        self.used: set[str] = {"type"}
+        self.used: set[str] = set(preread)
 
     def at(self, key: str) -> str:
-        """The key path of ``key`` inside this rule."""
-        return f"{self.path}.{key}"
+        """The key path of ``key`` inside this object."""
+        return f"{self.path}.{key}" if self.path else key
 
     def error(self, key: str, reason: str) -> RuleError:
         """A RuleError pointing at ``key``."""
@@ -90,6 +93,15 @@ class Fields:
             raise self.error(key, f"expected a positive integer, got {_describe(value)}")
         return value
 
+    def number(self, key: str, default: float) -> float:
+        """A positive number (int or float) that may be missing or null."""
+        value = self._get(key, required=False)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise self.error(key, f"expected a positive number, got {_describe(value)}")
+        return float(value)
+
     def optional_string_list(self, key: str) -> list[str] | None:
         """A list of strings, or None when missing/null."""
         value = self._get(key, required=False)
@@ -98,6 +110,15 @@ class Fields:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.error(key, f"expected a list of strings, got {_describe(value)}")
         return list(value)
+
+    def optional_list(self, key: str) -> list[Any] | None:
+        """A list, or None when missing/null."""
+        value = self._get(key, required=False)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list, got {_describe(value)}")
+        return value
 
     def optional_mapping(self, key: str) -> Mapping[str, Any] | None:
         """An object, or None when missing/null."""
@@ -111,6 +132,11 @@ class Fields:
     def unused(self) -> list[str]:
         """Keys present in the rule that no reader asked for (warned about, not fatal)."""
         return sorted(k for k in self.data if k not in self.used)
+
+    def reject_unknown(self) -> None:
+        """Raise for the first key no reader asked for (strict sections of scarfgw's own)."""
+        for key in self.unused():
+            raise self.error(key, "unknown key")
 
 
 def _describe(value: Any) -> str:

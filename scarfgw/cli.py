@@ -1,0 +1,75 @@
+"""The ``scarfgw`` command: ``check-config FILE`` and ``domain-token DOMAIN --config FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.tls.verify import expected_value, record_name
+
+
+def _summary(config: Config) -> str:
+    kinds = Counter(rule.rule_type for rule in config.rules)
+    listen = config.listen
+    lines = [
+        f"{config.source}: OK",
+        f"  domains: {len(config.router.domains)}",
+        f"  rules: {len(config.rules)}"
+        + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + ")" if kinds else ""),
+        f"  listen: http={listen.http} https={listen.https} admin={listen.admin}",
+        f"  event sinks: {', '.join(str(s.get('type')) for s in config.events.sinks) or 'none'}",
+    ]
+    lines += [f"  warning: {warning}" for warning in config.warnings]
+    return "\n".join(lines)
+
+
+def check_config(path: str) -> int:
+    """Validate ``path`` and print a summary (exit status 0) or the error (exit status 1)."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(_summary(config))
+    return 0
+
+
+def domain_token(domain: str, path: str) -> int:
+    """Print the TXT record the owner of ``domain`` must publish."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    secret = config.tls.verification.secret
+    if not secret:
+        print(f"error: {path}: tls.verification.secret is not set", file=sys.stderr)
+        return 1
+    print(f'{record_name(domain)}. TXT "{expected_value(secret, domain)}"')
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``scarfgw`` console script."""
+    parser = argparse.ArgumentParser(
+        prog="scarfgw",
+        description="scarfgw tools. Run the gateway itself with: twistd -n scarfgw --config FILE",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check-config", help="validate a config file and summarise it")
+    check.add_argument("file")
+    token = commands.add_parser("domain-token",
+                                help="print the ownership TXT record for a domain")
+    token.add_argument("domain")
+    token.add_argument("--config", required=True, help="config file holding the secret")
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    return domain_token(args.domain, args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The gateway as a Twisted service: listeners, the event writer, reload on SIGHUP, and a
+graceful stop (not ready -> stop accepting -> drain in-flight requests -> flush events)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import defer, task
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from scarfgw import metrics
+from scarfgw.analytics.sinks import build_sinks
+from scarfgw.analytics.writer import EventWriter
+from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.web.admin import admin_resource
+from scarfgw.web.channel import GatewayFactory
+from scarfgw.web.gateway import Gateway
+from scarfgw.web.proxy import StreamingProxy
+
+log = Logger()
+
+_DRAIN_POLL_SECONDS = 0.05
+
+
+class _QuietSite(Site):
+    def log(self, request: Any) -> None:
+        """The admin listener keeps no access log."""
+
+
+class GatewayService(MultiService):
+    """Runs one gateway process from a loaded config."""
+
+    def __init__(self, config: Config, reactor: Any, config_path: str | None = None) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        self.config_path = config_path or config.source
+        self.ready = False
+        self.stopping = False
+        self.ports: dict[str, IListeningPort] = {}
+        self.writer = EventWriter(
+            reactor,
+            build_sinks(config.events.sinks, reactor),
+            batch_size=config.events.batch_size,
+            flush_interval=config.events.flush_interval,
+            queue_limit=config.events.queue_limit,
+            spool_dir=config.events.spool_dir,
+            spool_max_bytes=config.events.spool_max_bytes,
+        )
+        self.writer.setServiceParent(self)
+        self.proxy = StreamingProxy(reactor, config.proxy)
+        self.gateway = Gateway(config, self.writer, self.proxy, reactor)
+        metrics.CONFIG_RELOADS.labels("success").inc()
+        metrics.CONFIG_LAST_RELOAD_SUCCESS.set(reactor.seconds())
+        for warning in config.warnings:
+            log.warn("config: {warning}", warning=warning)
+
+    def startService(self) -> None:
+        """Start the writer, bind every listener, then report ready."""
+        super().startService()
+        listen = self.config.listen
+        factories: dict[str, Any] = {}
+        if listen.http:
+            factories["http"] = (listen.http, self._gateway_factory("http"))
+        if listen.admin:
+            factories["admin"] = (listen.admin, _QuietSite(admin_resource(self.is_ready)))
+        bound = [self._listen(name, spec, factory) for name, (spec, factory) in factories.items()]
+        done = defer.gatherResults(bound, consumeErrors=True)
+        done.addCallbacks(self._bound, self._bind_failed)
+        if hasattr(self.reactor, "callWhenRunning"):
+            self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    def _gateway_factory(self, listener: str) -> GatewayFactory:
+        return GatewayFactory(
+            self.gateway.handle, listener, self.config.limits.max_body_bytes,
+            tls=listener == "https", reactor=self.reactor,
+        )
+
+    def _listen(self, name: str, spec: str, factory: Any) -> defer.Deferred[None]:
+        endpoint = serverFromString(self.reactor, spec)
+        listening = endpoint.listen(factory)
+
+        def keep(port: IListeningPort) -> None:
+            self.ports[name] = port
+            log.info("listening for {name} on {address}", name=name, address=port.getHost())
+
+        return listening.addCallback(keep)
+
+    def _bound(self, _: object) -> None:
+        self.ready = not self.stopping
+
+    def _bind_failed(self, failure: Any) -> None:
+        log.critical("cannot listen: {error}", error=failure.value)
+        if hasattr(self.reactor, "stop") and self.reactor.running:
+            self.reactor.stop()
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.writer.reopen))
+
+    def is_ready(self) -> bool:
+        """True while the gateway should receive traffic."""
+        return self.ready and not self.stopping
+
+    def reload(self) -> bool:
+        """Load the config file again and switch to it atomically; keep the old one on error."""
+        log.info("reloading config from {path}", path=self.config_path)
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            metrics.CONFIG_RELOADS.labels("failure").inc()
+            log.error("config reload refused, still serving the previous config: {error}",
+                      error=str(exc))
+            return False
+        for warning in config.warnings:
+            log.warn("config: {warning}", warning=warning)
+        for section in ("listen", "events", "tls", "limits"):
+            if getattr(config, section) != getattr(self.config, section):
+                log.warn("config reload: changes to {section} take effect after a restart",
+                         section=section)
+        if config.proxy != self.config.proxy:
+            old_proxy, self.proxy = self.proxy, StreamingProxy(self.reactor, config.proxy)
+            self.gateway.forwarder = self.proxy
+            old_proxy.close()
+        self.gateway.use_config(config)
+        self.config = config
+        metrics.CONFIG_RELOADS.labels("success").inc()
+        metrics.CONFIG_LAST_RELOAD_SUCCESS.set(self.reactor.seconds())
+        log.info("config reloaded: {domains} domains, {rules} rules",
+                 domains=len(config.router.domains), rules=len(config.rules))
+        return True
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        """Report not ready, stop accepting, let in-flight requests finish, flush events."""
+        self.stopping = True
+        log.info("stopping: no longer ready, closing listeners")
+        yield defer.gatherResults(
+            [defer.maybeDeferred(port.stopListening) for port in self.ports.values()],
+            consumeErrors=True,
+        )
+        deadline = self.reactor.seconds() + self.config.shutdown_grace_period
+        while self.gateway.in_flight and self.reactor.seconds() < deadline:
+            yield task.deferLater(self.reactor, _DRAIN_POLL_SECONDS, lambda: None)
+        if self.gateway.in_flight:
+            log.warn("grace period over, {count} requests still in flight",
+                     count=self.gateway.in_flight)
+        yield super().stopService()
+        yield self.proxy.close()
+        log.info("stopped")
+
+
+def build_service(config_path: str, reactor: Any) -> GatewayService:
+    """Load ``config_path`` and build the service (raises ConfigError)."""
+    return GatewayService(load_config(config_path), reactor, config_path)

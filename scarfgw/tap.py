@@ -1,0 +1,40 @@
+"""``twistd scarfgw``: command-line options and the service factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+
+from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.service import GatewayService
+
+
+class Options(usage.Options):
+    """Options of ``twistd scarfgw``."""
+
+    synopsis = "[twistd options] scarfgw --config FILE"
+    longdesc = (
+        "Run the scarfgw download gateway. The config file is YAML (a scarf-gateway manifest "
+        "JSON also loads). SIGHUP reloads it; SIGUSR1 reopens the JSONL event sink."
+    )
+    optParameters = [
+        ["config", "c", "etc/scarfgw.yaml",
+         "Config file (YAML, or a scarf-gateway manifest JSON)."],
+    ]
+
+    def postOptions(self) -> None:
+        """Load and validate the config now, so a bad file stops twistd with a clear line."""
+        try:
+            self.loaded: Config = load_config(self["config"])
+        except ConfigError as exc:
+            raise usage.UsageError(f"invalid config: {exc}") from None
+
+
+def makeService(options: Options, reactor: Any = None) -> GatewayService:
+    """The gateway service for ``options`` (the reactor defaults to the global one)."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    return GatewayService(options.loaded, reactor, options["config"])

@@ -1,0 +1,1 @@
+"""TLS termination: SNI contexts, ACME certificates, storage and domain verification."""

@@ -1,0 +1,47 @@
+"""The admin listener: ``/metrics`` (Prometheus text format), ``/livez``, ``/readyz``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from scarfgw.metrics import REGISTRY
+
+
+class _Text(Resource):
+    isLeaf = True
+
+    def __init__(self, answer: Callable[[], tuple[int, bytes]]) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def render_GET(self, request: Request) -> bytes:
+        status, body = self.answer()
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return body
+
+    render_HEAD = render_GET
+
+
+class _Metrics(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(REGISTRY)
+
+
+def admin_resource(is_ready: Callable[[], bool]) -> Resource:
+    """The admin tree; ``is_ready`` says whether the gateway should receive traffic."""
+    root = Resource()
+    root.putChild(b"metrics", _Metrics())
+    root.putChild(b"livez", _Text(lambda: (200, b"ok\n")))
+    root.putChild(
+        b"readyz",
+        _Text(lambda: (200, b"ready\n") if is_ready() else (503, b"not ready\n")),
+    )
+    return root

@@ -1,0 +1,99 @@
+"""HTTP/1.1 server plumbing: a lean request class, a channel that rejects TLS on plain HTTP,
+and the factory that counts connections per listener."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IAddress
+from twisted.web import http
+
+from scarfgw import metrics
+
+TLS_HANDSHAKE_RECORD = 0x16
+
+
+class GatewayRequest(http.Request):
+    """A request that keeps at most ``max_body_bytes`` of its body and hands itself to
+    the gateway's ``handle`` once fully received."""
+
+    body_too_large = False
+
+    def gotLength(self, length: int | None) -> None:
+        """Note an announced body that exceeds the limit; keep memory bounded either way."""
+        factory: GatewayFactory = self.channel.factory
+        if length is not None and length > factory.max_body_bytes:
+            self.body_too_large = True
+        self._body_budget = factory.max_body_bytes
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Store body bytes up to the limit; beyond it only remember that it was exceeded."""
+        if len(data) > self._body_budget:
+            self.body_too_large = True
+            data = data[: self._body_budget]
+        self._body_budget -= len(data)
+        if data:
+            self.content.write(data)
+
+    def process(self) -> None:
+        """Hand the complete request to the gateway (no resource traversal)."""
+        self.channel.factory.handle(self)
+
+
+class GatewayChannel(http.HTTPChannel):
+    """HTTP channel that closes at once when a plain-HTTP listener receives a TLS ClientHello,
+    so clients that probe TLS first (skopeo, containerd) fall back to HTTP without a stall."""
+
+    _first_data = True
+
+    def dataReceived(self, data: bytes) -> None:
+        """Reject a TLS handshake as the first bytes; otherwise parse HTTP."""
+        if self._first_data:
+            self._first_data = False
+            if data and data[0] == TLS_HANDSHAKE_RECORD and not self.factory.tls:
+                self.transport.abortConnection()
+                return
+        super().dataReceived(data)
+
+    def connectionMade(self) -> None:
+        """Count the connection on its listener."""
+        self.factory.connections.inc()
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any) -> None:
+        """Uncount the connection."""
+        self.factory.connections.dec()
+        super().connectionLost(reason)
+
+
+class GatewayFactory(http.HTTPFactory):
+    """Builds gateway channels for one listener (``listener`` names it in metrics)."""
+
+    protocol = GatewayChannel
+
+    def __init__(
+        self,
+        handle: Callable[[GatewayRequest], None],
+        listener: str,
+        max_body_bytes: int,
+        tls: bool = False,
+        reactor: Any = None,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(timeout=timeout, reactor=reactor)
+        self.handle = handle
+        self.listener = listener
+        self.max_body_bytes = max_body_bytes
+        self.tls = tls
+        self.connections = metrics.OPEN_CONNECTIONS.labels(listener)
+
+    def buildProtocol(self, addr: IAddress) -> GatewayChannel:
+        """A channel bound to this factory."""
+        channel: GatewayChannel = super().buildProtocol(addr)
+        channel.requestFactory = GatewayRequest
+        return channel
+
+    def log(self, request: http.Request) -> None:
+        """No per-request access log here (the gateway records events and metrics)."""

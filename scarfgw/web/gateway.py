@@ -1,0 +1,212 @@
+"""The gateway handler: Twisted request -> rules request view -> Decision -> response + events.
+
+It never decides routing; the current :class:`~scarfgw.config.Config` (swapped atomically on
+reload) does. Events are handed to the writer after the response has finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from twisted.logger import Logger
+
+from scarfgw import metrics
+from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
+from scarfgw.config import Config
+from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect, Respond
+from scarfgw.rules.request import Headers, RequestView, routing_host
+from scarfgw.web.channel import GatewayRequest
+from scarfgw.web.clientinfo import TrustedProxies, client_address, forwarded_chain
+from scarfgw.web.proxy import CLIENT_CLOSED
+
+log = Logger()
+
+
+class EventSink(Protocol):
+    """Where finished requests' events go (the analytics writer)."""
+
+    def submit(self, event: dict) -> None:
+        """Accept one event without blocking."""
+
+
+class Forwarder(Protocol):
+    """Streams a proxied request to its backend (see :mod:`scarfgw.web.proxy`)."""
+
+    def forward(
+        self,
+        request: GatewayRequest,
+        view: RequestView,
+        decision: Proxy,
+        forwarded_for: Sequence[str],
+        done: Callable[[int], None],
+    ) -> None:
+        """Answer ``request`` from the backend; call ``done(status)`` once it has finished."""
+
+
+class BadRequest(Exception):
+    """The request cannot be routed; the message is safe to show the client."""
+
+
+class RequestContext:
+    """Per-request facts the shell needs after routing (for events and metrics)."""
+
+    __slots__ = ("client_ip", "forwarded_for", "started", "view")
+
+    def __init__(
+        self, view: RequestView, client_ip: str | None, forwarded_for: list[str], started: float
+    ) -> None:
+        self.view = view
+        self.client_ip = client_ip
+        self.forwarded_for = forwarded_for
+        self.started = started
+
+
+class Gateway:
+    """Answers gateway requests according to the current config."""
+
+    def __init__(self, config: Config, events: EventSink, forwarder: Forwarder, clock: object
+                 ) -> None:
+        self.events = events
+        self.forwarder = forwarder
+        self.clock = clock
+        self.config = config
+        self.trusted = TrustedProxies(config.trusted_proxies)
+        self.in_flight = 0
+
+    def use_config(self, config: Config) -> None:
+        """Serve new requests with ``config`` (requests in flight keep their decision)."""
+        self.trusted = TrustedProxies(config.trusted_proxies)
+        self.config = config
+
+    def handle(self, request: GatewayRequest) -> None:
+        """Answer one request; never raises and never shows a traceback to the client."""
+        started = self.clock.seconds()  # type: ignore[attr-defined]
+        self.in_flight += 1
+        metrics.HTTP_IN_FLIGHT.inc()
+        try:
+            context = self._context(request, started)
+        except BadRequest as exc:
+            self._respond_plain(request, 400, str(exc), started)
+            return
+        if request.body_too_large:
+            message = f"request body larger than {self.config.limits.max_body_bytes} bytes"
+            self._respond_plain(request, 413, message, started)
+            return
+        try:
+            decision = self.config.router.route(context.view)
+        except Exception:
+            log.failure("routing failed for {path}", path=context.view.raw_path)
+            self._respond_plain(request, 500, "internal error", started)
+            return
+        self._render(request, context, decision)
+
+    def _context(self, request: GatewayRequest, started: float) -> RequestContext:
+        pairs: list[tuple[str, str]] = []
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            text_name = name.decode("latin-1")
+            pairs.extend((text_name, value.decode("latin-1")) for value in values)
+        headers = Headers(pairs)
+        peer = getattr(request.getClientAddress(), "host", None)
+        trusted_peer = peer in self.trusted
+        chain = forwarded_chain(headers.get_all("x-forwarded-for")) if trusted_peer else []
+        host_value = (headers.get("x-forwarded-host") if trusted_peer else None) or headers.get(
+            "host"
+        )
+        target: bytes = request.uri
+        path, mark, query = target.partition(b"?")
+        if not path.startswith(b"/"):
+            if b"://" not in path:
+                raise BadRequest("request target must be a path or an absolute URL")
+            authority_and_path = path.split(b"://", 1)[1]
+            slash = authority_and_path.find(b"/")
+            path = b"/" if slash == -1 else authority_and_path[slash:]
+        try:
+            raw_path = path.decode("ascii")
+            raw_query = query.decode("ascii") if mark else None
+            host = routing_host(host_value or "")
+            host.encode("ascii")
+        except UnicodeError:
+            raise BadRequest("request target and Host must be ASCII (percent-encode)") from None
+        method = request.method.decode("ascii", "replace")
+        request.content.seek(0)
+        body = request.content.read()
+        view = RequestView(method, host, raw_path, raw_query, headers, body)
+        chain_with_peer = [*chain, peer] if peer is not None else chain
+        return RequestContext(view, client_address(peer, chain, self.trusted), chain_with_peer,
+                              started)
+
+    def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision
+                ) -> None:
+        if isinstance(decision, Proxy):
+            self.forwarder.forward(
+                request, context.view, decision, context.forwarded_for,
+                lambda status: self._finished(request, context, decision, status),
+            )
+            return
+        if isinstance(decision, Redirect):
+            request.setResponseCode(decision.status)
+            request.responseHeaders.setRawHeaders(b"location", [decision.location.encode()])
+            request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
+            request.finish()
+            self._finished(request, context, decision, decision.status)
+            return
+        if decision.captures_before:
+            self._record(request, context, decision.captures, decision.status)
+        request.setResponseCode(decision.status)
+        for name, value in decision.headers:
+            request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode())
+        if not any(name.lower() == "content-length" for name, _ in decision.headers):
+            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(decision.body)])
+        if decision.body:
+            request.write(decision.body)
+        request.finish()
+        self._finished(request, context, decision, decision.status, recorded=decision.captures_before)
+
+    def _finished(self, request: GatewayRequest, context: RequestContext, decision: Decision,
+                  status: int, recorded: bool = False) -> None:
+        if not recorded and status != CLIENT_CLOSED:
+            self._record(request, context, decision.captures, status)
+        self._account(request, status, decision.kind, context.started)
+
+    def _record(self, request: GatewayRequest, context: RequestContext,
+                captures: Sequence[Capture], status: int) -> None:
+        if not captures:
+            return
+        view = context.view
+        if suppressed_by_privacy(view.header("dnt"), view.header("sec-gpc")):
+            return
+        request_id = new_request_id()
+        for capture in captures:
+            self.events.submit(
+                build_event(
+                    capture,
+                    time=context.started,
+                    request_id=request_id,
+                    domain=view.host,
+                    method=view.method,
+                    path=view.raw_path,
+                    status=status,
+                    user_agent=view.header("user-agent"),
+                    referer=view.header("referer"),
+                    client_ip=context.client_ip,
+                )
+            )
+
+    def _account(self, request: GatewayRequest, status: int, kind: str, started: float) -> None:
+        self.in_flight -= 1
+        metrics.HTTP_IN_FLIGHT.dec()
+        method = metrics.method_label(request.method.decode("ascii", "replace"))
+        metrics.HTTP_REQUESTS.labels(str(status), method, kind).inc()
+        metrics.HTTP_REQUEST_DURATION.observe(self.clock.seconds() - started)  # type: ignore[attr-defined]
+        metrics.HTTP_RESPONSE_BYTES.inc(request.sentLength)
+
+    def _respond_plain(self, request: GatewayRequest, status: int, message: str, started: float
+                       ) -> None:
+        body = message.encode() + b"\n"
+        request.setResponseCode(status)
+        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        request.write(body)
+        request.finish()
+        self._account(request, status, "none", started)

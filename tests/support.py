@@ -1,0 +1,256 @@
+"""Test helpers: a byte-exact HTTP client, an in-process gateway on loopback, fake upstreams."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.web import resource, server
+
+from scarfgw.config import parse_config
+from scarfgw.service import GatewayService
+
+COMPAT_DIR = Path(os.environ.get("SCARFGW_COMPAT_DIR", Path(__file__).parents[2] / "shared" / "compat"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RawResponse:
+    """A parsed HTTP/1.1 response."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """First value of ``name`` (case-insensitive)."""
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        """Every value of ``name``."""
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+
+class _Collector(protocol.Protocol):
+    def __init__(self, request: bytes, done: defer.Deferred[bytes]) -> None:
+        self.request = request
+        self.done = done
+        self.data = bytearray()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(bytes(self.data))
+
+
+def parse_response(data: bytes, head_request: bool = False) -> RawResponse:
+    """Parse one response read until the server closed the connection."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    response = RawResponse(status, headers, b"")
+    if head_request:
+        return response
+    if (response.header("transfer-encoding") or "").lower() == "chunked":
+        body = bytearray()
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            body += rest[:size]
+            rest = rest[size + 2 :]
+        response.body = bytes(body)
+    else:
+        response.body = rest
+    return response
+
+
+@defer.inlineCallbacks
+def raw_request(port: int, method: str, target: str, headers: list[tuple[str, str]],
+                body: bytes = b"", host: str = "127.0.0.1") -> Any:
+    """Send exactly this request (plus Connection: close and Content-Length if a body)."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body or method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: close")
+    payload = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+    done: defer.Deferred[bytes] = defer.Deferred()
+    endpoint = TCP4ClientEndpoint(reactor, host, port)
+    yield endpoint.connect(protocol.Factory.forProtocol(lambda: _Collector(payload, done)))
+    data = yield done
+    return parse_response(data, head_request=method == "HEAD")
+
+
+@defer.inlineCallbacks
+def get(port: int, target: str, **headers: str) -> Any:
+    """GET ``target`` with ``headers`` (underscores in names become dashes)."""
+    pairs = [(name.replace("_", "-"), value) for name, value in headers.items()]
+    if not any(name.lower() == "host" for name, _ in pairs):
+        pairs.insert(0, ("Host", "127.0.0.1"))
+    response = yield raw_request(port, "GET", target, pairs)
+    return response
+
+
+@dataclass
+class RunningGateway:
+    """A gateway service listening on loopback, with its JSONL events file."""
+
+    service: GatewayService
+    events_path: Path
+    config_path: Path
+
+    @property
+    def port(self) -> int:
+        """The HTTP listener's port."""
+        return int(self.service.ports["http"].getHost().port)
+
+    @property
+    def admin_port(self) -> int:
+        """The admin listener's port."""
+        return int(self.service.ports["admin"].getHost().port)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event written to the JSONL sink so far."""
+        if not self.events_path.exists():
+            return []
+        return [json.loads(line) for line in self.events_path.read_text().splitlines() if line]
+
+    @defer.inlineCallbacks
+    def flush(self) -> Any:
+        """Write whatever the event writer holds."""
+        yield self.service.writer.flush()
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """Stop the service (flushes events)."""
+        if self.service.running:
+            yield self.service.stopService()
+
+
+def gateway_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    """A config dict listening on ephemeral loopback ports with a JSONL sink under tmp_path."""
+    config: dict[str, Any] = {
+        "listen": {"http": "tcp:0:interface=127.0.0.1", "admin": "tcp:0:interface=127.0.0.1"},
+        "events": {
+            "flush_interval": 0.05,
+            "spool_dir": str(tmp_path / "spool"),
+            "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}],
+        },
+    }
+    config.update(sections)
+    return config
+
+
+@defer.inlineCallbacks
+def start_gateway(tmp_path: Path, config: dict[str, Any]) -> Any:
+    """Write ``config`` to tmp_path, start a gateway from it and wait until it listens."""
+    config_path = tmp_path / "scarfgw.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    service = GatewayService(parse_config(config, str(config_path)), reactor, str(config_path))
+    service.startService()
+    for _ in range(200):
+        if service.ready:
+            break
+        yield deferLater(0.01)
+    assert service.ready, "gateway did not become ready"
+    sink = config["events"]["sinks"][0]
+    return RunningGateway(service, Path(sink.get("path", tmp_path / "none")), config_path)
+
+
+def deferLater(seconds: float) -> defer.Deferred[None]:
+    """A Deferred that fires after ``seconds`` on the global reactor."""
+    from twisted.internet import task
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@dataclass
+class RecordedRequest:
+    """What a fake upstream received."""
+
+    method: str
+    path: str
+    query: str | None
+    headers: list[tuple[str, str]]
+
+
+class _FakeUpstream(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        super().__init__()
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.received: list[RecordedRequest] = []
+
+    def render(self, request: server.Request) -> bytes:
+        path, mark, query = request.uri.decode().partition("?")
+        pairs = [(name.decode(), value.decode())
+                 for name, values in request.requestHeaders.getAllRawHeaders()
+                 for value in values]
+        self.received.append(RecordedRequest(request.method.decode(), path,
+                                             query if mark else None, pairs))
+        request.setResponseCode(self.status)
+        for name, value in self.headers.items():
+            request.setHeader(name, value)
+        return self.body
+
+
+@dataclass
+class FakeUpstream:
+    """A recording HTTP server on loopback answering one fixed response."""
+
+    resource: _FakeUpstream
+    port: Any = field(default=None)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the fake."""
+        return f"http://127.0.0.1:{self.port.getHost().port}"
+
+    @property
+    def received(self) -> list[RecordedRequest]:
+        """Requests received so far."""
+        return self.resource.received
+
+
+@defer.inlineCallbacks
+def start_fake_upstream(status: int = 200, headers: dict[str, str] | None = None,
+                        body: bytes = b"") -> Any:
+    """Start a :class:`FakeUpstream` on an ephemeral loopback port."""
+    fake = _FakeUpstream(status, headers or {}, body)
+    site = server.Site(fake)
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    return FakeUpstream(fake, port)
+
+
+def load_case(name: str) -> dict[str, Any]:
+    """A compat case by name (with ``config_from`` resolved)."""
+    case: dict[str, Any] = yaml.safe_load((COMPAT_DIR / f"{name}.yaml").read_text())
+    if "config_from" in case:
+        case["config"] = load_case(case["config_from"])["config"]
+    return case
