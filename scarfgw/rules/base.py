@@ -29,9 +29,20 @@ class Rule(Protocol):
     the adjacent rule that follows it in the list (spec 3.3 step 2) or returns ``None``.
     """
 
-    rule_type: str
-    domain: str
-    sort_descending: bool
+    @property
+    def rule_type(self) -> str:
+        """The manifest type, e.g. ``docker-v1``."""
+        ...
+
+    @property
+    def domain(self) -> str:
+        """The domain the rule belongs to, as configured."""
+        ...
+
+    @property
+    def sort_descending(self) -> bool:
+        """Whether rules of this type are ordered by descending ``sort_key``."""
+        ...
 
     def sort_key(self) -> Any:
         """Key ordering rules of the same type (return a constant to keep list order)."""
