@@ -1,0 +1,123 @@
+"""Behaviour at the edge, through real sockets: privacy, trusted proxies, malformed requests,
+events and metrics of the in-process gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+
+from tests.support import gateway_config, get, raw_request, start_gateway
+
+DOCKER_RULE = {"type": "docker-v1", "domain": "cr.example.test",
+               "repository-name": "library/hello", "registry": "registry.example.test",
+               "package-id": "p1"}
+TELEMETRY_RULE = {"type": "telemetry-v1", "domain": "t.example.test", "incoming-path": "/events",
+                  "package-id": "t1"}
+DOCKER = {"Host": "cr.example.test", "User_Agent": "docker/27.0"}
+MANIFEST = "/v2/library/hello/manifests/latest"
+
+
+@pytest_twisted.inlineCallbacks
+def test_event_record_has_common_keys_and_no_raw_ip(tmp_path: Path) -> Any:
+    gateway = yield start_gateway(tmp_path, gateway_config(tmp_path, rules=[DOCKER_RULE]))
+    response = yield get(gateway.port, MANIFEST, Referer="https://example.test/", **DOCKER)
+    yield gateway.stop()
+    assert response.status == 307
+    [event] = gateway.events()
+    assert event["origin"] == {"network": "127.0.0.0/24"}
+    assert "127.0.0.1" not in str(event)
+    assert event["time"].endswith("Z") and event["request_id"]
+    assert (event["domain"], event["method"], event["path"], event["status"]) == (
+        "cr.example.test", "GET", MANIFEST, 307)
+    assert (event["user_agent"], event["referer"]) == ("docker/27.0", "https://example.test/")
+    assert (event["kind"], event["image"], event["pull"], event["object"]) == (
+        "docker", "library/hello", True, "manifest")
+
+
+@pytest_twisted.inlineCallbacks
+def test_dnt_and_gpc_are_served_but_not_recorded(tmp_path: Path) -> Any:
+    gateway = yield start_gateway(tmp_path, gateway_config(tmp_path, rules=[DOCKER_RULE]))
+    first = yield get(gateway.port, MANIFEST, DNT="1", **DOCKER)
+    second = yield get(gateway.port, MANIFEST, Sec_GPC="1", **DOCKER)
+    third = yield get(gateway.port, MANIFEST, DNT="0", **DOCKER)
+    yield gateway.stop()
+    assert [first.status, second.status, third.status] == [307, 307, 307]
+    assert len(gateway.events()) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_forwarded_headers_only_from_trusted_proxies(tmp_path: Path) -> Any:
+    rules = [DOCKER_RULE]
+    trusting = yield start_gateway(tmp_path, gateway_config(tmp_path, rules=rules))
+    via_proxy = {"Host": "proxy.internal", "X_Forwarded_Host": "cr.example.test",
+                 "X_Forwarded_For": "203.0.113.9, 127.0.0.5", "User_Agent": "docker/27.0"}
+    trusted = yield get(trusting.port, MANIFEST, **via_proxy)
+    yield trusting.stop()
+    assert trusted.status == 307
+    assert trusting.events()[0]["origin"] == {"network": "203.0.113.0/24"}
+
+    other = tmp_path / "untrusting"
+    other.mkdir()
+    untrusting = yield start_gateway(other, gateway_config(other, rules=rules,
+                                                           trusted_proxies=[]))
+    ignored = yield get(untrusting.port, MANIFEST, **via_proxy)
+    direct = yield get(untrusting.port, MANIFEST, **DOCKER)
+    yield untrusting.stop()
+    assert ignored.status == 404
+    assert direct.status == 307
+    assert untrusting.events()[0]["origin"] == {"network": "127.0.0.0/24"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_malformed_requests_get_clear_answers(tmp_path: Path) -> Any:
+    config = gateway_config(tmp_path, rules=[DOCKER_RULE, TELEMETRY_RULE],
+                            limits={"max_body_bytes": 1024})
+    gateway = yield start_gateway(tmp_path, config)
+    port = gateway.port
+    bad_escape = yield get(port, "/v2/library/%zz/manifests/%e9", **DOCKER)
+    assert bad_escape.status == 404
+    assert b"NAME_UNKNOWN" in bad_escape.body
+    non_ascii = yield raw_request(port, "GET", "/v2/caf\u00e9", [("Host", "cr.example.test")])
+    assert non_ascii.status == 400
+    bad_host = yield raw_request(port, "GET", "/", [("Host", "caf\u00e9.test")])
+    assert bad_host.status == 400
+    huge = yield raw_request(port, "GET", "/", [("Host", "cr.example.test"),
+                                                ("X-Big", "a" * 70000)])
+    assert huge.status in (400, 431)
+    big_body = b'{"a": 1}' + b" " * 4096
+    too_big = yield raw_request(port, "POST", "/events", [("Host", "t.example.test")], big_body)
+    assert too_big.status == 413
+    accepted = yield raw_request(port, "POST", "/events", [("Host", "t.example.test")],
+                                 b'{"a": 1}{"b": 2}')
+    assert accepted.status == 200
+    still_serving = yield get(port, MANIFEST, **DOCKER)
+    assert still_serving.status == 307
+    yield gateway.stop()
+    assert [e.get("event") for e in gateway.events() if e["kind"] == "telemetry"] == [
+        {"a": 1}, {"b": 2}]
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_client_hello_on_plain_http_is_closed_at_once(tmp_path: Path) -> Any:
+    gateway = yield start_gateway(tmp_path, gateway_config(tmp_path, rules=[DOCKER_RULE]))
+    hello = bytes([0x16, 0x03, 0x01, 0x00, 0x05]) + b"\x01\x00\x00\x01\x00"
+    from twisted.internet import defer, protocol, reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    closed: defer.Deferred[bytes] = defer.Deferred()
+
+    class Probe(protocol.Protocol):
+        def connectionMade(self) -> None:
+            self.transport.write(hello)
+
+        def connectionLost(self, reason: Any = None) -> None:
+            closed.callback(b"")
+
+    yield TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.port).connect(
+        protocol.Factory.forProtocol(Probe))
+    timeout = reactor.callLater(2, closed.cancel)
+    yield closed
+    timeout.cancel()
+    yield gateway.stop()

@@ -1,0 +1,144 @@
+"""The real ``twistd scarfgw`` process: start, serve, reload on SIGHUP, refuse a bad reload,
+exit 0 on SIGTERM with every event written; bad configs exit non-zero with a clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support import free_port
+
+REPO = Path(__file__).parents[2]
+TWISTD = Path(sys.executable).parent / "twistd"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _twistd(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(TWISTD), "--pidfile=", "-n", "--logfile", str(log), "scarfgw", "--config",
+         str(config)],
+        cwd=config.parent, env=_env(),
+    )
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with opener.open(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _wait_ready(admin: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(300):
+        assert process.poll() is None, log.read_text()
+        try:
+            if _get(f"http://127.0.0.1:{admin}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("gateway never became ready:\n" + log.read_text())
+
+
+def _docker_rule(image: str) -> dict[str, Any]:
+    return {"type": "docker-v1", "domain": "cr.example.test", "repository-name": image,
+            "registry": "registry.example.test", "package-id": f"pkg-{image}"}
+
+
+def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
+    http, admin = free_port(), free_port()
+    config: dict[str, Any] = {
+        "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
+                   "admin": f"tcp:{admin}:interface=127.0.0.1"},
+        "rules": [_docker_rule("library/one")],
+        "events": {"flush_interval": 30, "spool_dir": str(tmp_path / "spool"),
+                   "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]},
+    }
+    config_path = tmp_path / "scarfgw.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "twistd.log"
+    process = _twistd(config_path, log)
+    try:
+        _wait_ready(admin, process, log)
+        docker = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}
+        status, headers, _ = _get(f"http://127.0.0.1:{http}/v2/library/one/manifests/1", docker)
+        assert status == 307
+        assert headers["Location"] == "https://registry.example.test/v2/library/one/manifests/1"
+        assert _get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 404
+
+        config["rules"].append(_docker_rule("library/two"))
+        config_path.write_text(yaml.safe_dump(config))
+        process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if _get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 307:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("reload did not take effect:\n" + log.read_text())
+
+        config_path.write_text("rules: [{type: docker-v1, domain: x}]\n")
+        process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if "config reload refused" in log.read_text():
+                break
+            time.sleep(0.05)
+        assert "rules[0].repository-name" in log.read_text()
+        assert _get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 307
+        metrics = _get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
+        assert 'scarfgw_config_reloads_total{result="failure"} 1.0' in metrics
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["image"] for e in events] == ["library/one", "library/two", "library/two"]
+    assert all(e["status"] == 307 and e["pull"] for e in events)
+
+
+def test_twistd_refuses_bad_config(tmp_path: Path) -> None:
+    config_path = tmp_path / "bad.yaml"
+    config_path.write_text("listen: {http: 'tcp:0'}\nrules:\n  - {type: file-v1, domain: d}\n")
+    result = subprocess.run(
+        [str(TWISTD), "--pidfile=", "-n", "scarfgw", "--config", str(config_path)],
+        cwd=tmp_path, env=_env(), capture_output=True, timeout=60,
+    )
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).decode()
+    assert f"{config_path}: rules[0].incoming-path: required key is missing" in output
+    assert "Traceback" not in output
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    good = REPO / "etc" / "scarfgw.yaml"
+    result = subprocess.run([sys.executable, "-m", "scarfgw.cli", "check-config", str(good)],
+                            env=_env(), capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"OK" in result.stdout and b"domains: 3" in result.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("proxy: {connect_timeout: -1}\n")
+    result = subprocess.run([sys.executable, "-m", "scarfgw.cli", "check-config", str(bad)],
+                            env=_env(), capture_output=True, timeout=60)
+    assert result.returncode == 1
+    assert f"{bad}: proxy.connect_timeout: expected a positive number".encode() in result.stderr
