@@ -100,8 +100,18 @@ class GatewayService(MultiService):
             self.reactor.stop()
 
     def _install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._on_sighup))
         signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.writer.reopen))
+        signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._on_sigterm))
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP received")
+        self.reload()
+
+    def _on_sigterm(self) -> None:
+        """Stop gracefully and exit 0 (twistd's own handler would re-raise the signal)."""
+        log.info("SIGTERM received: shutting down gracefully")
+        self.reactor.stop()
 
     def is_ready(self) -> bool:
         """True while the gateway should receive traffic."""

@@ -229,8 +229,9 @@ def parse_catch_all(fields: Fields) -> Rule:
 
 
 def _template(fields: Fields, key: str) -> UriTemplate:
+    text = fields.string(key)
     try:
-        return parse_template(fields.string(key))
+        return parse_template(text)
     except ValueError as error:
         raise fields.error(key, f"invalid URI template: {error}") from error
 

@@ -57,6 +57,14 @@ class GatewayChannel(http.HTTPChannel):
                 return
         super().dataReceived(data)
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request or header line over the limit: say so (Twisted would just hang up)."""
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        self.loseConnection()
+
     def connectionMade(self) -> None:
         """Count the connection on its listener."""
         self.factory.connections.inc()

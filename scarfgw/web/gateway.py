@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from scarfgw import metrics
 from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
 from scarfgw.config import Config
-from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect, Respond
+from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect
 from scarfgw.rules.request import Headers, RequestView, routing_host
 from scarfgw.web.channel import GatewayRequest
 from scarfgw.web.clientinfo import TrustedProxies, client_address, forwarded_chain
@@ -44,6 +44,19 @@ class Forwarder(Protocol):
         """Answer ``request`` from the backend; call ``done(status)`` once it has finished."""
 
 
+class TLSFrontend(Protocol):
+    """What the shell needs from certificate management (see :mod:`scarfgw.tls.manager`)."""
+
+    def http01_response(self, token: str) -> bytes | None:
+        """The key authorization for an HTTP-01 challenge token, if one is pending."""
+
+    def has_certificate(self, domain: str) -> bool:
+        """True once ``domain`` has a certificate installed (plain HTTP then redirects)."""
+
+
+ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+
+
 class BadRequest(Exception):
     """The request cannot be routed; the message is safe to show the client."""
 
@@ -51,11 +64,13 @@ class BadRequest(Exception):
 class RequestContext:
     """Per-request facts the shell needs after routing (for events and metrics)."""
 
-    __slots__ = ("client_ip", "forwarded_for", "started", "view")
+    __slots__ = ("client_ip", "forwarded_for", "forwarded_proto", "started", "view")
 
     def __init__(
-        self, view: RequestView, client_ip: str | None, forwarded_for: list[str], started: float
+        self, view: RequestView, client_ip: str | None, forwarded_for: list[str], started: float,
+        forwarded_proto: str | None = None,
     ) -> None:
+        self.forwarded_proto = forwarded_proto
         self.view = view
         self.client_ip = client_ip
         self.forwarded_for = forwarded_for
@@ -65,8 +80,10 @@ class RequestContext:
 class Gateway:
     """Answers gateway requests according to the current config."""
 
-    def __init__(self, config: Config, events: EventSink, forwarder: Forwarder, clock: object
-                 ) -> None:
+    def __init__(self, config: Config, events: EventSink, forwarder: Forwarder, clock: object,
+                 tls: TLSFrontend | None = None, https_port: int = 443) -> None:
+        self.tls = tls
+        self.https_port = https_port
         self.events = events
         self.forwarder = forwarder
         self.clock = clock
@@ -93,6 +110,8 @@ class Gateway:
             message = f"request body larger than {self.config.limits.max_body_bytes} bytes"
             self._respond_plain(request, 413, message, started)
             return
+        if self.tls is not None and self._answered_for_tls(request, context):
+            return
         try:
             decision = self.config.router.route(context.view)
         except Exception:
@@ -100,6 +119,35 @@ class Gateway:
             self._respond_plain(request, 500, "internal error", started)
             return
         self._render(request, context, decision)
+
+    def _answered_for_tls(self, request: GatewayRequest, context: RequestContext) -> bool:
+        """ACME HTTP-01 answers, and the 308 to https for domains that have a certificate."""
+        assert self.tls is not None
+        view = context.view
+        if view.raw_path.startswith(ACME_CHALLENGE_PREFIX):
+            answer = self.tls.http01_response(view.raw_path[len(ACME_CHALLENGE_PREFIX):])
+            if answer is None:
+                self._respond_plain(request, 404, "no such challenge", context.started)
+            else:
+                request.setResponseCode(200)
+                request.responseHeaders.setRawHeaders(b"content-type", [b"application/octet-stream"])
+                request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(answer)])
+                request.write(answer)
+                request.finish()
+                self._account(request, 200, "acme", context.started)
+            return True
+        if request.channel.factory.tls or context.forwarded_proto == "https":
+            return False
+        if not self.tls.has_certificate(view.host):
+            return False
+        port = "" if self.https_port == 443 else f":{self.https_port}"
+        location = f"https://{view.host}{port}{view.raw_path}{view.query_with_mark}"
+        request.setResponseCode(308)
+        request.responseHeaders.setRawHeaders(b"location", [location.encode()])
+        request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
+        request.finish()
+        self._account(request, 308, "https", context.started)
+        return True
 
     def _context(self, request: GatewayRequest, started: float) -> RequestContext:
         pairs: list[tuple[str, str]] = []
@@ -133,8 +181,9 @@ class Gateway:
         body = request.content.read()
         view = RequestView(method, host, raw_path, raw_query, headers, body)
         chain_with_peer = [*chain, peer] if peer is not None else chain
+        proto = headers.get("x-forwarded-proto") if trusted_peer else None
         return RequestContext(view, client_address(peer, chain, self.trusted), chain_with_peer,
-                              started)
+                              started, proto)
 
     def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision
                 ) -> None:

@@ -105,7 +105,7 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
             if "config reload refused" in log.read_text():
                 break
             time.sleep(0.05)
-        assert "rules[0].repository-name" in log.read_text()
+        assert "rules[0].registry: required key is missing" in log.read_text()
         assert _get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 307
         metrics = _get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
         assert 'scarfgw_config_reloads_total{result="failure"} 1.0' in metrics
@@ -119,7 +119,7 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
 
 def test_twistd_refuses_bad_config(tmp_path: Path) -> None:
     config_path = tmp_path / "bad.yaml"
-    config_path.write_text("listen: {http: 'tcp:0'}\nrules:\n  - {type: file-v1, domain: d}\n")
+    config_path.write_text("listen: {http: 'tcp:0'}\nrules:\n  - {type: file-v1, domain: d, package-id: p}\n")
     result = subprocess.run(
         [str(TWISTD), "--pidfile=", "-n", "scarfgw", "--config", str(config_path)],
         cwd=tmp_path, env=_env(), capture_output=True, timeout=60,

@@ -1,0 +1,1 @@
+"""Analytics: the event record, the batched writer with its disk spool, and the sinks."""

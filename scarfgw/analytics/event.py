@@ -1,0 +1,107 @@
+"""The analytics event record: common keys of design.md ("Events") plus a rule's capture.
+
+The raw client address never leaves this module: only its network (/24 for IPv4,
+/48 for IPv6) is written, as ``origin.network``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from scarfgw.rules.decision import Capture
+
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _new_prefix() -> str:
+    return os.urandom(8).hex()
+
+
+_prefix = _new_prefix()
+_counter = itertools.count()
+
+
+def _reseed() -> None:
+    global _prefix, _counter
+    _prefix = _new_prefix()
+    _counter = itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def new_request_id() -> str:
+    """A unique request id: a random per-process prefix (renewed on fork) plus a counter.
+
+    32 lower-case hex characters, like ``uuid4().hex`` but about five times cheaper.
+    """
+    return f"{_prefix}{next(_counter):016x}"
+
+
+def suppressed_by_privacy(dnt: str | None, gpc: str | None) -> bool:
+    """True when the request asks not to be tracked (``DNT: 1`` or ``Sec-GPC: 1``)."""
+    return (dnt is not None and dnt.strip() == "1") or (gpc is not None and gpc.strip() == "1")
+
+
+def origin_network(client_ip: str | None) -> str | None:
+    """The client's network in CIDR notation (/24 IPv4, /48 IPv6); None if unknown or invalid.
+
+    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) count as IPv4; an IPv6 zone is ignored.
+    Uses ``inet_pton``/``inet_ntop``: about 0.5 us, against 6-16 us with ``ipaddress``.
+    """
+    if not client_ip:
+        return None
+    host = client_ip.partition("%")[0]
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except (OSError, ValueError):
+        return None
+    if len(packed) == 16:
+        if packed[:12] != _IPV4_MAPPED:
+            return socket.inet_ntop(socket.AF_INET6, packed[:6] + bytes(10)) + "/48"
+        packed = packed[12:]
+    return f"{packed[0]}.{packed[1]}.{packed[2]}.0/24"
+
+
+def format_time(time: float) -> str:
+    """``time`` (Unix seconds) as ISO 8601 UTC with milliseconds: ``2026-11-22T10:00:00.123Z``."""
+    stamp = datetime.fromtimestamp(time, UTC).isoformat(timespec="milliseconds")
+    return stamp.removesuffix("+00:00") + "Z"
+
+
+def build_event(
+    capture: Capture,
+    *,
+    time: float,
+    request_id: str,
+    domain: str,
+    method: str,
+    path: str,
+    status: int,
+    user_agent: str | None,
+    referer: str | None,
+    client_ip: str | None,
+) -> dict[str, Any]:
+    """The event record: the common keys, then the capture's keys.
+
+    A capture key never replaces a common key (``origin`` in particular stays the truncated
+    network); the raw ``client_ip`` is not part of the result.
+    """
+    event: dict[str, Any] = {
+        "time": format_time(time),
+        "request_id": request_id,
+        "domain": domain,
+        "method": method,
+        "path": path,
+        "status": status,
+        "user_agent": user_agent,
+        "referer": referer,
+        "origin": {"network": origin_network(client_ip)},
+    }
+    for key, value in capture.items():
+        event.setdefault(key, value)
+    return event
