@@ -196,7 +196,9 @@ def _endpoint(section: Fields, key: str, default: str | None) -> str | None:
         return default
     value = section.nullable_string(key)
     if value is not None and ":" not in value:
-        raise section.error(key, f"expected a Twisted endpoint string like 'tcp:8080', got {value!r}")
+        raise section.error(
+            key, f"expected a Twisted endpoint string like 'tcp:8080', got {value!r}"
+        )
     return value
 
 

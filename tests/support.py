@@ -17,7 +17,9 @@ from twisted.web import resource, server
 from scarfgw.config import parse_config
 from scarfgw.service import GatewayService
 
-COMPAT_DIR = Path(os.environ.get("SCARFGW_COMPAT_DIR", Path(__file__).parents[2] / "shared" / "compat"))
+COMPAT_DIR = Path(
+    os.environ.get("SCARFGW_COMPAT_DIR", Path(__file__).parents[2] / "shared" / "compat")
+)
 
 
 def free_port() -> int:
@@ -54,6 +56,7 @@ class _Collector(protocol.Protocol):
         self.data = bytearray()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(self.request)
 
     def dataReceived(self, data: bytes) -> None:
@@ -125,23 +128,18 @@ class RunningGateway:
     @property
     def port(self) -> int:
         """The HTTP listener's port."""
-        return int(self.service.ports["http"].getHost().port)
+        return int(self.service.ports["http"].getHost().port)  # type: ignore[attr-defined]
 
     @property
     def admin_port(self) -> int:
         """The admin listener's port."""
-        return int(self.service.ports["admin"].getHost().port)
+        return int(self.service.ports["admin"].getHost().port)  # type: ignore[attr-defined]
 
     def events(self) -> list[dict[str, Any]]:
         """Every event written to the JSONL sink so far."""
         if not self.events_path.exists():
             return []
         return [json.loads(line) for line in self.events_path.read_text().splitlines() if line]
-
-    @defer.inlineCallbacks
-    def flush(self) -> Any:
-        """Write whatever the event writer holds."""
-        yield self.service.writer.flush()
 
     @defer.inlineCallbacks
     def stop(self) -> Any:

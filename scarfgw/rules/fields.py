@@ -9,7 +9,7 @@ _MISSING = object()
 
 
 class RuleError(ValueError):
-    """A rule (or other config node) is invalid; ``path`` names the key, e.g. ``rules[3].pattern``."""
+    """A config node is invalid; ``path`` names the key, e.g. ``rules[3].pattern``."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")

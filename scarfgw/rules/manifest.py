@@ -46,7 +46,9 @@ def parse_rules(
         parser = PARSERS.get(rule_type)
         if parser is None:
             known = ", ".join(sorted(PARSERS))
-            raise RuleError(f"{item_path}.type", f"unknown rule type {rule_type!r} (known: {known})")
+            raise RuleError(
+                f"{item_path}.type", f"unknown rule type {rule_type!r} (known: {known})"
+            )
         fields = Fields(item, item_path)
         compiled.append(parser(fields))
         if warn is not None:

@@ -4,9 +4,11 @@ and the factory that counts connections per listener."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ITCPTransport
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http
 
 from scarfgw import metrics
@@ -34,7 +36,7 @@ class GatewayRequest(http.Request):
             self.body_too_large = True
             data = data[: self._body_budget]
         self._body_budget -= len(data)
-        if data:
+        if data and self.content is not None:
             self.content.write(data)
 
     def process(self) -> None:
@@ -53,13 +55,13 @@ class GatewayChannel(http.HTTPChannel):
         if self._first_data:
             self._first_data = False
             if data and data[0] == TLS_HANDSHAKE_RECORD and not self.factory.tls:
-                self.transport.abortConnection()
+                cast(ITCPTransport, self.transport).abortConnection()
                 return
         super().dataReceived(data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """A request or header line over the limit: say so (Twisted would just hang up)."""
-        self.transport.write(
+        cast(ITCPTransport, self.transport).write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
             b"Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
@@ -70,7 +72,7 @@ class GatewayChannel(http.HTTPChannel):
         self.factory.connections.inc()
         super().connectionMade()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Uncount the connection."""
         self.factory.connections.dec()
         super().connectionLost(reason)
@@ -79,7 +81,7 @@ class GatewayChannel(http.HTTPChannel):
 class GatewayFactory(http.HTTPFactory):
     """Builds gateway channels for one listener (``listener`` names it in metrics)."""
 
-    protocol = GatewayChannel
+    protocol = GatewayChannel  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -97,9 +99,9 @@ class GatewayFactory(http.HTTPFactory):
         self.tls = tls
         self.connections = metrics.OPEN_CONNECTIONS.labels(listener)
 
-    def buildProtocol(self, addr: IAddress) -> GatewayChannel:
+    def buildProtocol(self, addr: IAddress | None) -> GatewayChannel:  # type: ignore[override]
         """A channel bound to this factory."""
-        channel: GatewayChannel = super().buildProtocol(addr)
+        channel = cast(GatewayChannel, super().buildProtocol(addr))
         channel.requestFactory = GatewayRequest
         return channel
 

@@ -177,8 +177,10 @@ class Gateway:
         except UnicodeError:
             raise BadRequest("request target and Host must be ASCII (percent-encode)") from None
         method = request.method.decode("ascii", "replace")
-        request.content.seek(0)
-        body = request.content.read()
+        body = b""
+        if request.content is not None:
+            request.content.seek(0)
+            body = request.content.read()
         view = RequestView(method, host, raw_path, raw_query, headers, body)
         chain_with_peer = [*chain, peer] if peer is not None else chain
         proto = headers.get("x-forwarded-proto") if trusted_peer else None
@@ -210,7 +212,8 @@ class Gateway:
         if decision.body:
             request.write(decision.body)
         request.finish()
-        self._finished(request, context, decision, decision.status, recorded=decision.captures_before)
+        self._finished(request, context, decision, decision.status,
+                       recorded=decision.captures_before)
 
     def _finished(self, request: GatewayRequest, context: RequestContext, decision: Decision,
                   status: int, recorded: bool = False) -> None:

@@ -113,6 +113,7 @@ def test_tls_client_hello_on_plain_http_is_closed_at_once(tmp_path: Path) -> Any
 
     class Probe(protocol.Protocol):
         def connectionMade(self) -> None:
+            assert self.transport is not None
             self.transport.write(hello)
 
         def connectionLost(self, reason: Any = None) -> None:
