@@ -1,0 +1,91 @@
+"""Config loading: defaults, manifests, and errors that name file, key path and reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scarfgw.config import ConfigError, load_config
+
+DOCKER = {"type": "docker-v1", "domain": "cr.test", "repository-name": "a/b",
+          "registry": "reg.test", "package-id": "p"}
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    return caught.value
+
+
+def test_example_config_loads() -> None:
+    config = load_config(str(Path(__file__).parents[2] / "etc" / "scarfgw.yaml"))
+    assert config.listen.http == "tcp:8080"
+    assert len(config.router.domains) == 3
+    assert config.warnings == ()
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, "")))
+    assert (config.listen.http, config.listen.https) == ("tcp:8080", None)
+    assert config.events.batch_size == 500 and config.proxy.response_timeout == 60
+
+
+def test_manifest_json_loads_as_whole_file_and_as_manifest_key(tmp_path: Path) -> None:
+    manifest = write(tmp_path, json.dumps({"rules": [DOCKER]}), "manifest.json")
+    assert len(load_config(str(manifest)).rules) == 1
+    config = load_config(str(write(tmp_path, "manifest: manifest.json\nrules: []\n")))
+    assert config.router.domains == frozenset({"cr.test"})
+    example = Path(__file__).parents[2] / "etc" / "manifest.example.json"
+    assert len(load_config(str(example)).rules) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "reason"),
+    [
+        ("listen: {htp: 'tcp:1'}", "listen.htp", "unknown key"),
+        ("nonsense: 1", "nonsense", "unknown key"),
+        ("proxy: {connect_timeout: 0}", "proxy.connect_timeout", "expected a positive number"),
+        ("proxy: {upstreams: {ghcr.io: 'ftp://x'}}", "proxy.upstreams.ghcr.io", "expected an http"),
+        ("trusted_proxies: ['not-a-net']", "trusted_proxies[0]", "not an IP network"),
+        ("rules: [{type: nope}]", "rules[0].type", "unknown rule type 'nope'"),
+        ("rules: [{type: docker-v2, domain: d, pattern: 'a/*,b', rule-id: r, registry: x}]",
+         "rules[0].pattern", "trailing"),
+        ("rules: [{type: file-v1, domain: d, package-id: p, incoming-path: '/{x'}]",
+         "rules[0].incoming-path", "invalid URI template"),
+        ("tls: {acme: {challenge: dns-01}}", "tls.acme.challenge", "expected http-01"),
+        ("events: {batch_size: -3}", "events.batch_size", "expected a positive integer"),
+    ],
+)
+def test_errors_name_file_key_path_and_reason(tmp_path: Path, text: str, path: str,
+                                              reason: str) -> None:
+    config_path = write(tmp_path, text)
+    error = error_of(config_path)
+    assert error.source == str(config_path) and error.path == path
+    assert reason in error.reason
+    assert str(error).startswith(f"{config_path}: {path}: ")
+
+
+def test_syntax_errors_and_unreadable_files(tmp_path: Path) -> None:
+    error = error_of(write(tmp_path, "rules: [\n"))
+    assert "invalid YAML/JSON: line" in error.reason
+    assert "cannot read file" in error_of(tmp_path / "missing.yaml").reason
+    assert "top level must be a mapping" in error_of(write(tmp_path, "- 1\n")).reason
+
+
+def test_manifest_errors_name_the_manifest_file(tmp_path: Path) -> None:
+    write(tmp_path, json.dumps({"rules": [{**DOCKER, "registry": 5}]}), "m.json")
+    error = error_of(write(tmp_path, "manifest: m.json\n"))
+    assert error.source.endswith("m.json") and error.path == "rules[0].registry"
+
+
+def test_unknown_rule_keys_are_warnings(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, json.dumps({"rules": [{**DOCKER, "extra": 1}]}))))
+    assert config.warnings == ("rules[0].extra: unknown key ignored",)
