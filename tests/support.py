@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,6 @@ from twisted.web import resource, server
 
 from scarfgw.config import parse_config
 from scarfgw.service import GatewayService
-
-COMPAT_DIR = Path(
-    os.environ.get("SCARFGW_COMPAT_DIR", Path(__file__).parents[2] / "shared" / "compat")
-)
 
 
 def free_port() -> int:
@@ -244,11 +239,3 @@ def start_fake_upstream(status: int = 200, headers: dict[str, str] | None = None
     site = server.Site(fake)
     port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     return FakeUpstream(fake, port)
-
-
-def load_case(name: str) -> dict[str, Any]:
-    """A compat case by name (with ``config_from`` resolved)."""
-    case: dict[str, Any] = yaml.safe_load((COMPAT_DIR / f"{name}.yaml").read_text())
-    if "config_from" in case:
-        case["config"] = load_case(case["config_from"])["config"]
-    return case

@@ -2,65 +2,37 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 
-from tests.support import (
+from tests.compat import (
+    CASE_NAMES,
     COMPAT_DIR,
-    gateway_config,
+    EXPECTED_CASE_COUNT,
+    assert_events_match,
+    case_rules,
     load_case,
-    raw_request,
-    start_fake_upstream,
-    start_gateway,
+    request_target,
 )
-
-CASES = sorted(p.stem for p in COMPAT_DIR.glob("*.yaml")) if COMPAT_DIR.is_dir() else []
-
-
-def builtin_rule(rule: dict[str, Any]) -> dict[str, Any]:
-    """A compat ``builtin_rules`` entry as a scarfgw rule."""
-    if rule["type"] == "pixel":
-        return {
-            "type": "pixel-v1",
-            "domain": rule["domain"],
-            "content-type": rule["content_type"],
-            "image-base64": base64.b64encode(rule["body"].encode()).decode(),
-        }
-    return {"type": "scarf-js-v1", "domain": rule["domain"]}
-
-
-def target_of(request: dict[str, Any]) -> str:
-    """The request target: path, then ``?query`` when a query is given (``""``: bare ``?``)."""
-    query = request.get("query")
-    return request["path"] if query is None else f"{request['path']}?{query}"
-
-
-def assert_events_match(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
-    """Compare the kind-specific keys the case lists (scarfgw adds common keys)."""
-    assert len(actual) == len(expected), actual
-    for got, want in zip(actual, expected, strict=True):
-        want = {"body_variables": {}, **want} if want["kind"] in ("file", "catchall") else want
-        projected = {key: got.get(key, {} if key == "body_variables" else None) for key in want}
-        assert projected == want
+from tests.support import gateway_config, raw_request, start_fake_upstream, start_gateway
 
 
 def test_compat_cases_present() -> None:
     if not COMPAT_DIR.is_dir():
         pytest.skip(f"compat cases not found at {COMPAT_DIR}")
-    assert len(CASES) == 75
+    assert len(CASE_NAMES) == EXPECTED_CASE_COUNT
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 @pytest_twisted.inlineCallbacks
 def test_compat_case(name: str, tmp_path: Path) -> Any:
     case = load_case(name)
     request = case["request"]
     expect = case["expect"]
-    rules = list(case["config"]["rules"]) + [builtin_rule(r) for r in case.get("builtin_rules", [])]
+    rules = case_rules(case)
     upstream = case.get("upstream")
     fake = None
     sections: dict[str, Any] = {"rules": rules}
@@ -75,7 +47,7 @@ def test_compat_case(name: str, tmp_path: Path) -> Any:
         if not any(name.lower() == "host" for name, _ in headers):
             headers.insert(0, ("Host", f"127.0.0.1:{gateway.port}"))
         response = yield raw_request(
-            gateway.port, request.get("method", "GET"), target_of(request), headers,
+            gateway.port, request.get("method", "GET"), request_target(request), headers,
             request.get("body", "").encode(),
         )
     finally:

@@ -119,7 +119,9 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
 
 def test_twistd_refuses_bad_config(tmp_path: Path) -> None:
     config_path = tmp_path / "bad.yaml"
-    config_path.write_text("listen: {http: 'tcp:0'}\nrules:\n  - {type: file-v1, domain: d, package-id: p}\n")
+    config_path.write_text(
+        "listen: {http: 'tcp:0'}\nrules:\n  - {type: file-v1, domain: d, package-id: p}\n"
+    )
     result = subprocess.run(
         [str(TWISTD), "--pidfile=", "-n", "scarfgw", "--config", str(config_path)],
         cwd=tmp_path, env=_env(), capture_output=True, timeout=60,

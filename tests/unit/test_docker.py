@@ -1,18 +1,10 @@
-"""docker-v1 / docker-v2 rules (spec 2.1, 2.2, 3.3, 4.1), without sockets.
-
-The compat cases of the rule kinds in ``docker.py`` and ``events.py`` are also replayed
-here through the Router (one harness for both modules), read from ``/work/shared/compat``
-at test time.
-"""
+"""docker-v1 / docker-v2 rules (spec 2.1, 2.2, 3.3, 4.1), without sockets."""
 
 from __future__ import annotations
 
-import base64
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from scarfgw.rules.base import Rule
 from scarfgw.rules.decision import Proxy, Redirect, Respond
@@ -23,9 +15,8 @@ from scarfgw.rules.docker import (
     parse_docker_v2,
     parse_image_request,
 )
-from scarfgw.rules.events import parse_pixel, parse_scarf_js, parse_telemetry
 from scarfgw.rules.fields import Fields, RuleError
-from scarfgw.rules.request import Headers, RequestView, routing_host
+from scarfgw.rules.request import Headers, RequestView
 from scarfgw.rules.router import Router
 
 DOMAIN = "cr.example.com"
@@ -378,102 +369,3 @@ def test_different_registries_last_declared_wins() -> None:
 def test_v1_is_tried_before_v2() -> None:
     decision = route([v2("library/*"), v1("library/hello")], "/v2/library/hello/manifests/1")
     assert only_capture(decision)["package"] == "pkg-library/hello"
-
-
-# --- compat cases (docker and event rule kinds) ---------------------------------------
-
-COMPAT = Path("/work/shared/compat")
-PREFIXES = (
-    "docker-",
-    "unit-docker-",
-    "unit-manifest-1-docker-",
-    "auto-creation-",
-    "pixel",
-    "unit-pixel-",
-    "telemetry-",
-    "scarfjs-",
-)
-PARSERS = {
-    "docker-v1": parse_docker_v1,
-    "docker-v2": parse_docker_v2,
-    "telemetry-v1": parse_telemetry,
-    "pixel-v1": parse_pixel,
-    "scarf-js-v1": parse_scarf_js,
-}
-_MISSING = object()
-
-
-def _compat_names() -> list[str]:
-    if not COMPAT.is_dir():
-        return []
-    return sorted(p.stem for p in COMPAT.glob("*.yaml") if p.stem.startswith(PREFIXES))
-
-
-def _builtin(rule: dict[str, Any]) -> dict[str, Any]:
-    if rule["type"] == "pixel":
-        return {
-            "type": "pixel-v1",
-            "domain": rule["domain"],
-            "content-type": rule["content_type"],
-            "image-base64": base64.b64encode(rule["body"].encode()).decode(),
-        }
-    assert rule["type"] == "scarf-js"
-    return {"type": "scarf-js-v1", "domain": rule["domain"]}
-
-
-def _view(spec: dict[str, Any]) -> RequestView:
-    headers = Headers((name, str(value)) for name, value in spec.get("headers", {}).items())
-    host = headers.get("x-forwarded-host") or headers.get("host") or ""
-    return RequestView(
-        spec.get("method", "GET"),
-        routing_host(host),
-        spec["path"],
-        spec.get("query"),
-        headers,
-        spec.get("body", "").encode(),
-    )
-
-
-@pytest.mark.parametrize("name", _compat_names() or ["(no compat folder)"])
-def test_compat_case(name: str) -> None:
-    if not COMPAT.is_dir():
-        pytest.skip(f"{COMPAT} is absent")
-    case = yaml.safe_load((COMPAT / f"{name}.yaml").read_text())
-    view = _view(case["request"])
-    manifest = case["config"]["rules"] + [_builtin(r) for r in case.get("builtin_rules", [])]
-    ours = [r for r in manifest if r["type"] in PARSERS]
-    # rules of other kinds (file-v1 in unit-manifest-1-*) live on other domains
-    assert all(r["domain"].lower() != view.host for r in manifest if r not in ours)
-    rules = [PARSERS[r["type"]](Fields(r, f"rules[{i}]")) for i, r in enumerate(ours)]
-    decision = Router(rules).route(view)
-    expect = case["expect"]
-
-    upstream = case.get("upstream")
-    if upstream is not None:
-        target = upstream["target"]
-        assert isinstance(decision, Proxy)
-        assert decision.backend == target["host"]
-        assert (view.method, view.raw_path, view.raw_query) == (
-            target["method"],
-            target["path"],
-            target["query"],
-        )
-    elif isinstance(decision, Redirect):
-        assert decision.status == expect["status"]
-        assert {"location": decision.location} == {
-            k.lower(): v for k, v in expect.get("headers", {}).items()
-        }
-    else:
-        assert isinstance(decision, Respond)
-        assert decision.status == expect["status"]
-        sent = {k.lower(): v for k, v in decision.headers}
-        for header, value in expect.get("headers", {}).items():
-            assert sent.get(header.lower()) == str(value)
-        assert decision.body == expect["body"].encode()
-
-    assert len(decision.captures) == len(expect["events"])
-    for capture, event in zip(decision.captures, expect["events"], strict=True):
-        compared = {
-            key: capture.get(key, {} if key == "body_variables" else _MISSING) for key in event
-        }
-        assert compared == event

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scarfgw.rules.decision import Decision, Proxy, Redirect, Respond
+from scarfgw.rules.decision import Decision, Redirect, Respond
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.files import (
     forward_query,
@@ -19,7 +17,7 @@ from scarfgw.rules.files import (
 )
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.query import parse_query
-from scarfgw.rules.request import Headers, RequestView, routing_host
+from scarfgw.rules.request import Headers, RequestView
 from scarfgw.rules.router import Router
 
 DOMAIN = "files.example.com"
@@ -305,79 +303,3 @@ def test_adjacent_catch_alls_collapse_into_the_following_one():
     second = parse_catch_all(Fields(catch_all(), "rules[1]"))
     assert (first.rule_type, first.sort_descending) == ("catch-all-v1", False)
     assert first.merge(second) is second
-
-
-# --- compat cases --------------------------------------------------------------------------
-
-COMPAT = Path("/work/shared/compat")
-PREFIXES = (
-    "file-package-",
-    "re-file-",
-    "catch-all-",
-    "issue-",
-    "unit-file-rule-",
-    "unit-manifest-1-file-",
-    "unit-manifest-2-file-download",
-)
-_MISSING = object()
-
-
-def _compat_names() -> list[str]:
-    if not COMPAT.is_dir():
-        return []
-    return sorted(p.stem for p in COMPAT.glob("*.yaml") if p.stem.startswith(PREFIXES))
-
-
-@functools.cache
-def _case(name: str) -> dict[str, Any]:
-    yaml = pytest.importorskip("yaml")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    case: dict[str, Any] = yaml.load((COMPAT / f"{name}.yaml").read_text("utf-8"), loader)
-    if "config_from" in case:
-        case = {**case, "config": _case(case["config_from"])["config"]}
-    return case
-
-
-def _view(spec: dict[str, Any]) -> RequestView:
-    headers = Headers((name, str(value)) for name, value in spec.get("headers", {}).items())
-    host = headers.get("x-forwarded-host") or headers.get("host") or ""
-    return RequestView(
-        spec.get("method", "GET"),
-        routing_host(host),
-        spec["path"],
-        spec.get("query"),
-        headers,
-        spec.get("body", "").encode(),
-    )
-
-
-@pytest.mark.parametrize("name", _compat_names() or ["(no compat folder)"])
-def test_compat_case(name: str) -> None:
-    if not COMPAT.is_dir():
-        pytest.skip(f"{COMPAT} is absent")
-    case = _case(name)
-    assert "builtin_rules" not in case
-    view = _view(case["request"])
-    decision = Router(parse_rules(case["config"]["rules"], "rules")).route(view)
-    expect = case["expect"]
-
-    upstream = case.get("upstream")
-    if upstream is not None:
-        assert isinstance(decision, Proxy)
-        assert decision.backend == upstream["target"]["host"]
-    elif isinstance(decision, Redirect):
-        assert decision.status == expect["status"]
-        assert {"location": decision.location} == {
-            k.lower(): v for k, v in expect.get("headers", {}).items()
-        }
-    else:
-        assert isinstance(decision, Respond)
-        assert decision.status == expect["status"]
-        assert decision.body == expect["body"].encode()
-
-    assert len(decision.captures) == len(expect["events"])
-    for capture, event in zip(decision.captures, expect["events"], strict=True):
-        compared = {
-            key: capture.get(key, {} if key == "body_variables" else _MISSING) for key in event
-        }
-        assert compared == event

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +14,8 @@ from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.python import JSON_TYPE, normalise, parse_python_v1
 from scarfgw.rules.request import Headers, RequestView
 from scarfgw.rules.router import Router
+from tests.compat import CASE_NAMES, load_case
 
-COMPAT = Path("/work/shared/compat")
 DOMAIN = "cool-stuff.io"
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
@@ -27,29 +25,13 @@ UV_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
     "text/html;q=0.01"
 )
-COMPAT_NAMES = sorted(
-    [path.stem for path in COMPAT.glob("python-test-*.yaml")]
-    + [path.stem for path in COMPAT.glob("unit-manifest-2-*.yaml")]
-) or ["(compat cases absent)"]
 
 
-@functools.cache
-def read_case(name: str) -> dict[str, Any]:
-    """The parsed YAML of a compat case (parsed once per session: the big one is slow)."""
-    yaml = pytest.importorskip("yaml")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    case: dict[str, Any] = yaml.load((COMPAT / f"{name}.yaml").read_text("utf-8"), loader)
-    return case
-
-
-def load_case(name: str) -> dict[str, Any]:
-    """A compat case with its ``config`` resolved (skips when the cases are absent)."""
-    if not (COMPAT / f"{name}.yaml").exists():
+def compat_case(name: str) -> dict[str, Any]:
+    """A compat case (skips when the cases are absent)."""
+    if name not in CASE_NAMES:
         pytest.skip(f"compat case {name} not available")
-    case = dict(read_case(name))
-    if "config_from" in case:
-        case["config"] = load_case(case["config_from"])["config"]
-    return case
+    return load_case(name)
 
 
 def make_router(rules: Sequence[Mapping[str, Any]]) -> Router:
@@ -113,31 +95,6 @@ def python_capture(
 
 
 # --- golden cases ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", COMPAT_NAMES)
-def test_compat_case(name: str) -> None:
-    case = load_case(name)
-    sent = case["request"]
-    headers = sent.get("headers", {})
-    host = (headers.get("X-Forwarded-Host") or headers["Host"]).lower()
-    decision = make_router(case["config"]["rules"]).route(
-        request(sent["method"], sent["path"], sent.get("query"), list(headers.items()), host)
-    )
-    expect = case["expect"]
-    assert isinstance(decision, Redirect | Respond)
-    assert decision.status == expect["status"]
-    assert list(decision.captures) == expect["events"]
-    if isinstance(decision, Redirect):
-        assert expect["headers"] == {"Location": decision.location}
-        return
-    assert isinstance(decision, Respond)
-    for name_, value in expect.get("headers", {}).items():
-        assert header(decision, name_) == value
-    for name_ in expect.get("headers_present", []):
-        assert header(decision, name_)
-    if "body" in expect:
-        assert decision.body.decode("utf-8") == expect["body"]
 
 
 def test_root_etag_example_of_the_spec() -> None:
@@ -492,7 +449,7 @@ class CountingIndex(python_rule.Index):
 
 
 def test_large_manifest_builds_once_and_renders_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    rules = load_case("unit-manifest-2-simple-root")["config"]["rules"]
+    rules = compat_case("unit-manifest-2-simple-root")["config"]["rules"]
     assert len(rules) == 2065
     monkeypatch.setattr(python_rule, "Index", CountingIndex)
     monkeypatch.setattr(CountingIndex, "builds", 0)
