@@ -17,6 +17,8 @@ from scarfgw import metrics
 from scarfgw.analytics.sinks import build_sinks
 from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.tls.listener import https_factory
+from scarfgw.tls.manager import TLSService
 from scarfgw.web.admin import admin_resource
 from scarfgw.web.channel import GatewayFactory
 from scarfgw.web.gateway import Gateway
@@ -54,7 +56,11 @@ class GatewayService(MultiService):
         )
         self.writer.setServiceParent(self)
         self.proxy = StreamingProxy(reactor, config.proxy)
-        self.gateway = Gateway(config, self.writer, self.proxy, reactor)
+        self.tls: TLSService | None = None
+        if config.listen.https:
+            self.tls = TLSService(reactor, config.tls, config.router.domains)
+            self.tls.setServiceParent(self)
+        self.gateway = Gateway(config, self.writer, self.proxy, reactor, tls=self.tls)
         metrics.CONFIG_RELOADS.labels("success").inc()
         metrics.CONFIG_LAST_RELOAD_SUCCESS.set(reactor.seconds())
         for warning in config.warnings:
@@ -67,6 +73,9 @@ class GatewayService(MultiService):
         factories: dict[str, Any] = {}
         if listen.http:
             factories["http"] = (listen.http, self._gateway_factory("http"))
+        if listen.https and self.tls is not None:
+            https = https_factory(self.tls, self._gateway_factory("https"))
+            factories["https"] = (listen.https, https)
         if listen.admin:
             factories["admin"] = (listen.admin, _QuietSite(admin_resource(self.is_ready)))
         bound = [self._listen(name, spec, factory) for name, (spec, factory) in factories.items()]
@@ -87,6 +96,8 @@ class GatewayService(MultiService):
 
         def keep(port: IListeningPort) -> None:
             self.ports[name] = port
+            if name == "https":
+                self.gateway.https_port = int(getattr(port.getHost(), "port", 443))
             log.info("listening for {name} on {address}", name=name, address=port.getHost())
 
         return listening.addCallback(keep)
@@ -110,7 +121,11 @@ class GatewayService(MultiService):
 
     def _on_sigterm(self) -> None:
         """Stop gracefully and exit 0 (twistd's own handler would re-raise the signal)."""
+        if self.stopping:
+            log.info("SIGTERM received again: already shutting down")
+            return
         log.info("SIGTERM received: shutting down gracefully")
+        self.stopping = True
         self.reactor.stop()
 
     def is_ready(self) -> bool:
@@ -138,6 +153,8 @@ class GatewayService(MultiService):
             self.gateway.forwarder = self.proxy
             old_proxy.close()
         self.gateway.use_config(config)
+        if self.tls is not None:
+            self.tls.set_domains(config.router.domains)
         self.config = config
         metrics.CONFIG_RELOADS.labels("success").inc()
         metrics.CONFIG_LAST_RELOAD_SUCCESS.set(self.reactor.seconds())
