@@ -4,6 +4,10 @@ Both share one matcher: ``/v2/_catalog`` is a local 404, ``/v2/`` and recognised
 ``/v2/<image>/{manifests,blobs,tags}/<reference>`` requests are redirected to the registry
 (redirect-capable clients, query dropped: Oddity O9) or proxied to it (always-proxy, Basic
 credentials, every other client). Any HTTP method is accepted.
+
+A rule with ``token-realm: rewrite`` also answers ``/v2/token``: it is always proxied, marked
+``token_endpoint``, to the backend's real token realm (the proxy hides that realm's host), and
+records no event.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from scarfgw.rules.request import RequestView
 
 TOKEN_REALMS = ("pass-through", "rewrite")
 """Values of the per-rule ``token-realm`` key (scarfgw extension); the first is the default."""
+TOKEN_PATH = "/v2/token"
+"""The gateway's own token endpoint for ``token-realm: rewrite`` rules."""
 
 _REGISTRY_ALIASES = {"registry.hub.docker.com": "registry-1.docker.io"}
 _OBJECTS = {"manifests": "manifest", "blobs": "blob", "tags": "tag"}
@@ -104,10 +110,16 @@ class _DockerRule:
         raise NotImplementedError
 
     def match(self, request: RequestView) -> Decision | None:
-        """Catalog 404, API root, or a recognised image request; else ``None``."""
+        """Catalog 404, API root, token endpoint, or a recognised image request; else ``None``."""
         raw_path = request.raw_path
         if raw_path == "/v2/_catalog":
             return Respond(status=404, kind="docker", captures=(self._empty_capture(request),))
+        if raw_path == TOKEN_PATH and self.backend.token_realm == "rewrite":
+            return Proxy(
+                backend=self.backend.registry,
+                kind="docker",
+                options={"token_realm": "rewrite", "token_endpoint": True},
+            )
         if raw_path == "/v2/":
             return self._redirect_or_proxy(request, self._empty_capture(request))
         parsed = parse_image_request(request.segments)

@@ -3,22 +3,41 @@
 The upstream body is relayed chunk by chunk; the upstream transport is registered as the
 producer of the client response, so a slow client pauses the backend read and memory stays
 bounded. A client that goes away aborts the upstream request.
+
+Both sockets of a relay move up to :data:`CHUNK_BYTES` per system call (Twisted's 64/128 KiB
+defaults cost half the throughput); that is also the most a slow client's socket buffers
+before the upstream read pauses.
+
+With ``token-realm: rewrite`` a backend's Bearer challenge names the gateway's own
+``/v2/token`` as realm; token requests arriving there are proxied to the backend's real realm
+(learned from its challenges, or asked for on ``/v2/``), so clients never see its host.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 from twisted.internet import defer
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionClosed, DNSLookupError, TimeoutError
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
+    URI,
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
@@ -27,11 +46,13 @@ from twisted.web.client import (
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IAgentEndpointFactory, IResponse
+from zope.interface import implementer
 
 from scarfgw import metrics
 from scarfgw.config import ProxyConfig
 from scarfgw.rules.decision import Proxy
+from scarfgw.rules.docker import TOKEN_PATH
 from scarfgw.rules.request import RequestView
 from scarfgw.web.channel import GatewayRequest
 from scarfgw.web.errors import registry_error
@@ -49,6 +70,20 @@ _FOLLOWED_STATUSES = (302, 307)
 CLIENT_CLOSED = 499
 """Status reported to ``done`` when the client left before the backend answered (no event)."""
 _PROXIED_METHODS = (b"GET", b"HEAD")
+_NO_BODY = (204, 304)
+_REALM = re.compile(r'(\brealm\s*=\s*)"([^"]*)"', re.IGNORECASE)
+
+CHUNK_BYTES = 1 << 20
+"""Read size of upstream sockets; send size and pause threshold of relaying client sockets."""
+
+Done = Callable[[int], None]
+
+
+def tune_transport(transport: object) -> None:
+    """Let a TCP transport read, send and buffer :data:`CHUNK_BYTES` at a time."""
+    if isinstance(transport, FileDescriptor):
+        transport.bufferSize = CHUNK_BYTES
+        transport.SEND_LIMIT = CHUNK_BYTES
 
 
 def connection_tokens(headers: TwistedHeaders) -> frozenset[bytes]:
@@ -67,6 +102,26 @@ def is_registry_location(location: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def bearer_realm(challenge: str) -> str | None:
+    """The ``realm`` of a ``Bearer`` ``WWW-Authenticate`` challenge, else ``None``."""
+    if not challenge.strip().lower().startswith("bearer"):
+        return None
+    found = _REALM.search(challenge)
+    return found.group(2) if found else None
+
+
+def replace_realm(challenge: str, realm: str) -> str:
+    """``challenge`` with its (quoted) realm parameter set to ``realm``."""
+    return _REALM.sub(lambda m: f'{m.group(1)}"{realm}"', challenge, count=1)
+
+
+def token_url(realm: str, raw_query: str | None) -> str:
+    """The backend's realm with the client's token query appended."""
+    if not raw_query:
+        return realm
+    return realm + ("&" if "?" in realm else "?") + raw_query
+
+
 class UpstreamMap:
     """Maps a public backend (``host[:port]``) to the base URL the gateway itself uses."""
 
@@ -81,12 +136,18 @@ class UpstreamMap:
 class _Relay(Protocol):
     """Copies an upstream body to the client request, paused by the client's backpressure."""
 
-    def __init__(self, request: GatewayRequest, finished: defer.Deferred[None]) -> None:
+    def __init__(self, request: GatewayRequest, finished: Callable[[], None]) -> None:
         self.request = request
         self.finished = finished
 
     def connectionMade(self) -> None:
-        self.request.registerProducer(self.transport, True)
+        tune_transport(self.request.channel.transport)
+        self.request.registerProducer(cast(IPushProducer, self.transport), True)
+        self.request.notifyFinish().addErrback(self._client_gone)
+
+    def _client_gone(self, reason: Failure) -> None:
+        if self.transport is not None:
+            cast(IPushProducer, self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         self.request.write(data)
@@ -100,15 +161,59 @@ class _Relay(Protocol):
             else:
                 log.info("upstream body broke off: {reason}", reason=reason.value)
                 metrics.UPSTREAM_ERRORS.labels("body_interrupted").inc()
-                request.channel.transport.abortConnection()
-        self.finished.callback(None)
+                transport = request.channel.transport
+                if transport is not None:
+                    cast(ITCPTransport, transport).abortConnection()
+        self.finished()
 
 
 class _Discard(Protocol):
-    """Reads and forgets a body (a redirect's), so the pooled connection stays usable."""
+    """Reads and forgets a body (a redirect's: the pooled connection stays usable), or aborts
+    it (``abort``: nobody wants it any more)."""
+
+    def __init__(self, abort: bool = False) -> None:
+        self.abort = abort
+
+    def connectionMade(self) -> None:
+        if self.abort:
+            cast(IPushProducer, self.transport).stopProducing()
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         pass
+
+
+@implementer(IStreamClientEndpoint)
+class _TunedEndpoint:
+    """Connects through ``endpoint`` and tunes the new connection's TCP transport."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        """Connect, then :func:`tune_transport` the plain TCP connection."""
+        def tuned(protocol: IProtocol) -> IProtocol:
+            tune_transport(getattr(protocol, "transport", None))
+            return protocol
+
+        return self.endpoint.connect(factory).addCallback(tuned)
+
+
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """Agent endpoints: TCP (TLS for https) with the connect timeout, tuned for streaming."""
+
+    def __init__(self, reactor: Any, policy: BrowserLikePolicyForHTTPS, timeout: float) -> None:
+        self.reactor = reactor
+        self.policy = policy
+        self.timeout = timeout
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """The endpoint reaching ``uri``'s host and port."""
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self.reactor, uri.host, uri.port, timeout=self.timeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        return _TunedEndpoint(endpoint)
 
 
 class StreamingProxy:
@@ -124,12 +229,11 @@ class StreamingProxy:
         if config.ca_bundle:
             with open(config.ca_bundle, "rb") as handle:
                 trust = Certificate.loadPEM(handle.read())
-        self.agent = Agent(
-            reactor,
-            contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust),
-            connectTimeout=config.connect_timeout,
-            pool=self.pool,
-        )
+        endpoints = _Endpoints(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust),
+                               config.connect_timeout)
+        self.agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self.pool)
+        self.realms: dict[str, str] = {}
+        """Backend -> its real token realm (``token-realm: rewrite`` rules)."""
 
     def close(self) -> defer.Deferred[None]:
         """Close pooled connections."""
@@ -141,80 +245,125 @@ class StreamingProxy:
         view: RequestView,
         decision: Proxy,
         forwarded_for: Sequence[str],
-        done: Callable[[int], None],
+        done: Done,
     ) -> None:
         """Answer ``request`` from ``decision.backend``; ``done(status)`` when finished."""
+        exchange = _Exchange(self, request, decision, forwarded_for, done)
         if request.method not in _PROXIED_METHODS:
-            self._error(request, 405, "UNSUPPORTED", "only GET and HEAD are proxied", done)
+            exchange.error(405, "UNSUPPORTED", "only GET and HEAD are proxied")
+        elif decision.options.get("token_endpoint"):
+            self._token_realm(decision.backend).addCallback(
+                lambda realm: exchange.send(token_url(realm, view.raw_query))
+                if realm else exchange.error(502, "UNAVAILABLE", "backend has no token realm")
+            )
+        else:
+            base = self.upstreams.base_url(decision.backend)
+            exchange.send(base + view.raw_path + view.query_with_mark)
+
+    def _token_realm(self, backend: str) -> defer.Deferred[str | None]:
+        """The backend's real realm: remembered, or read from its ``/v2/`` challenge."""
+        known = self.realms.get(backend)
+        if known is not None:
+            return defer.succeed(known)
+        url = self.upstreams.base_url(backend) + "/v2/"
+        asked = self.agent.request(b"GET", url.encode("ascii"))
+        timer = self.reactor.callLater(self.config.response_timeout, asked.cancel)
+
+        def challenged(response: IResponse) -> str | None:
+            response.deliverBody(_Discard())
+            for challenge in response.headers.getRawHeaders(b"www-authenticate", []):
+                realm = bearer_realm(challenge.decode("latin-1"))
+                if realm is not None:
+                    self.realms[backend] = realm
+                    return realm
+            return None
+
+        def unreachable(reason: Failure) -> None:
+            metrics.UPSTREAM_ERRORS.labels(_error_reason(reason)).inc()
+            log.info("token realm of {backend} unknown: {reason}", backend=backend,
+                     reason=reason.value)
+
+        def settled(result: str | None) -> str | None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return asked.addCallbacks(challenged, unreachable).addBoth(settled)
+
+
+class _Exchange:
+    """One client request's trip to the backend (following ``/v2`` redirects) and back."""
+
+    def __init__(self, proxy: StreamingProxy, request: GatewayRequest, decision: Proxy,
+                 forwarded_for: Sequence[str], done: Done) -> None:
+        self.proxy = proxy
+        self.request = request
+        self.decision = decision
+        self.done = done
+        self.headers = _upstream_headers(request, forwarded_for)
+
+    def send(self, url: str, hops: int = 0) -> None:
+        """Ask ``url``; relay its answer, or follow it when it is a registry redirect."""
+        request = self.request
+        if request._disconnected:
+            self.done(CLIENT_CLOSED)
             return
-        url = self.upstreams.base_url(decision.backend) + view.raw_path + view.query_with_mark
-        self._attempt(request, decision, url, self._upstream_headers(request, forwarded_for), 0,
-                      done)
-
-    def _upstream_headers(self, request: GatewayRequest, forwarded_for: Sequence[str]
-                          ) -> TwistedHeaders:
-        headers = TwistedHeaders()
-        dropped = _NOT_FORWARDED | connection_tokens(request.requestHeaders)
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            if name.lower() not in dropped:
-                headers.setRawHeaders(name, values)
-        if forwarded_for:
-            headers.setRawHeaders(b"x-forwarded-for", [", ".join(forwarded_for).encode()])
-        return headers
-
-    def _attempt(self, request: GatewayRequest, decision: Proxy, url: str,
-                 headers: TwistedHeaders, hops: int, done: Callable[[int], None]) -> None:
+        proxy = self.proxy
         started = time.monotonic()
-        pending = self.agent.request(request.method, url.encode("ascii"), headers)
-        timer = self.reactor.callLater(self.config.response_timeout, pending.cancel)
-        cancelled_by_client = request.notifyFinish()
+        pending = proxy.agent.request(request.method, url.encode("ascii"), self.headers)
+        timed_out = []
 
-        def client_gone(_: object) -> None:
+        def give_up() -> None:
+            timed_out.append(True)
+            pending.cancel()
+
+        timer = proxy.reactor.callLater(proxy.config.response_timeout, give_up)
+
+        def client_gone(_: Failure) -> None:
             if not pending.called:
                 pending.cancel()
 
-        cancelled_by_client.addErrback(client_gone)
+        request.notifyFinish().addErrback(client_gone)
 
         def answered(response: IResponse) -> None:
-            if timer.active():
-                timer.cancel()
+            timer.cancel()
             metrics.UPSTREAM_DURATION.observe(time.monotonic() - started)
             if request._disconnected:
-                response.deliverBody(_Discard())
-                done(CLIENT_CLOSED)
+                response.deliverBody(_Discard(abort=True))
+                self.done(CLIENT_CLOSED)
                 return
             location = (response.headers.getRawHeaders(b"location") or [b""])[0].decode(
                 "latin-1").strip()
             if (response.code in _FOLLOWED_STATUSES and is_registry_location(location)
-                    and hops < self.config.max_redirects):
+                    and hops < proxy.config.max_redirects):
                 response.deliverBody(_Discard())
                 target = urljoin(url, location)
                 if urlsplit(target).netloc != urlsplit(url).netloc:
-                    headers.removeHeader(b"authorization")
-                self._attempt(request, decision, target, headers, hops + 1, done)
+                    self.headers.removeHeader(b"authorization")
+                self.send(target, hops + 1)
                 return
-            self._relay(request, decision, response, done)
+            self._relay(response)
 
         def failed(reason: Failure) -> None:
             if timer.active():
                 timer.cancel()
             if request._disconnected:
-                done(CLIENT_CLOSED)
-                return
-            if reason.check(defer.CancelledError):
+                self.done(CLIENT_CLOSED)
+            elif timed_out:
                 metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-                self._error(request, 504, "UNAVAILABLE", "backend did not answer in time", done)
+                log.info("upstream {url} did not answer in time", url=url)
+                self.error(504, "UNAVAILABLE", "backend did not answer in time")
             else:
-                reason_label = _error_reason(reason)
-                metrics.UPSTREAM_ERRORS.labels(reason_label).inc()
+                metrics.UPSTREAM_ERRORS.labels(_error_reason(reason)).inc()
                 log.info("upstream {url} failed: {reason}", url=url, reason=reason.value)
-                self._error(request, 502, "UNAVAILABLE", "backend unreachable", done)
+                self.error(502, "UNAVAILABLE", "backend unreachable")
 
-        pending.addCallbacks(answered, failed)
-        pending.addErrback(lambda f: log.failure("proxy failed", f))
+        pending.addCallbacks(answered, failed).addErrback(
+            lambda reason: log.failure("proxying {url} failed", reason, url=url)
+        )
 
-    def _relay(self, request: GatewayRequest, decision: Proxy, response: IResponse,
-               done: Callable[[int], None]) -> None:
+    def _relay(self, response: IResponse) -> None:
+        request = self.request
         request.setResponseCode(response.code, response.phrase)
         dropped = HOP_BY_HOP | connection_tokens(response.headers)
         is_redirect = response.code in _FOLLOWED_STATUSES
@@ -223,42 +372,70 @@ class StreamingProxy:
             if lower in dropped or (is_redirect and lower == b"content-length"):
                 continue
             if lower == b"location":
-                values = [self._public_location(decision.backend, v) for v in values]
+                values = [self._public_location(value) for value in values]
+            elif lower == b"www-authenticate" and self._rewrites_realm:
+                values = [self._own_realm(value) for value in values]
             request.responseHeaders.setRawHeaders(name, values)
-        finished: defer.Deferred[None] = defer.Deferred()
-        finished.addCallback(lambda _: done(response.code))
+        # Agent keeps Content-Length (except for HEAD) out of ``headers``, in ``length``.
+        if (not is_redirect and response.code not in _NO_BODY
+                and isinstance(response.length, int)
+                and not request.responseHeaders.hasHeader(b"content-length")):
+            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
         if is_redirect:
             response.deliverBody(_Discard())
             request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
             request.finish()
-            finished.callback(None)
+            self.done(response.code)
             return
-        request.notifyFinish().addErrback(lambda _: _stop(relay))
-        relay = _Relay(request, finished)
-        response.deliverBody(relay)
+        response.deliverBody(_Relay(request, lambda: self.done(response.code)))
 
-    @staticmethod
-    def _public_location(backend: str, value: bytes) -> bytes:
+    @property
+    def _rewrites_realm(self) -> bool:
+        return bool(self.decision.options.get("token_realm") == "rewrite")
+
+    def _own_realm(self, value: bytes) -> bytes:
+        """Point a Bearer challenge at the gateway's ``/v2/token``; remember the real realm."""
+        challenge = value.decode("latin-1")
+        realm = bearer_realm(challenge)
+        if realm is None:
+            return value
+        self.proxy.realms[self.decision.backend] = realm
+        request = self.request
+        scheme = "https" if request.isSecure() else "http"
+        host = (request.getHeader(b"host") or b"").decode("latin-1")
+        return replace_realm(challenge, f"{scheme}://{host}{TOKEN_PATH}").encode("latin-1")
+
+    def _public_location(self, value: bytes) -> bytes:
         text = value.decode("latin-1").strip()
         if text.startswith("/"):
-            return f"https://{backend}{text}".encode("latin-1")
+            return f"https://{self.decision.backend}{text}".encode("latin-1")
         return value
 
-    def _error(self, request: GatewayRequest, status: int, code: str, message: str,
-               done: Callable[[int], None]) -> None:
+    def error(self, status: int, code: str, message: str) -> None:
+        """Answer with a registry-style JSON error and report ``status``."""
+        request = self.request
+        if request._disconnected:
+            self.done(CLIENT_CLOSED)
+            return
         body = registry_error(code, message)
         request.setResponseCode(status)
         request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
         request.write(body)
         request.finish()
-        done(status)
+        self.done(status)
 
 
-def _stop(relay: _Relay) -> None:
-    transport = relay.transport
-    if transport is not None:
-        transport.stopProducing()
+def _upstream_headers(request: GatewayRequest, forwarded_for: Sequence[str]) -> TwistedHeaders:
+    """The client's end-to-end headers (repeats kept) plus one X-Forwarded-For chain."""
+    headers = TwistedHeaders()
+    dropped = _NOT_FORWARDED | connection_tokens(request.requestHeaders)
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        if name.lower() not in dropped:
+            headers.setRawHeaders(name, values)
+    if forwarded_for:
+        headers.setRawHeaders(b"x-forwarded-for", [", ".join(forwarded_for).encode()])
+    return headers
 
 
 def _error_reason(reason: Failure) -> str:

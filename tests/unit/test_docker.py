@@ -125,6 +125,17 @@ def test_token_realm_is_passed_to_the_proxy(value: str | None, expected: str) ->
         assert decision.options == {"token_realm": expected}
 
 
+@pytest.mark.parametrize("user_agent", ["docker/27.0", "skopeo/1.9.3"])
+def test_token_endpoint_is_proxied_for_rewrite_rules_only(user_agent: str) -> None:
+    for rule in (v1(**{"token-realm": "rewrite"}), v2(**{"token-realm": "rewrite"})):
+        decision = rule.match(request("/v2/token", query="scope=x", user_agent=user_agent))
+        assert decision == Proxy(
+            backend="ghcr.io", kind="docker",
+            options={"token_realm": "rewrite", "token_endpoint": True},
+        )
+    assert v1().match(request("/v2/token", user_agent=user_agent)) is None
+
+
 @pytest.mark.parametrize("value", ["Rewrite", "", 3])
 def test_token_realm_rejects_other_values(value: object) -> None:
     with pytest.raises(RuleError) as info:

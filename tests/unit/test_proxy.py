@@ -1,0 +1,58 @@
+"""Pure helpers of the streaming proxy (header filtering, redirects, token realms)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.web.http_headers import Headers
+
+from scarfgw.web.proxy import (
+    UpstreamMap,
+    bearer_realm,
+    connection_tokens,
+    is_registry_location,
+    replace_realm,
+    token_url,
+)
+
+
+def test_connection_tokens_are_lower_cased_across_repeated_headers() -> None:
+    headers = Headers({b"connection": [b"close, X-Secret", b" Keep-Alive ,"]})
+    assert connection_tokens(headers) == {b"close", b"x-secret", b"keep-alive"}
+
+
+@pytest.mark.parametrize(
+    ("location", "followed"),
+    [("/v2/a/manifests/1", True), ("https://r.test/v2", True), ("/v2", True),
+     ("/v2x/a", False), ("https://cdn.test/blob?sig=1", False), ("/storage/v2/x", False)],
+)
+def test_registry_locations(location: str, followed: bool) -> None:
+    assert is_registry_location(location) is followed
+
+
+def test_upstream_map_defaults_to_https_of_the_backend() -> None:
+    upstreams = UpstreamMap({"ghcr.io": "http://127.0.0.1:5000/"})
+    assert upstreams.base_url("ghcr.io") == "http://127.0.0.1:5000"
+    assert upstreams.base_url("quay.io:8443") == "https://quay.io:8443"
+
+
+def test_bearer_realm_is_read_and_replaced_in_place() -> None:
+    challenge = 'Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull"'
+    assert bearer_realm(challenge) == "https://auth.example/token"
+    assert replace_realm(challenge, "http://gw.test/v2/token") == (
+        'Bearer realm="http://gw.test/v2/token",service="reg",scope="repository:a:pull"')
+
+
+@pytest.mark.parametrize("challenge", ['Basic realm="registry"', "Bearer service=\"x\"", ""])
+def test_no_bearer_realm(challenge: str) -> None:
+    assert bearer_realm(challenge) is None
+
+
+@pytest.mark.parametrize(
+    ("realm", "query", "expected"),
+    [("https://a/token", "scope=x", "https://a/token?scope=x"),
+     ("https://a/token?x=1", "scope=y", "https://a/token?x=1&scope=y"),
+     ("https://a/token", None, "https://a/token"),
+     ("https://a/token", "", "https://a/token")],
+)
+def test_token_url(realm: str, query: str | None, expected: str) -> None:
+    assert token_url(realm, query) == expected
