@@ -91,6 +91,15 @@ class EventsConfig:
     spool_dir: str = "var/spool"
     spool_max_bytes: int = 1 << 30
     sinks: tuple[Mapping[str, Any], ...] = ({"type": "jsonl", "path": "var/events.jsonl"},)
+    geoip_databases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccessLogConfig:
+    """The optional access log (off by default; ``sample`` is the fraction logged)."""
+
+    enabled: bool = False
+    sample: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ class Config:
     tls: TLSConfig
     events: EventsConfig
     limits: LimitsConfig
+    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    workers: int = 1
     shutdown_grace_period: float = 30.0
     warnings: tuple[str, ...] = ()
 
@@ -155,7 +166,10 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         tls = _tls(top)
         events = _events(top)
         limits = _limits(top)
+        access_log = _access_log(top)
+        _check_tls_needs(listen, tls)
         grace = top.number("shutdown_grace_period", Config.shutdown_grace_period)
+        workers = top.positive_int("workers", os.cpu_count() or 1)
         top.reject_unknown()
     except RuleError as exc:
         raise ConfigError(source, exc.path, exc.reason) from None
@@ -169,6 +183,8 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         tls=tls,
         events=events,
         limits=limits,
+        access_log=access_log,
+        workers=workers,
         shutdown_grace_period=grace,
         warnings=tuple(warnings),
     )
@@ -297,7 +313,11 @@ def _events(top: Fields) -> EventsConfig:
         for index, sink in enumerate(sinks):
             if not isinstance(sink, Mapping) or not isinstance(sink.get("type"), str):
                 raise RuleError(f"{section.at('sinks')}[{index}]", "expected {type: ..., ...}")
+    geoip = _section(section, "geoip")
+    databases = tuple(geoip.optional_string_list("databases") or ())
+    geoip.reject_unknown()
     events = EventsConfig(
+        geoip_databases=databases,
         batch_size=section.positive_int("batch_size", default.batch_size),
         flush_interval=section.number("flush_interval", default.flush_interval),
         queue_limit=section.positive_int("queue_limit", default.queue_limit),
@@ -316,3 +336,24 @@ def _limits(top: Fields) -> LimitsConfig:
     )
     section.reject_unknown()
     return limits
+
+
+def _access_log(top: Fields) -> AccessLogConfig:
+    section = _section(top, "access_log")
+    sample = section.number("sample", AccessLogConfig.sample)
+    if sample > 1:
+        raise section.error("sample", f"expected a fraction in (0, 1], got {sample}")
+    access_log = AccessLogConfig(
+        enabled=section.boolean("enabled", AccessLogConfig.enabled), sample=sample
+    )
+    section.reject_unknown()
+    return access_log
+
+
+def _check_tls_needs(listen: ListenConfig, tls: TLSConfig) -> None:
+    if listen.https and tls.verification.mode == "txt" and not tls.verification.secret:
+        raise RuleError(
+            "tls.verification.secret",
+            "required when listen.https is set and verification.mode is txt "
+            "(the HMAC key of the ownership TXT records)",
+        )

@@ -1,7 +1,9 @@
 """The analytics event record: common keys of design.md ("Events") plus a rule's capture.
 
 The raw client address never leaves this module: only its network (/24 for IPv4,
-/48 for IPv6) is written, as ``origin.network``.
+/48 for IPv6) is written, as ``origin.network``, with what an optional enricher (GeoIP:
+``origin.country``, ``origin.org``) derived from it. ``client`` holds the runtime and
+version read from the User-Agent.
 """
 
 from __future__ import annotations
@@ -9,10 +11,15 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from scarfgw.analytics.useragent import client_runtime
 from scarfgw.rules.decision import Capture
+
+Enricher = Callable[[str], Mapping[str, str | None]]
+"""Extra ``origin`` keys for a raw client address, e.g. :meth:`GeoIP.lookup`."""
 
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
@@ -85,12 +92,17 @@ def build_event(
     user_agent: str | None,
     referer: str | None,
     client_ip: str | None,
+    enrich: Enricher | None = None,
 ) -> dict[str, Any]:
     """The event record: the common keys, then the capture's keys.
 
     A capture key never replaces a common key (``origin`` in particular stays the truncated
-    network); the raw ``client_ip`` is not part of the result.
+    network plus what ``enrich`` returns); the raw ``client_ip`` is not part of the result.
     """
+    origin: dict[str, str | None] = {"network": origin_network(client_ip)}
+    if enrich is not None and client_ip:
+        for key, value in enrich(client_ip).items():
+            origin.setdefault(key, value)
     event: dict[str, Any] = {
         "time": format_time(time),
         "request_id": request_id,
@@ -100,7 +112,8 @@ def build_event(
         "status": status,
         "user_agent": user_agent,
         "referer": referer,
-        "origin": {"network": origin_network(client_ip)},
+        "origin": origin,
+        "client": client_runtime(user_agent),
     }
     for key, value in capture.items():
         event.setdefault(key, value)

@@ -468,7 +468,7 @@ class EventWriter(Service):
 
     def startService(self) -> None:
         """Start sending: spooled events from an earlier run first, then new ones."""
-        super().startService()  # type: ignore[no-untyped-call]
+        super().startService()
         for lane in self._lanes:
             lane.flush_due = True
             lane.pump()
@@ -478,7 +478,7 @@ class EventWriter(Service):
 
         Fires within about twice ``stop_timeout``, even when a sink never answers.
         """
-        super().stopService()  # type: ignore[no-untyped-call]
+        super().stopService()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

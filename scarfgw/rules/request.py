@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
 
 from scarfgw.rules.query import QueryEntry, parse_query
@@ -27,15 +27,20 @@ def _decode_piece(piece: str) -> str:
 
 
 class Headers:
-    """Case-insensitive multi-valued header view (names stored lower-case, values in order)."""
+    """Case-insensitive multi-valued header view (names stored lower-case, values in order).
 
-    __slots__ = ("_values",)
+    Built :meth:`from_raw` (byte headers), a header's values are decoded (latin-1) only
+    when first asked for: most requests look at a few headers, and only once.
+    """
+
+    __slots__ = ("_raw", "_values")
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         values: dict[str, list[str]] = {}
         for name, value in pairs:
             values.setdefault(name.lower(), []).append(value)
         self._values = values
+        self._raw: dict[str, Sequence[bytes]] = {}
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, list[str]]) -> Headers:
@@ -44,20 +49,38 @@ class Headers:
         headers._values = dict(mapping)
         return headers
 
+    @classmethod
+    def from_raw(cls, raw: Iterable[tuple[bytes, Sequence[bytes]]]) -> Headers:
+        """Build from ``(name, values)`` byte pairs, e.g. Twisted's ``getAllRawHeaders()``."""
+        headers = cls()
+        index = headers._raw
+        for name, values in raw:
+            key = name.decode("latin-1").lower()
+            index[key] = [*index[key], *values] if key in index else values
+        return headers
+
     def get(self, name: str) -> str | None:
         """The first value of ``name`` or ``None``."""
-        values = self._values.get(name)
+        values = self.get_all(name)
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in the order received."""
-        return self._values.get(name, [])
+        values = self._values.get(name)
+        if values is None:
+            raw = self._raw.get(name)
+            if raw is None:
+                return []
+            values = self._values[name] = [value.decode("latin-1") for value in raw]
+        return values
 
     def __contains__(self, name: object) -> bool:
-        return name in self._values
+        return name in self._values or name in self._raw
 
     def items(self) -> Iterable[tuple[str, list[str]]]:
         """``(lower-case name, values)`` pairs."""
+        if self._raw:
+            return {name: self.get_all(name) for name in self._raw}.items()
         return self._values.items()
 
 

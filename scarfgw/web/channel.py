@@ -39,6 +39,22 @@ class GatewayRequest(http.Request):
         if data and self.content is not None:
             self.content.write(data)
 
+    def parseCookies(self) -> None:
+        """Leave cookies unparsed: the gateway never reads them."""
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Twisted's, minus parsing the query into ``args`` (the gateway reads the raw target);
+        POST bodies still go through Twisted's form parsing, unchanged."""
+        if command == b"POST":
+            super().requestReceived(command, path, version)
+            return
+        if self.content is not None:
+            self.content.seek(0, 0)
+        self.args = {}
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path = path.partition(b"?")[0]
+        self.process()
+
     def process(self) -> None:
         """Hand the complete request to the gateway (no resource traversal)."""
         self.channel.factory.handle(self)

@@ -13,9 +13,11 @@ from twisted.logger import Logger
 
 from scarfgw import metrics
 from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
+from scarfgw.analytics.geoip import GeoIP
 from scarfgw.config import Config
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect
 from scarfgw.rules.request import Headers, RequestView, routing_host
+from scarfgw.web.accesslog import AccessLog
 from scarfgw.web.channel import GatewayRequest
 from scarfgw.web.clientinfo import TrustedProxies, client_address, forwarded_chain
 from scarfgw.web.proxy import CLIENT_CLOSED
@@ -81,7 +83,11 @@ class Gateway:
     """Answers gateway requests according to the current config."""
 
     def __init__(self, config: Config, events: EventSink, forwarder: Forwarder, clock: object,
-                 tls: TLSFrontend | None = None, https_port: int = 443) -> None:
+                 tls: TLSFrontend | None = None, https_port: int = 443,
+                 geoip: GeoIP | None = None, access_log: AccessLog | None = None) -> None:
+        self.enrich = geoip.lookup if geoip is not None else None
+        self.access_log = access_log
+        self.draining = False
         self.tls = tls
         self.https_port = https_port
         self.events = events
@@ -101,6 +107,9 @@ class Gateway:
         started = self.clock.seconds()  # type: ignore[attr-defined]
         self.in_flight += 1
         metrics.HTTP_IN_FLIGHT.inc()
+        if self.draining:
+            request.channel.persistent = False
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         try:
             context = self._context(request, started)
         except BadRequest as exc:
@@ -130,7 +139,8 @@ class Gateway:
                 self._respond_plain(request, 404, "no such challenge", context.started)
             else:
                 request.setResponseCode(200)
-                request.responseHeaders.setRawHeaders(b"content-type", [b"application/octet-stream"])
+                request.responseHeaders.setRawHeaders(b"content-type",
+                                                      [b"application/octet-stream"])
                 request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(answer)])
                 request.write(answer)
                 request.finish()
@@ -150,11 +160,7 @@ class Gateway:
         return True
 
     def _context(self, request: GatewayRequest, started: float) -> RequestContext:
-        pairs: list[tuple[str, str]] = []
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            text_name = name.decode("latin-1")
-            pairs.extend((text_name, value.decode("latin-1")) for value in values)
-        headers = Headers(pairs)
+        headers = Headers.from_raw(request.requestHeaders.getAllRawHeaders())
         peer = getattr(request.getClientAddress(), "host", None)
         trusted_peer = peer in self.trusted
         chain = forwarded_chain(headers.get_all("x-forwarded-for")) if trusted_peer else []
@@ -219,7 +225,7 @@ class Gateway:
                   status: int, recorded: bool = False) -> None:
         if not recorded and status != CLIENT_CLOSED:
             self._record(request, context, decision.captures, status)
-        self._account(request, status, decision.kind, context.started)
+        self._account(request, status, decision.kind, context.started, context)
 
     def _record(self, request: GatewayRequest, context: RequestContext,
                 captures: Sequence[Capture], status: int) -> None:
@@ -242,16 +248,29 @@ class Gateway:
                     user_agent=view.header("user-agent"),
                     referer=view.header("referer"),
                     client_ip=context.client_ip,
+                    enrich=self.enrich,
                 )
             )
 
-    def _account(self, request: GatewayRequest, status: int, kind: str, started: float) -> None:
+    def _account(self, request: GatewayRequest, status: int, kind: str, started: float,
+                 context: RequestContext | None = None) -> None:
         self.in_flight -= 1
         metrics.HTTP_IN_FLIGHT.dec()
-        method = metrics.method_label(request.method.decode("ascii", "replace"))
-        metrics.HTTP_REQUESTS.labels(str(status), method, kind).inc()
-        metrics.HTTP_REQUEST_DURATION.observe(self.clock.seconds() - started)  # type: ignore[attr-defined]
-        metrics.HTTP_RESPONSE_BYTES.inc(request.sentLength)
+        metrics.count_request(status, request.method, kind)
+        duration = self.clock.seconds() - started  # type: ignore[attr-defined]
+        metrics.HTTP_REQUEST_DURATION.observe(duration)
+        if self.access_log is not None:
+            view = context.view if context is not None else None
+            self.access_log.record(
+                method=request.method.decode("ascii", "replace"),
+                host=view.host if view else "",
+                path=view.raw_path if view else request.uri.decode("latin-1")[:200],
+                status=status, sent_bytes=request.sentLength, duration=duration, kind=kind,
+                user_agent=view.header("user-agent") if view else None,
+                client_ip=context.client_ip if context else None,
+            )
+        if request.sentLength:
+            metrics.HTTP_RESPONSE_BYTES.inc(request.sentLength)
 
     def _respond_plain(self, request: GatewayRequest, status: int, message: str, started: float
                        ) -> None:

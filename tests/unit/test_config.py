@@ -89,3 +89,19 @@ def test_manifest_errors_name_the_manifest_file(tmp_path: Path) -> None:
 def test_unknown_rule_keys_are_warnings(tmp_path: Path) -> None:
     config = load_config(str(write(tmp_path, json.dumps({"rules": [{**DOCKER, "extra": 1}]}))))
     assert config.warnings == ("rules[0].extra: unknown key ignored",)
+
+
+def test_https_with_txt_verification_needs_a_secret(tmp_path: Path) -> None:
+    error = error_of(write(tmp_path, "listen: {https: 'tcp:8443'}\n"))
+    assert error.path == "tls.verification.secret"
+    config = load_config(str(write(tmp_path, "listen: {https: 'tcp:8443'}\n"
+                                             "tls: {verification: {mode: none}}\n")))
+    assert config.listen.https == "tcp:8443"
+
+
+def test_geoip_and_access_log_sections(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, "events: {geoip: {databases: [a.mmdb, b.mmdb]}}\n"
+                                             "access_log: {enabled: true, sample: 0.25}\n")))
+    assert config.events.geoip_databases == ("a.mmdb", "b.mmdb")
+    assert (config.access_log.enabled, config.access_log.sample) == (True, 0.25)
+    assert error_of(write(tmp_path, "access_log: {sample: 2}\n")).path == "access_log.sample"

@@ -33,7 +33,7 @@ def test_event_has_common_keys_then_capture_keys_in_order():
     event = _event()
     assert list(event) == [
         "time", "request_id", "domain", "method", "path", "status", "user_agent", "referer",
-        "origin", "kind", "package", "image", "reference", "backend", "auto_create_rule",
+        "origin", "client", "kind", "package", "image", "reference", "backend", "auto_create_rule",
     ]
     assert event["time"] == "2026-11-18T11:06:40.123Z"
     assert event["origin"] == {"network": "203.0.113.0/24"}

@@ -1,0 +1,507 @@
+"""Load benchmark: scarfgw against nginx and Caddy doing the same job, in the same run.
+
+Usage: ``python bench/run.py [--quick | --full] [--python PYTHON] [--json FILE]``.
+wrk runs on core 0, every server on core 1; rows and servers are interleaved, each
+figure is the median over the rounds. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONNECTIONS = 64
+DOCKER_PATH = "/v2/library/hello/manifests/latest"
+DOCKER_UA = "docker/27.0"
+REGISTRY = "registry-1.docker.io"
+FILE_HOST = "get.example.test"
+FILE_PATH = "/download/tool-1.2.0-linux-amd64.tar.gz?ref=readme&utm_source=bench"
+PYPI_HOST = "pypi.example.test"
+PYPI_PATH = "/simple/example-tool/"
+UNKNOWN_HOST = "unknown.example.test"
+PACKAGE_ID = "3f1c2a52-0000-4000-8000-000000000001"
+FILE_RULE = {
+    "type": "file-v1",
+    "domain": FILE_HOST,
+    "incoming-path": "/download/{name}-{version}-{os}-{arch}.tar.gz",
+    "outgoing-url": "https://github.com/example/{name}/releases/download/v{version}/"
+                    "{name}-{version}-{os}-{arch}.tar.gz",
+    "package-id": PACKAGE_ID,
+}
+PYTHON_RULE = {
+    "type": "python-v1",
+    "domain": PYPI_HOST,
+    "package-name": "example-tool",
+    "file-name": "example_tool-1.0.0-py3-none-any.whl",
+    "version": "1.0.0",
+    "backend-url": "https://files.example.test/example_tool-1.0.0-py3-none-any.whl",
+    "hash-value": {"type": "sha256", "hash": "0" * 64},
+    "requires-python": ">=3.9",
+    "package-id": PACKAGE_ID,
+}
+START_TIMEOUT = 180.0
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def docker_host(index: int) -> str:
+    """The ``index``-th docker domain of a generated config."""
+    return f"cr{index}.example.test"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(argv: list[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
+    """Start a server pinned to core 1, in its own session, logging to ``log``."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(  # type: ignore[call-overload]
+            ["taskset", "-c", "1", *argv], stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, **kwargs,
+        )
+    _children.append(proc)
+    return proc
+
+
+def stop_children() -> None:
+    """Terminate every server this script started (their whole process groups)."""
+    for proc in _children:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in _children:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    _children.clear()
+
+
+def fetch(port: int, host: str, path: str, headers: dict[str, str] | None = None
+          ) -> tuple[int, dict[str, str], bytes]:
+    """One GET on 127.0.0.1:``port``: status, lower-cased headers, body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": host, **(headers or {})})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def wait_until_up(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll until ``port`` answers HTTP; fail if the process exits or START_TIMEOUT passes."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}); see {log}:\n{log.read_text()}")
+        try:
+            fetch(port, UNKNOWN_HOST, "/")
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"server on port {port} did not come up in {START_TIMEOUT:.0f} s; see {log}")
+
+
+@dataclass
+class Server:
+    """A running server under test."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server's process tree, in MiB."""
+        total = 0
+        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            match = re.search(r"VmRSS:\s+(\d+) kB", status)
+            total += int(match.group(1)) if match else 0
+        return total / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = [int(child) for child in children]
+    return found + [grand for child in found for grand in _descendants(child)]
+
+
+def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path) -> Server:
+    """``twistd -n scarfgw`` with ``domains`` docker domains plus the file and python rules."""
+    port = free_port()
+    workdir = tmp / name
+    workdir.mkdir()
+    rules = [
+        {"type": "docker-v1", "domain": docker_host(i), "repository-name": "library/hello",
+         "registry": REGISTRY, "package-id": PACKAGE_ID}
+        for i in range(domains)
+    ]
+    config = {
+        "listen": {"http": f"tcp:{port}:interface=127.0.0.1:backlog=1024", "https": None,
+                   "admin": f"tcp:{free_port()}:interface=127.0.0.1"},
+        "rules": [*rules, FILE_RULE, PYTHON_RULE],
+        "events": {"spool_dir": str(workdir / "spool"),
+                   "sinks": [{"type": "jsonl", "path": str(workdir / "events.jsonl")}]},
+    }
+    config_path = workdir / "scarfgw.json"
+    config_path.write_text(json.dumps(config))
+    twistd = Path(python).parent / "twistd"
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    log = workdir / "twistd.log"
+    proc = spawn([str(twistd), "-n", "--pidfile=", "scarfgw", "--config", str(config_path)],
+                 log, cwd=workdir, env=env)
+    wait_until_up(port, proc, log)
+    return Server(name, port, proc)
+
+
+def start_nginx(tmp: Path, domains: int, www: Path) -> Server:
+    """nginx, one worker, access log off: the same answers as the gateway."""
+    port = free_port()
+    root = tmp / "nginx"
+    root.mkdir()
+    names = " ".join(docker_host(i) for i in range(domains))
+    temp_paths = "\n".join(
+        f"  {kind}_temp_path {root}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
+                                                          "uwsgi", "scgi")
+    )
+    conf = f"""
+worker_processes 1; daemon off; user root; pid {root}/nginx.pid; error_log {root}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+{temp_paths}
+  server_names_hash_max_size 4096; server_names_hash_bucket_size 64;
+  server {{
+    listen 127.0.0.1:{port} default_server backlog=1024;
+    return 404;
+  }}
+  server {{
+    listen 127.0.0.1:{port}; server_name {names};
+    location ~ ^/v2/library/hello/manifests/[^/]+$ {{
+      if ($http_user_agent ~ "^docker/") {{ return 307 https://{REGISTRY}$request_uri; }}
+      return 404;
+    }}
+    location / {{ return 404; }}
+  }}
+  server {{
+    listen 127.0.0.1:{port}; server_name {FILE_HOST};
+    location ~ "^/download/(?<n>[^/-]+)-(?<v>[^/-]+)-(?<o>[^/-]+)-(?<a>[^/-]+)\\.tar\\.gz$" {{
+      return 307 https://github.com/example/$n/releases/download/v$v/$n-$v-$o-$a.tar.gz$is_args$args;
+    }}
+    location / {{ return 404; }}
+  }}
+  server {{
+    listen 127.0.0.1:{port}; server_name {PYPI_HOST};
+    location = {PYPI_PATH} {{
+      default_type text/html; add_header Vary Accept; root {www}; try_files /page.html =404;
+    }}
+    location / {{ return 404; }}
+  }}
+}}
+"""
+    (root / "nginx.conf").write_text(conf)
+    log = root / "stdout.log"
+    proc = spawn(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)], log)
+    wait_until_up(port, proc, log)
+    return Server("nginx", port, proc)
+
+
+def start_caddy(tmp: Path, domains: int, www: Path) -> Server:
+    """Caddy with the same answers (one site block per job, a catch-all 404)."""
+    port = free_port()
+    root = tmp / "caddy"
+    root.mkdir()
+    addresses = ", ".join(f"http://{docker_host(i)}:{port}" for i in range(domains))
+    template = (
+        "https://github.com/example/{re.dl.1}/releases/download/v{re.dl.2}/"
+        "{re.dl.1}-{re.dl.2}-{re.dl.3}-{re.dl.4}.tar.gz?{query}"
+    )
+    conf = f"""{{
+  admin off
+  auto_https off
+}}
+{addresses} {{
+  bind 127.0.0.1
+  @manifest {{
+    path_regexp ^/v2/library/hello/manifests/[^/]+$
+    header User-Agent docker/*
+  }}
+  redir @manifest https://{REGISTRY}{{uri}} 307
+  respond 404
+}}
+http://{FILE_HOST}:{port} {{
+  bind 127.0.0.1
+  @dl path_regexp dl ^/download/([^/-]+)-([^/-]+)-([^/-]+)-([^/-]+)\\.tar\\.gz$
+  redir @dl {template} 307
+  respond 404
+}}
+http://{PYPI_HOST}:{port} {{
+  bind 127.0.0.1
+  handle {PYPI_PATH} {{
+    header Vary Accept
+    root * {www}
+    rewrite * /page.html
+    file_server
+  }}
+  handle {{
+    respond 404
+  }}
+}}
+http://:{port} {{
+  bind 127.0.0.1
+  respond 404
+}}
+"""
+    (root / "Caddyfile").write_text(conf)
+    env = {**os.environ, "XDG_DATA_HOME": str(root / "data"),
+           "XDG_CONFIG_HOME": str(root / "config")}
+    log = root / "caddy.log"
+    proc = spawn(["caddy", "run", "--config", str(root / "Caddyfile"), "--adapter", "caddyfile"],
+                 log, env=env)
+    wait_until_up(port, proc, log)
+    return Server("caddy", port, proc)
+
+
+@dataclass
+class Row:
+    """One benchmark row: a request, the status it must get, and who serves it."""
+
+    name: str
+    host: str
+    path: str
+    status: int
+    servers: list[str]
+    headers: dict[str, str] = field(default_factory=dict)
+    etag: bool = False  # send If-None-Match with the server's own ETag of the page
+    baseline: str = ""  # the row whose nginx figure the ratio uses (default: this row)
+
+
+def make_rows(domains: int) -> list[Row]:
+    """The rows, in the order they are printed."""
+    host = docker_host(domains // 2)
+    docker_headers = {"User-Agent": DOCKER_UA}
+    everyone = ["nginx", "caddy", "scarfgw"]
+    docker = Row(f"docker 307 ({domains:,} domains)", host, DOCKER_PATH, 307, everyone,
+                 docker_headers)
+    return [
+        docker,
+        Row("file-v1 307 + query", FILE_HOST, FILE_PATH, 307, everyone),
+        Row("python page 200", PYPI_HOST, PYPI_PATH, 200, everyone),
+        Row("python page 304", PYPI_HOST, PYPI_PATH, 304, everyone, etag=True),
+        Row("unmatched 404", UNKNOWN_HOST, "/v2/", 404, everyone),
+        Row("routing: 10 domains", docker_host(5), DOCKER_PATH, 307, ["scarfgw-10"],
+            docker_headers, baseline=docker.name),
+        Row("routing: 100,000 domains", docker_host(50_000), DOCKER_PATH, 307,
+            ["scarfgw-100k"], docker_headers, baseline=docker.name),
+    ]
+
+
+def request_headers(row: Row, server: Server) -> dict[str, str]:
+    """The row's headers, plus If-None-Match with ``server``'s ETag when the row asks for it."""
+    headers = dict(row.headers)
+    if row.etag:
+        _, got, _ = fetch(server.port, row.host, row.path)
+        headers["If-None-Match"] = got["etag"]
+    return headers
+
+
+def check(row: Row, server: Server, headers: dict[str, str], reference: dict[str, str]) -> None:
+    """Fail unless ``server`` answers ``row`` with its status and the reference Location."""
+    status, got, _ = fetch(server.port, row.host, row.path, headers)
+    if status != row.status:
+        raise SystemExit(f"{server.name}: {row.name}: status {status}, expected {row.status}")
+    location = got.get("location")
+    expected = reference.setdefault(row.name, location or "")
+    if (location or "") != expected:
+        raise SystemExit(f"{server.name}: {row.name}: Location {location!r} != {expected!r}")
+
+
+def lua_script(path: Path, row: Row, headers: dict[str, str]) -> Path:
+    """A wrk script that sends ``row``'s request with ``headers`` (and its Host)."""
+    lines = ['wrk.method = "GET"', f"wrk.path = {json.dumps(row.path)}",
+             f'wrk.headers["Host"] = {json.dumps(row.host)}']
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Sample:
+    """One wrk run."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _latency(output: str, percentile: str) -> float:
+    match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
+
+
+def run_wrk(port: int, script: Path, duration: float) -> Sample:
+    """wrk on core 0, one thread, CONNECTIONS connections, for ``duration`` seconds."""
+    argv = ["taskset", "-c", "0", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s",
+            "--timeout", "5s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/"]
+    output = subprocess.run(argv, capture_output=True, text=True, check=True,
+                            timeout=duration + 30).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
+    return Sample(float(rps.group(1)) if rps else 0.0, _latency(output, "50"),
+                  _latency(output, "99"), errors)
+
+
+def median_sample(samples: list[Sample]) -> Sample:
+    """Per-figure medians of several runs."""
+    return Sample(statistics.median(s.rps for s in samples),
+                  statistics.median(s.p50_ms for s in samples),
+                  statistics.median(s.p99_ms for s in samples),
+                  sum(s.errors for s in samples))
+
+
+def print_table(rows: list[Row], results: dict[tuple[str, str], list[Sample]],
+                out: Callable[[str], None]) -> None:
+    """Rows x servers: req/s (median, and the runs), p50, p99, ratio to nginx."""
+    out(f"{'row':28} {'server':13} {'req/s':>9} {'runs':>24} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'errors':>6} {'x nginx':>7}")
+    nginx_rps = {row.name: median_sample(results[row.name, "nginx"]).rps
+                 for row in rows if (row.name, "nginx") in results}
+    for row in rows:
+        for server in row.servers:
+            samples = results.get((row.name, server))
+            if not samples:
+                continue
+            med = median_sample(samples)
+            base = nginx_rps.get(row.baseline or row.name)
+            ratio = f"{med.rps / base:.2f}" if base else "-"
+            runs = "/".join(f"{s.rps / 1000:.1f}k" for s in samples)
+            out(f"{row.name:28} {server:13} {med.rps:9.0f} {runs:>24} {med.p50_ms:7.2f} "
+                f"{med.p99_ms:7.2f} {med.errors:6d} {ratio:>7}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the servers, check their answers, run the interleaved rounds, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="1 round of 3 s runs")
+    mode.add_argument("--full", action="store_true", help="3 rounds of 10 s runs (default)")
+    parser.add_argument("--rounds", type=int, help="override the number of rounds")
+    parser.add_argument("--duration", type=float, help="override seconds per wrk run")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter whose venv provides twistd (e.g. a PyPy venv)")
+    parser.add_argument("--source", type=Path, default=REPO,
+                        help="scarfgw checkout to run (PYTHONPATH), e.g. to compare versions")
+    parser.add_argument("--domains", type=int, default=1000,
+                        help="docker domains in the main config")
+    parser.add_argument("--no-scale", action="store_true", help="skip the 10/100,000-domain rows")
+    parser.add_argument("--only", help="comma-separated servers to run (nginx,caddy,scarfgw,...)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per server")
+    parser.add_argument("--json", help="also write the raw samples to this file")
+    parser.add_argument("--keep-temp", action="store_true", help="keep configs and logs")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    duration = args.duration or (3.0 if args.quick else 10.0)
+    for tool in ("wrk", "nginx", "caddy", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found (apt-get install -y wrk nginx caddy util-linux)")
+
+    rows = make_rows(args.domains)
+    if args.no_scale:
+        rows = [row for row in rows if not row.baseline]
+    wanted = set(args.only.split(",")) if args.only else None
+    for row in rows:
+        row.servers = [s for s in row.servers if wanted is None or s in wanted]
+    rows = [row for row in rows if row.servers]
+    needed = {s for row in rows for s in row.servers}
+
+    tmp = Path(tempfile.mkdtemp(prefix="scarfgw-bench-"))
+    tmp.chmod(0o755)  # nginx workers read the page
+    if not args.keep_temp:
+        atexit.register(shutil.rmtree, tmp, True)
+    atexit.register(stop_children)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    started: dict[str, Server] = {}
+    print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores", flush=True)
+    gateways = {"scarfgw": args.domains, "scarfgw-10": 10, "scarfgw-100k": 100_000}
+    for name, count in gateways.items():
+        if name in needed:
+            print(f"starting {name} ({count:,} docker domains) ...", flush=True)
+            started[name] = start_gateway(tmp, name, count, args.python, args.source)
+    www = tmp / "www"
+    www.mkdir()
+    page_source = started.get("scarfgw") or start_gateway(tmp, "page-source", 1, args.python,
+                                                                 args.source)
+    (www / "page.html").write_bytes(fetch(page_source.port, PYPI_HOST, PYPI_PATH)[2])
+    if "nginx" in needed:
+        started["nginx"] = start_nginx(tmp, args.domains, www)
+    if "caddy" in needed:
+        started["caddy"] = start_caddy(tmp, args.domains, www)
+
+    scripts: dict[tuple[str, str], Path] = {}
+    reference: dict[str, str] = {}
+    for row in rows:
+        for name in row.servers:
+            headers = request_headers(row, started[name])
+            check(row, started[name], headers, reference)
+            index = len(scripts)
+            scripts[row.name, name] = lua_script(tmp / f"row{index}.lua", row, headers)
+
+    warm = {name: next(p for (_, n), p in scripts.items() if n == name) for name in needed}
+    for name, script in warm.items():
+        if args.warmup > 0:
+            run_wrk(started[name].port, script, args.warmup)
+
+    results: dict[tuple[str, str], list[Sample]] = {}
+    for round_no in range(rounds):
+        print(f"round {round_no + 1}/{rounds}, load average {os.getloadavg()}", flush=True)
+        for row in rows:
+            for name in row.servers:
+                sample = run_wrk(started[name].port, scripts[row.name, name], duration)
+                results.setdefault((row.name, name), []).append(sample)
+    print(f"\n{CONNECTIONS} connections, {rounds} x {duration:g} s per cell, median; python "
+          f"{args.python}; source {args.source}; load average after: {os.getloadavg()}")
+    print_table(rows, results, print)
+    print("RSS MiB: " + ", ".join(f"{n} {s.rss_mib():.0f}" for n, s in started.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {f"{r} | {s}": [vars(x) for x in v] for (r, s), v in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The client runtime and its version, read from a User-Agent header (pure, no I/O).
+
+Only the first product token counts (``docker/27.0.3 go/go1.22 ...``, ``pip/23.2.1 {...}``):
+tools put their own name first, and what follows (pip's JSON, docker's platform details)
+is free-form. Browsers (``Mozilla/5.0 ...``) are reported as ``browser`` without a version.
+"""
+
+from __future__ import annotations
+
+import re
+
+_PRODUCT = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)/v?([0-9][0-9A-Za-z.+_~-]{0,31})")
+
+RUNTIMES = {
+    "docker": "docker",
+    "containerd": "containerd",
+    "libpod": "podman",
+    "podman": "podman",
+    "skopeo": "skopeo",
+    "pip": "pip",
+    "uv": "uv",
+    "poetry": "poetry",
+    "npm": "npm",
+    "curl": "curl",
+    "wget": "wget",
+}
+
+
+def client_runtime(user_agent: str | None) -> dict[str, str | None]:
+    """``{"runtime": ..., "version": ...}``; both None for an absent or unknown client."""
+    match = _PRODUCT.match(user_agent or "")
+    if match is None:
+        return {"runtime": None, "version": None}
+    product = match.group(1).lower()
+    if product == "mozilla":
+        return {"runtime": "browser", "version": None}
+    runtime = RUNTIMES.get(product)
+    return {"runtime": runtime, "version": match.group(2) if runtime else None}
