@@ -1,10 +1,14 @@
 """Every Prometheus metric of scarfgw, defined once (names follow Prometheus conventions).
 
-No label takes unbounded values: ``kind`` is a rule kind, ``code`` an HTTP status,
+With several workers the values of every process are summed (gauges: live sum, or the
+maximum for timestamps) through prometheus-client's multiprocess mode. No label takes
+unbounded values: ``kind`` is a rule kind, ``code`` an HTTP status,
 ``method`` one of a fixed set, ``domain`` only configured TLS domains.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -22,6 +26,23 @@ HTTP_REQUESTS = Counter(
     "scarfgw_http_requests", "Requests answered, by status code, method and rule kind.",
     ["code", "method", "kind"], registry=REGISTRY,
 )
+_REQUEST_CHILDREN: dict[tuple[int, bytes, str], Any] = {}
+_REQUEST_CHILDREN_LIMIT = 1024
+
+
+def count_request(status: int, method: bytes, kind: str) -> None:
+    """Add one to ``scarfgw_http_requests_total`` (label children cached per status, method
+    and kind: ``labels()`` costs several microseconds)."""
+    key = (status, method, kind)
+    child = _REQUEST_CHILDREN.get(key)
+    if child is None:
+        child = HTTP_REQUESTS.labels(str(status), method_label(method.decode("ascii", "replace")),
+                                     kind)
+        if len(_REQUEST_CHILDREN) < _REQUEST_CHILDREN_LIMIT:
+            _REQUEST_CHILDREN[key] = child
+    child.inc()
+
+
 HTTP_REQUEST_DURATION = Histogram(
     "scarfgw_http_request_duration_seconds",
     "Time from request received to response finished.",
@@ -31,10 +52,11 @@ HTTP_REQUEST_DURATION = Histogram(
 )
 HTTP_IN_FLIGHT = Gauge(
     "scarfgw_http_requests_in_flight", "Requests being answered.", registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 OPEN_CONNECTIONS = Gauge(
     "scarfgw_open_connections", "Open client connections per listener.", ["listener"],
-    registry=REGISTRY,
+    registry=REGISTRY, multiprocess_mode="livesum",
 )
 HTTP_RESPONSE_BYTES = Counter(
     "scarfgw_http_response_bytes", "Response body bytes sent to clients.", registry=REGISTRY,
@@ -63,6 +85,7 @@ EVENTS_DROPPED = Counter(
 )
 EVENTS_QUEUE_DEPTH = Gauge(
     "scarfgw_events_queue_depth", "Analytics events held in memory.", registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 CONFIG_RELOADS = Counter(
     "scarfgw_config_reloads", "Configuration reloads, by result.", ["result"], registry=REGISTRY,
@@ -70,10 +93,12 @@ CONFIG_RELOADS = Counter(
 CONFIG_LAST_RELOAD_SUCCESS = Gauge(
     "scarfgw_config_last_reload_success_timestamp_seconds",
     "Unix time of the last successful configuration load.", registry=REGISTRY,
+    multiprocess_mode="max",
 )
 TLS_CERT_NOT_AFTER = Gauge(
     "scarfgw_tls_certificate_not_after_timestamp_seconds",
     "Expiry of the certificate served for a configured domain.", ["domain"], registry=REGISTRY,
+    multiprocess_mode="max",
 )
 ACME_ORDERS = Counter(
     "scarfgw_acme_orders", "ACME orders, by result.", ["result"], registry=REGISTRY,

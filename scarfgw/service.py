@@ -3,30 +3,38 @@ graceful stop (not ready -> stop accepting -> drain in-flight requests -> flush 
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
+from twisted.internet.address import IPv6Address
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from scarfgw import metrics
+from scarfgw.analytics.geoip import GeoIP
 from scarfgw.analytics.sinks import build_sinks
 from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config, ConfigError, load_config
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
+from scarfgw.web.accesslog import AccessLog
 from scarfgw.web.admin import admin_resource
 from scarfgw.web.channel import GatewayFactory
 from scarfgw.web.gateway import Gateway
 from scarfgw.web.proxy import StreamingProxy
+from scarfgw.workers import METRICS_DIR_VARIABLE, SharedSocket, WorkerPool
 
 log = Logger()
 
 _DRAIN_POLL_SECONDS = 0.05
+_WORKER_STOP_MARGIN_SECONDS = 5.0
 
 
 class _QuietSite(Site):
@@ -37,8 +45,12 @@ class _QuietSite(Site):
 class GatewayService(MultiService):
     """Runs one gateway process from a loaded config."""
 
-    def __init__(self, config: Config, reactor: Any, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, reactor: Any, config_path: str | None = None,
+                 worker_index: int = 0, inherited: Mapping[str, SharedSocket] | None = None,
+                 spawn_workers: int = 1) -> None:
         super().__init__()
+        self.worker_index = worker_index
+        self.inherited = dict(inherited or {})
         self.reactor = reactor
         self.config = config
         self.config_path = config_path or config.source
@@ -51,16 +63,26 @@ class GatewayService(MultiService):
             batch_size=config.events.batch_size,
             flush_interval=config.events.flush_interval,
             queue_limit=config.events.queue_limit,
-            spool_dir=config.events.spool_dir,
+            spool_dir=os.path.join(config.events.spool_dir, f"worker-{worker_index}")
+            if worker_index else config.events.spool_dir,
             spool_max_bytes=config.events.spool_max_bytes,
         )
         self.writer.setServiceParent(self)
         self.proxy = StreamingProxy(reactor, config.proxy)
         self.tls: TLSService | None = None
         if config.listen.https:
-            self.tls = TLSService(reactor, config.tls, config.router.domains)
+            self.tls = TLSService(reactor, config.tls, config.router.domains,
+                                  follower=worker_index > 0)
             self.tls.setServiceParent(self)
-        self.gateway = Gateway(config, self.writer, self.proxy, reactor, tls=self.tls)
+        databases = config.events.geoip_databases
+        self.geoip = GeoIP(databases) if databases else None
+        access_log = AccessLog(config.access_log.sample) if config.access_log.enabled else None
+        self.gateway = Gateway(config, self.writer, self.proxy, reactor, tls=self.tls,
+                               geoip=self.geoip, access_log=access_log)
+        self.workers: WorkerPool | None = None
+        if spawn_workers > 1 and worker_index == 0:
+            self.workers = WorkerPool(reactor, self.config_path, spawn_workers,
+                                      on_exit=_forget_process_metrics)
         metrics.CONFIG_RELOADS.labels("success").inc()
         metrics.CONFIG_LAST_RELOAD_SUCCESS.set(reactor.seconds())
         for warning in config.warnings:
@@ -76,7 +98,7 @@ class GatewayService(MultiService):
         if listen.https and self.tls is not None:
             https = https_factory(self.tls, self._gateway_factory("https"))
             factories["https"] = (listen.https, https)
-        if listen.admin:
+        if listen.admin and self.worker_index == 0:
             factories["admin"] = (listen.admin, _QuietSite(admin_resource(self.is_ready)))
         bound = [self._listen(name, spec, factory) for name, (spec, factory) in factories.items()]
         done = defer.gatherResults(bound, consumeErrors=True)
@@ -91,8 +113,13 @@ class GatewayService(MultiService):
         )
 
     def _listen(self, name: str, spec: str, factory: Any) -> defer.Deferred[None]:
-        endpoint = serverFromString(self.reactor, spec)
-        listening = endpoint.listen(factory)
+        shared = self.inherited.get(name)
+        if shared is not None:
+            listening = defer.succeed(
+                self.reactor.adoptStreamPort(shared.fileno, shared.family, factory))
+            os.close(shared.fileno)
+        else:
+            listening = serverFromString(self.reactor, spec).listen(factory)
 
         def keep(port: IListeningPort) -> None:
             self.ports[name] = port
@@ -104,6 +131,11 @@ class GatewayService(MultiService):
 
     def _bound(self, _: object) -> None:
         self.ready = not self.stopping
+        if self.workers is not None and not self.stopping:
+            self.workers.start({
+                name: SharedSocket(port.fileno(), _family(port))  # type: ignore[attr-defined]
+                for name, port in self.ports.items() if name != "admin"
+            })
 
     def _bind_failed(self, failure: Any) -> None:
         log.critical("cannot listen: {error}", error=failure.value)
@@ -118,6 +150,8 @@ class GatewayService(MultiService):
     def _on_sighup(self) -> None:
         log.info("SIGHUP received")
         self.reload()
+        if self.workers is not None:
+            self.workers.signal_all(signal.SIGHUP)
 
     def _on_sigterm(self) -> None:
         """Stop gracefully and exit 0 (twistd's own handler would re-raise the signal)."""
@@ -162,26 +196,48 @@ class GatewayService(MultiService):
                  domains=len(config.router.domains), rules=len(config.rules))
         return True
 
+    def _stop_listening(self, names: Iterable[str]) -> defer.Deferred[Any]:
+        ports = [self.ports[name] for name in names if name in self.ports]
+        return defer.gatherResults(
+            [defer.maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
+        )
+
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Report not ready, stop accepting, let in-flight requests finish, flush events."""
+        """Report not ready, stop accepting, let in-flight requests finish, flush events.
+
+        The admin listener stays open until the end, so ``/readyz`` answers 503 meanwhile;
+        keep-alive connections get ``Connection: close`` on their next answer.
+        """
         self.stopping = True
+        self.gateway.draining = True
         log.info("stopping: no longer ready, closing listeners")
-        yield defer.gatherResults(
-            [defer.maybeDeferred(port.stopListening) for port in self.ports.values()],
-            consumeErrors=True,
-        )
+        grace = self.config.shutdown_grace_period
+        workers_done = (self.workers.terminate(grace + _WORKER_STOP_MARGIN_SECONDS)
+                        if self.workers is not None else defer.succeed(None))
+        yield self._stop_listening(name for name in self.ports if name != "admin")
         deadline = self.reactor.seconds() + self.config.shutdown_grace_period
         while self.gateway.in_flight and self.reactor.seconds() < deadline:
             yield task.deferLater(self.reactor, _DRAIN_POLL_SECONDS, lambda: None)
         if self.gateway.in_flight:
             log.warn("grace period over, {count} requests still in flight",
                      count=self.gateway.in_flight)
+        yield workers_done
         yield super().stopService()
         yield self.proxy.close()
+        if self.geoip is not None:
+            self.geoip.close()
+        yield self._stop_listening(["admin"])
         log.info("stopped")
 
 
-def build_service(config_path: str, reactor: Any) -> GatewayService:
-    """Load ``config_path`` and build the service (raises ConfigError)."""
-    return GatewayService(load_config(config_path), reactor, config_path)
+def _family(port: Any) -> int:
+    return socket.AF_INET6 if isinstance(port.getHost(), IPv6Address) else socket.AF_INET
+
+
+def _forget_process_metrics(pid: int | None) -> None:
+    """Drop a dead worker's live gauges from the shared metrics directory."""
+    if pid is not None and os.environ.get(METRICS_DIR_VARIABLE):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
 
 from scarfgw.config import Config, ConfigError, load_config
-from scarfgw.service import GatewayService
+from scarfgw.workers import METRICS_DIR_VARIABLE
+
+if TYPE_CHECKING:
+    from scarfgw.service import GatewayService
+
 
 
 class Options(usage.Options):
@@ -29,12 +35,22 @@ class Options(usage.Options):
             self.loaded: Config = load_config(self["config"])
         except ConfigError as exc:
             raise usage.UsageError(f"invalid config: {exc}") from None
+        if self.loaded.workers > 1 and METRICS_DIR_VARIABLE not in os.environ:
+            os.environ[METRICS_DIR_VARIABLE] = tempfile.mkdtemp(prefix="scarfgw-metrics-")
 
 
 def makeService(options: Options, reactor: Any = None) -> GatewayService:
-    """The gateway service for ``options`` (the reactor defaults to the global one)."""
+    """The gateway service for ``options`` (the reactor defaults to the global one).
+
+    The service module (and with it prometheus-client) is imported only now: with several
+    workers the metrics must live in a directory shared by the processes, which
+    prometheus-client reads from the environment when it is first imported.
+    """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    return GatewayService(options.loaded, reactor, options["config"])
+    from scarfgw.service import GatewayService
+
+    return GatewayService(options.loaded, reactor, options["config"],
+                          spawn_workers=options.loaded.workers)

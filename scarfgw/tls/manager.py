@@ -42,6 +42,7 @@ log = Logger()
 DEFAULT_TIMING = Timing()
 FALLBACK_NAME = "fallback.scarfgw.invalid"
 HTTP_01 = "http-01"
+TLS_ALPN_01 = "tls-alpn-01"
 
 
 class Issuer(Protocol):
@@ -91,7 +92,9 @@ class TLSService(Service):
 
     def __init__(self, reactor: Any, config: TLSConfig, domains: frozenset[str],
                  clock: Any = None, treq_client: Any = None,
-                 timing: Timing | None = None, issuer: Issuer | None = None) -> None:
+                 timing: Timing | None = None, issuer: Issuer | None = None,
+                 follower: bool = False) -> None:
+        self.follower = follower
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.config = config
@@ -100,7 +103,10 @@ class TLSService(Service):
         self.store = CertStore(config.storage, self.clock, uuid.uuid4().hex,
                                self.timing.lock_stale_after)
         now = self.clock.seconds()
-        self.sni = SNIServerOptions(self_signed(FALLBACK_NAME, now - 60, 10 * 365 * 86400))
+        self.sni = SNIServerOptions(self_signed(FALLBACK_NAME, now - 60, 10 * 365 * 86400),
+                                    self._stored_alpn_challenge)
+        self._follow_loop: task.LoopingCall | None = None
+        self._generation = b""
         self.verifier = self._verifier(reactor, config)
         self._http = treq_client
         self._pool: HTTPConnectionPool | None = None
@@ -120,8 +126,19 @@ class TLSService(Service):
     # -- the shell's side (TLSFrontend) and the listener's ---------------------------------
 
     def http01_response(self, token: str) -> bytes | None:
-        """The key authorization for a pending HTTP-01 token."""
-        return self._http01.get(token)
+        """The key authorization for a pending HTTP-01 token (ours, or published in storage
+        by the process that placed the order)."""
+        answer = self._http01.get(token)
+        if answer is None:
+            stored = self.store.load_challenge(HTTP_01, token)
+            answer = stored.encode("ascii") if stored is not None else None
+        return answer
+
+    def _stored_alpn_challenge(self, domain: str) -> KeyedChain | None:
+        stored = self.store.load_challenge(TLS_ALPN_01, domain)
+        if stored is None:
+            return None
+        return alpn_challenge_cert(domain, stored, self.clock.seconds())
 
     def has_certificate(self, domain: str) -> bool:
         """True once ``domain`` has a certificate installed."""
@@ -134,7 +151,9 @@ class TLSService(Service):
     # -- ChallengeResponder -----------------------------------------------------------------
 
     def present(self, domain: str, kind: str, token: str, key_authorization: str) -> None:
-        """Answer HTTP-01 on the plain listener, or TLS-ALPN-01 in the SNI callback."""
+        """Answer HTTP-01 on the plain listener, or TLS-ALPN-01 in the SNI callback; publish
+        the answer in storage for the other processes sharing it."""
+        self.store.save_challenge(kind, token if kind == HTTP_01 else domain, key_authorization)
         if kind == HTTP_01:
             self._http01[token] = key_authorization.encode("ascii")
         else:
@@ -143,6 +162,7 @@ class TLSService(Service):
 
     def cleanup(self, domain: str, kind: str, token: str) -> None:
         """Withdraw a challenge answer."""
+        self.store.remove_challenge(kind, token if kind == HTTP_01 else domain)
         if kind == HTTP_01:
             self._http01.pop(token, None)
         else:
@@ -155,10 +175,16 @@ class TLSService(Service):
         super().startService()
         for state in list(self._domains.values()):
             self._wake(state)
+        if self.follower:
+            self._follow_loop = task.LoopingCall(self._follow)
+            self._follow_loop.clock = self.clock
+            self._follow_loop.start(self.timing.follow_interval, now=False)
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop timers and passes (locks are released as passes unwind)."""
         super().stopService()
+        if self._follow_loop is not None and self._follow_loop.running:
+            self._follow_loop.stop()
         for state in self._domains.values():
             self._halt(state)
         if self._pool is None:
@@ -194,7 +220,18 @@ class TLSService(Service):
 
     # -- the maintenance pass ---------------------------------------------------------------
 
+    def _follow(self) -> None:
+        """Follower: re-read the certificates when another process saved one."""
+        generation = self.store.generation()
+        if generation != self._generation:
+            self._generation = generation
+            for state in list(self._domains.values()):
+                self._load_stored(state)
+
     def _wake(self, state: _Domain) -> None:
+        if self.follower:
+            self._load_stored(state)
+            return
         state.timer = None
         running = defer.Deferred.fromCoroutine(self._pass(state))
         state.running = running

@@ -7,7 +7,7 @@ offering ``acme-tls/1``; everyone else keeps getting the domain's real certifica
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from OpenSSL import SSL
@@ -51,7 +51,9 @@ def build_context(keyed: KeyedChain, protocol: bytes = HTTP_1_1) -> SSL.Context:
 class SNIServerOptions:
     """The https listener's connection creator; contexts are swapped in without a restart."""
 
-    def __init__(self, fallback: KeyedChain) -> None:
+    def __init__(self, fallback: KeyedChain,
+                 challenge_source: Callable[[str], KeyedChain | None] | None = None) -> None:
+        self._challenge_source = challenge_source
         self._default = build_context(fallback)
         self._default.set_tlsext_servername_callback(self._select)
         self._contexts: dict[str, SSL.Context] = {}
@@ -82,16 +84,22 @@ class SNIServerOptions:
         """Forget the challenge certificate of ``domain``."""
         self._challenges.pop(domain, None)
 
+    def _shared_challenge(self, domain: str) -> SSL.Context | None:
+        """A challenge another process published (only asked for by ACME validators)."""
+        keyed = self._challenge_source(domain) if self._challenge_source else None
+        return build_context(keyed, ACME_TLS_1) if keyed is not None else None
+
     def _select(self, conn: SSL.Connection) -> None:
         name = conn.get_servername()
         if not name:
             return
         domain = name.decode("ascii", "replace").lower().rstrip(".")
         offered = getattr(conn.get_app_data(), "offered_protocols", ())
-        challenge = self._challenges.get(domain)
-        if challenge is not None and ACME_TLS_1 in offered:
-            conn.set_context(challenge)
-            return
+        if ACME_TLS_1 in offered:
+            challenge = self._challenges.get(domain) or self._shared_challenge(domain)
+            if challenge is not None:
+                conn.set_context(challenge)
+                return
         context = self._contexts.get(domain)
         if context is not None:
             conn.set_context(context)

@@ -6,6 +6,10 @@ Layout under the storage root::
     certificates/<domain>/privkey.pem       certificate key (0600)
     certificates/<domain>/fullchain.pem     leaf + intermediates
     locks/<domain>.lock                     {"owner", "updated"}: held while ordering
+    challenges/<kind>/<token or domain>     pending key authorizations, so that every process
+                                            sharing the storage can answer a validation
+    generation                              rewritten on every certificate save: followers
+                                            re-read certificates when it changes
 
 Every file is written to a temporary name and renamed into place. A lock is refreshed by its
 holder and considered abandoned once it has not been refreshed for ``stale_after`` seconds
@@ -14,6 +18,7 @@ holder and considered abandoned once it has not been refreshed for ``stale_after
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from scarfgw.tls.certs import KeyedChain, key_pem, load_key, load_keyed_chain, new_key
 
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 KEY_FILE = "privkey.pem"
 CHAIN_FILE = "fullchain.pem"
@@ -103,10 +109,39 @@ class CertStore:
         return load_keyed_chain(key_data, chain_data)
 
     def save(self, domain: str, keyed: KeyedChain) -> None:
-        """Store the key (0600) and then the chain of ``domain``."""
+        """Store the key (0600) and then the chain of ``domain``; bump the generation."""
         folder = self.root / "certificates" / _checked(domain)
         write_atomic(folder / KEY_FILE, key_pem(keyed.key), 0o600)
         write_atomic(folder / CHAIN_FILE, keyed.chain_pem(), 0o644)
+        write_atomic(self.root / "generation", f"{self.owner} {os.urandom(8).hex()}".encode(),
+                     0o644)
+
+    def generation(self) -> bytes:
+        """A marker that changes whenever any instance saves a certificate."""
+        try:
+            return (self.root / "generation").read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def _challenge_path(self, kind: str, name: str) -> Path:
+        checked = name if _TOKEN.match(name) else _checked(name)
+        return self.root / "challenges" / kind / checked
+
+    def save_challenge(self, kind: str, name: str, key_authorization: str) -> None:
+        """Publish a pending key authorization (HTTP-01 by token, TLS-ALPN-01 by domain)."""
+        write_atomic(self._challenge_path(kind, name), key_authorization.encode("ascii"), 0o644)
+
+    def load_challenge(self, kind: str, name: str) -> str | None:
+        """A pending key authorization, or None (also for names that cannot be stored)."""
+        try:
+            return self._challenge_path(kind, name).read_bytes().decode("ascii")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def remove_challenge(self, kind: str, name: str) -> None:
+        """Withdraw a published key authorization."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            self._challenge_path(kind, name).unlink()
 
     def _lock_path(self, domain: str) -> Path:
         return self.root / "locks" / f"{_checked(domain)}.lock"

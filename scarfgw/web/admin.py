@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from scarfgw.metrics import REGISTRY
+from scarfgw.workers import METRICS_DIR_VARIABLE
 
 
 class _Text(Resource):
@@ -27,12 +30,26 @@ class _Text(Resource):
     render_HEAD = render_GET
 
 
+def exposed_registry() -> CollectorRegistry:
+    """This process's metrics, or with several workers the sum over every process."""
+    directory = os.environ.get(METRICS_DIR_VARIABLE)
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return registry
+
+
 class _Metrics(Resource):
     isLeaf = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.registry = exposed_registry()
+
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(REGISTRY)
+        return generate_latest(self.registry)
 
 
 def admin_resource(is_ready: Callable[[], bool]) -> Resource:

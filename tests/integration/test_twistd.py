@@ -144,3 +144,65 @@ def test_check_config_command(tmp_path: Path) -> None:
                             env=_env(), capture_output=True, timeout=60)
     assert result.returncode == 1
     assert f"{bad}: proxy.connect_timeout: expected a positive number".encode() in result.stderr
+
+
+def _worker_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "scarfgw.worker"], capture_output=True, text=True)
+    return {int(pid) for pid in out.stdout.split()}
+
+
+def test_workers_share_sockets_reload_together_and_are_replaced(tmp_path: Path) -> None:
+    http, admin = free_port(), free_port()
+    config: dict[str, Any] = {
+        "workers": 2,
+        "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
+                   "admin": f"tcp:{admin}:interface=127.0.0.1"},
+        "rules": [_docker_rule("library/one")],
+        "events": {"flush_interval": 0.1, "spool_dir": str(tmp_path / "spool"),
+                   "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]},
+    }
+    config_path = tmp_path / "scarfgw.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "twistd.log"
+    before = _worker_pids()
+    process = _twistd(config_path, log)
+    docker = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}
+    url = f"http://127.0.0.1:{http}/v2/library/two/manifests/1"
+    answered = 0
+    try:
+        _wait_ready(admin, process, log)
+        for _ in range(100):
+            if len(_worker_pids() - before) == 1:
+                break
+            time.sleep(0.05)
+        [worker] = _worker_pids() - before
+        assert _get(url, docker)[0] == 404
+        answered += 1
+
+        config["rules"].append(_docker_rule("library/two"))
+        config_path.write_text(yaml.safe_dump(config))
+        process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        statuses = [_get(url, docker)[0] for _ in range(40)]
+        answered += len(statuses)
+        assert statuses == [307] * 40, "every process serves the reloaded config"
+
+        time.sleep(0.5)  # past flush_interval: a SIGKILL loses only what is still in memory
+        os.kill(worker, signal.SIGKILL)
+        statuses = [_get(url, docker)[0] for _ in range(40)]
+        answered += len(statuses)
+        assert statuses == [307] * 40, "the sockets stay open while a worker is replaced"
+        for _ in range(100):
+            replaced = _worker_pids() - before - {worker}
+            if replaced:
+                break
+            time.sleep(0.05)
+        assert replaced, "the dead worker was started again"
+        metrics = _get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
+        assert "scarfgw_http_requests_total" in metrics
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()
+    assert _worker_pids() - before == set(), "workers exit with the primary"
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert len(lines) == answered - 1, "one event per answered docker request (the 404 has none)"

@@ -230,3 +230,36 @@ def test_challenges_are_published_and_withdrawn(tmp_path):
     service.present("a.test", "tls-alpn-01", "tok", "tok.thumb")
     service.cleanup("a.test", "tls-alpn-01", "tok")
     assert not service.has_certificate("a.test")
+
+
+def test_a_follower_orders_nothing_and_serves_what_the_primary_stores(tmp_path):
+    clock = Clock()
+    issuer = FakeIssuer(clock, 90 * DAY)
+    config = TLSConfig(storage=str(tmp_path), verification=VerificationConfig(mode="none"))
+    follower = TLSService(clock, config, frozenset({"a.test"}), clock=clock, timing=TIMING,
+                          issuer=issuer, follower=True)
+    follower.startService()
+    assert not follower.has_certificate("a.test") and issuer.calls == []
+    primary = make(tmp_path, {"a.test"}, clock, issuer)
+    primary.startService()
+    assert issuer.calls == ["a.test"]
+    clock.advance(TIMING.follow_interval)
+    assert follower.has_certificate("a.test")
+    assert issuer.calls == ["a.test"]
+    primary.stopService()
+    follower.stopService()
+
+
+def test_challenge_answers_published_by_one_process_are_answered_by_another(tmp_path):
+    clock = Clock()
+    primary = make(tmp_path, set(), clock, FakeIssuer(clock, 90 * DAY))
+    other = make(tmp_path, set(), clock, FakeIssuer(clock, 90 * DAY))
+    primary.present("a.test", "http-01", "tok_1-x", "tok_1-x.thumb")
+    assert other.http01_response("tok_1-x") == b"tok_1-x.thumb"
+    assert other.http01_response("../../etc/passwd") is None
+    primary.present("a.test", "tls-alpn-01", "tok2", "tok2.thumb")
+    assert other._stored_alpn_challenge("a.test") is not None
+    primary.cleanup("a.test", "http-01", "tok_1-x")
+    primary.cleanup("a.test", "tls-alpn-01", "tok2")
+    assert other.http01_response("tok_1-x") is None
+    assert other._stored_alpn_challenge("a.test") is None
