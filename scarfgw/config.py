@@ -6,6 +6,7 @@ Every error names the file, the key path (``rules[3].incoming-path``) and the re
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ def load_config(path: str) -> Config:
 def _read_document(path: str) -> Mapping[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = _parse_document(handle.read())
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
@@ -152,6 +153,20 @@ def _read_document(path: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError(path, "", "the top level must be a mapping of sections")
     return data
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse_document(text: str) -> Any:
+    """JSON documents (manifests) with the json module, which is a hundred times faster than
+    YAML on a large manifest; everything else as YAML (libyaml's loader when available)."""
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return yaml.load(text, Loader=_YAML_LOADER)
 
 
 def parse_config(data: Mapping[str, Any], source: str) -> Config:
