@@ -3,7 +3,7 @@ and the factory that counts connections per listener."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from twisted.internet.interfaces import IAddress, ITCPTransport
@@ -54,6 +54,24 @@ class GatewayRequest(http.Request):
         self.method, self.uri, self.clientproto = command, path, version
         self.path = path.partition(b"?")[0]
         self.process()
+
+    def respond(self, status: int, headers: Iterable[tuple[bytes, bytes]] = (),
+                body: bytes = b"") -> None:
+        """Send a whole response: status, headers (Content-Length added unless given), body.
+
+        For HEAD, Twisted sends the headers only.
+        """
+        self.setResponseCode(status)
+        raw = self.responseHeaders
+        has_length = False
+        for name, value in headers:
+            raw.addRawHeader(name, value)
+            has_length = has_length or name.lower() == b"content-length"
+        if not has_length:
+            raw.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        if body:
+            self.write(body)
+        self.finish()
 
     def process(self) -> None:
         """Hand the complete request to the gateway (no resource traversal)."""

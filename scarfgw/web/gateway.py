@@ -138,12 +138,7 @@ class Gateway:
             if answer is None:
                 self._respond_plain(request, 404, "no such challenge", context.started)
             else:
-                request.setResponseCode(200)
-                request.responseHeaders.setRawHeaders(b"content-type",
-                                                      [b"application/octet-stream"])
-                request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(answer)])
-                request.write(answer)
-                request.finish()
+                request.respond(200, [(b"content-type", b"application/octet-stream")], answer)
                 self._account(request, 200, "acme", context.started)
             return True
         if request.channel.factory.tls or context.forwarded_proto == "https":
@@ -152,10 +147,7 @@ class Gateway:
             return False
         port = "" if self.https_port == 443 else f":{self.https_port}"
         location = f"https://{view.host}{port}{view.raw_path}{view.query_with_mark}"
-        request.setResponseCode(308)
-        request.responseHeaders.setRawHeaders(b"location", [location.encode()])
-        request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
-        request.finish()
+        request.respond(308, [(b"location", location.encode())])
         self._account(request, 308, "https", context.started)
         return True
 
@@ -202,22 +194,16 @@ class Gateway:
             )
             return
         if isinstance(decision, Redirect):
-            request.setResponseCode(decision.status)
-            request.responseHeaders.setRawHeaders(b"location", [decision.location.encode()])
-            request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
-            request.finish()
+            request.respond(decision.status, [(b"location", decision.location.encode())])
             self._finished(request, context, decision, decision.status)
             return
         if decision.captures_before:
             self._record(request, context, decision.captures, decision.status)
-        request.setResponseCode(decision.status)
-        for name, value in decision.headers:
-            request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode())
-        if not any(name.lower() == "content-length" for name, _ in decision.headers):
-            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(decision.body)])
-        if decision.body:
-            request.write(decision.body)
-        request.finish()
+        request.respond(
+            decision.status,
+            [(name.encode("latin-1"), value.encode()) for name, value in decision.headers],
+            decision.body,
+        )
         self._finished(request, context, decision, decision.status,
                        recorded=decision.captures_before)
 
@@ -274,10 +260,6 @@ class Gateway:
 
     def _respond_plain(self, request: GatewayRequest, status: int, message: str, started: float
                        ) -> None:
-        body = message.encode() + b"\n"
-        request.setResponseCode(status)
-        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-        request.write(body)
-        request.finish()
+        request.respond(status, [(b"content-type", b"text/plain; charset=utf-8")],
+                        message.encode() + b"\n")
         self._account(request, status, "none", started)

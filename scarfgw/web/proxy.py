@@ -417,12 +417,8 @@ class _Exchange:
         if request._disconnected:
             self.done(CLIENT_CLOSED)
             return
-        body = registry_error(code, message)
-        request.setResponseCode(status)
-        request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-        request.write(body)
-        request.finish()
+        request.respond(status, [(b"content-type", b"application/json")],
+                        registry_error(code, message))
         self.done(status)
 
 
