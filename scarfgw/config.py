@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from scarfgw.endpoints import parse_tcp_endpoint
 from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
@@ -184,7 +185,7 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         access_log = _access_log(top)
         _check_tls_needs(listen, tls)
         grace = top.number("shutdown_grace_period", Config.shutdown_grace_period)
-        workers = top.positive_int("workers", os.cpu_count() or 1)
+        workers = _workers(top, listen, warnings.append)
         top.reject_unknown()
     except RuleError as exc:
         raise ConfigError(source, exc.path, exc.reason) from None
@@ -372,3 +373,23 @@ def _check_tls_needs(listen: ListenConfig, tls: TLSConfig) -> None:
             "required when listen.https is set and verification.mode is txt "
             "(the HMAC key of the ownership TXT records)",
         )
+
+
+def _workers(top: Fields, listen: ListenConfig, warn: Callable[[str], None]) -> int:
+    """``workers`` (default: the number of cores); several need shareable tcp listeners."""
+    explicit = top.data.get("workers") is not None
+    workers = top.positive_int("workers", os.cpu_count() or 1)
+    if workers == 1:
+        return 1
+    for key in ("http", "https"):
+        spec = getattr(listen, key)
+        if spec is None:
+            continue
+        try:
+            parse_tcp_endpoint(spec)
+        except ValueError as exc:
+            if explicit:
+                raise RuleError(f"listen.{key}", f"{exc} (or set workers: 1)") from None
+            warn(f"listen.{key}: {exc}; running one process (set workers: 1 to silence this)")
+            return 1
+    return workers

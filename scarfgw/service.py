@@ -11,7 +11,6 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
-from twisted.internet.address import IPv6Address
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -22,6 +21,7 @@ from scarfgw.analytics.geoip import GeoIP
 from scarfgw.analytics.sinks import build_sinks
 from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.endpoints import reuseport_sockets
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
 from scarfgw.web.accesslog import AccessLog
@@ -79,6 +79,8 @@ class GatewayService(MultiService):
         access_log = AccessLog(config.access_log.sample) if config.access_log.enabled else None
         self.gateway = Gateway(config, self.writer, self.proxy, reactor, tls=self.tls,
                                geoip=self.geoip, access_log=access_log)
+        self._listening: defer.Deferred[Any] | None = None
+        self.worker_sockets: dict[str, list[socket.socket]] = {}
         self.workers: WorkerPool | None = None
         if spawn_workers > 1 and worker_index == 0:
             self.workers = WorkerPool(reactor, self.config_path, spawn_workers,
@@ -88,23 +90,34 @@ class GatewayService(MultiService):
         for warning in config.warnings:
             log.warn("config: {warning}", warning=warning)
 
+    def privilegedStartService(self) -> None:
+        """Bind the listeners while twistd still has its privileges (ports below 1024)."""
+        super().privilegedStartService()
+        self._bind()
+
     def startService(self) -> None:
-        """Start the writer, bind every listener, then report ready."""
+        """Start the writer, bind the listeners (unless done already), then report ready."""
         super().startService()
-        listen = self.config.listen
-        factories: dict[str, Any] = {}
-        if listen.http:
-            factories["http"] = (listen.http, self._gateway_factory("http"))
-        if listen.https and self.tls is not None:
-            https = https_factory(self.tls, self._gateway_factory("https"))
-            factories["https"] = (listen.https, https)
-        if listen.admin and self.worker_index == 0:
-            factories["admin"] = (listen.admin, _QuietSite(admin_resource(self.is_ready)))
-        bound = [self._listen(name, spec, factory) for name, (spec, factory) in factories.items()]
-        done = defer.gatherResults(bound, consumeErrors=True)
-        done.addCallbacks(self._bound, self._bind_failed)
+        self._bind().addCallbacks(self._bound, self._bind_failed)
         if hasattr(self.reactor, "callWhenRunning"):
             self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    def _bind(self) -> defer.Deferred[Any]:
+        if self._listening is None:
+            listen = self.config.listen
+            factories: dict[str, tuple[str, Any]] = {}
+            if listen.http:
+                factories["http"] = (listen.http, self._gateway_factory("http"))
+            if listen.https and self.tls is not None:
+                https = https_factory(self.tls, self._gateway_factory("https"))
+                factories["https"] = (listen.https, https)
+            if listen.admin and self.worker_index == 0:
+                factories["admin"] = (listen.admin, _QuietSite(admin_resource(self.is_ready)))
+            self._listening = defer.gatherResults(
+                [self._listen(name, spec, factory) for name, (spec, factory) in factories.items()],
+                consumeErrors=True,
+            )
+        return self._listening
 
     def _gateway_factory(self, listener: str) -> GatewayFactory:
         return GatewayFactory(
@@ -113,7 +126,15 @@ class GatewayService(MultiService):
         )
 
     def _listen(self, name: str, spec: str, factory: Any) -> defer.Deferred[None]:
+        """Listen on ``spec``: on the socket inherited from the primary (in a worker), on the
+        first of one SO_REUSEPORT socket per process (in a primary with workers; the others
+        are kept for the workers), or on the endpoint itself."""
         shared = self.inherited.get(name)
+        if shared is None and self.workers is not None and name != "admin":
+            own, *others = reuseport_sockets(spec, self.workers.count)
+            self.worker_sockets[name] = others
+            shared = SharedSocket(os.dup(own.fileno()), own.family)
+            own.close()
         if shared is not None:
             listening = defer.succeed(
                 self.reactor.adoptStreamPort(shared.fileno, shared.family, factory))
@@ -133,8 +154,9 @@ class GatewayService(MultiService):
         self.ready = not self.stopping
         if self.workers is not None and not self.stopping:
             self.workers.start({
-                name: SharedSocket(port.fileno(), _family(port))  # type: ignore[attr-defined]
-                for name, port in self.ports.items() if name != "admin"
+                index: {name: SharedSocket(sockets[index - 1].fileno(), sockets[index - 1].family)
+                        for name, sockets in self.worker_sockets.items()}
+                for index in range(1, self.workers.count)
             })
 
     def _bind_failed(self, failure: Any) -> None:
@@ -223,16 +245,15 @@ class GatewayService(MultiService):
             log.warn("grace period over, {count} requests still in flight",
                      count=self.gateway.in_flight)
         yield workers_done
+        for sockets in self.worker_sockets.values():
+            for sock in sockets:
+                sock.close()
         yield super().stopService()
         yield self.proxy.close()
         if self.geoip is not None:
             self.geoip.close()
         yield self._stop_listening(["admin"])
         log.info("stopped")
-
-
-def _family(port: Any) -> int:
-    return socket.AF_INET6 if isinstance(port.getHost(), IPv6Address) else socket.AF_INET
 
 
 def _forget_process_metrics(pid: int | None) -> None:

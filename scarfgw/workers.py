@@ -1,11 +1,12 @@
-"""Worker processes sharing the primary's listening sockets.
+"""Worker processes serving the primary's listeners.
 
-The primary process (``twistd scarfgw``) binds the listeners, serves them itself, owns ACME
+The primary process (``twistd scarfgw``) binds one ``SO_REUSEPORT`` socket per process for
+each listener (while it still has its privileges), serves the first itself, owns ACME
 ordering and the admin listener, and runs ``workers - 1`` further processes
-(``python -m scarfgw.worker``) that inherit the listening sockets and serve them too. The
-kernel spreads new connections over every process accepting on a socket. A worker that
-dies is started again; the sockets stay open in the primary meanwhile, so no connection
-attempt is refused. SIGHUP and SIGTERM are passed on to the workers.
+(``python -m scarfgw.worker``), each inheriting its own sockets. The kernel spreads new
+connections over the sockets. A worker that dies is started again on the same sockets,
+which the primary keeps open, so no connection attempt is refused meanwhile. SIGHUP and
+SIGTERM are passed on to the workers.
 """
 
 from __future__ import annotations
@@ -102,13 +103,17 @@ class WorkerPool(Service):
         self.config_path = config_path
         self.count = count
         self.on_exit = on_exit
-        self.sockets: Mapping[str, SharedSocket] = {}
+        self.sockets: Mapping[int, Mapping[str, SharedSocket]] = {}
         self.workers: dict[int, _WorkerProtocol] = {}
         self.stopping = False
 
-    def start(self, sockets: Mapping[str, SharedSocket]) -> None:
-        """Start workers 1..count-1 serving ``sockets`` (name -> shared socket)."""
-        self.sockets = dict(sockets)
+    def start(self, sockets: Mapping[int, Mapping[str, SharedSocket]]) -> None:
+        """Start workers 1..count-1, worker i serving ``sockets[i]`` (listener -> socket).
+
+        The primary keeps every socket open, so while a worker is being replaced its
+        connections wait in the socket's backlog instead of being refused.
+        """
+        self.sockets = sockets
         for index in range(1, self.count):
             self._spawn(index)
 
@@ -116,7 +121,7 @@ class WorkerPool(Service):
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
         args = [sys.executable, "-m", "scarfgw.worker", "--config", self.config_path,
                 "--index", str(index)]
-        for offset, (name, shared) in enumerate(sorted(self.sockets.items())):
+        for offset, (name, shared) in enumerate(sorted(self.sockets[index].items())):
             child_fd = FIRST_INHERITED_FD + offset
             child_fds[child_fd] = shared.fileno
             args += ["--inherit", inherit_argument(name, child_fd, shared.family)]

@@ -71,6 +71,7 @@ def _docker_rule(image: str) -> dict[str, Any]:
 def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
     http, admin = free_port(), free_port()
     config: dict[str, Any] = {
+        "workers": 1,
         "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
                    "admin": f"tcp:{admin}:interface=127.0.0.1"},
         "rules": [_docker_rule("library/one")],

@@ -105,3 +105,11 @@ def test_geoip_and_access_log_sections(tmp_path: Path) -> None:
     assert config.events.geoip_databases == ("a.mmdb", "b.mmdb")
     assert (config.access_log.enabled, config.access_log.sample) == (True, 0.25)
     assert error_of(write(tmp_path, "access_log: {sample: 2}\n")).path == "access_log.sample"
+
+
+def test_workers_need_shareable_listeners(tmp_path: Path) -> None:
+    assert load_config(str(write(tmp_path, "workers: 3\n"))).workers == 3
+    error = error_of(write(tmp_path, "workers: 2\nlisten: {http: 'unix:/tmp/gw.sock'}\n"))
+    assert error.path == "listen.http" and "workers: 1" in error.reason
+    defaulted = load_config(str(write(tmp_path, "listen: {http: 'unix:/tmp/gw.sock'}\n")))
+    assert defaulted.workers == 1

@@ -1,0 +1,73 @@
+"""TCP listening endpoints as plain sockets, for sharing one port between processes.
+
+With several workers every process gets its own socket bound with ``SO_REUSEPORT``, so the
+kernel spreads new connections over them (a single shared socket lets whichever process
+wakes first take every pending connection).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+DEFAULT_BACKLOG = 1024
+
+
+@dataclass(frozen=True)
+class TCPAddress:
+    """Where a ``tcp:``/``tcp6:`` endpoint string listens."""
+
+    family: int
+    interface: str
+    port: int
+    backlog: int
+
+
+def parse_tcp_endpoint(spec: str) -> TCPAddress:
+    """``tcp:PORT[:interface=IF][:backlog=N]`` (or ``tcp6:``) as an address.
+
+    Raises ValueError for any other endpoint type or option.
+    """
+    kind, *parts = (part.replace("\\:", ":") for part in _UNESCAPED_COLON.split(spec))
+    if kind not in ("tcp", "tcp6"):
+        raise ValueError(f"only tcp: and tcp6: endpoints can be shared by workers, not {kind}:")
+    options: dict[str, str] = {}
+    port_text = ""
+    for part in parts:
+        name, equals, value = part.partition("=")
+        if not equals and not port_text:
+            port_text = name
+        else:
+            options[name if equals else "port"] = value
+    port_text = options.pop("port", port_text)
+    interface = options.pop("interface", "::" if kind == "tcp6" else "0.0.0.0")
+    backlog = options.pop("backlog", str(DEFAULT_BACKLOG))
+    if options or not port_text.isdigit() or not backlog.isdigit():
+        raise ValueError(f"cannot share {spec!r}: expected tcp:PORT[:interface=IF][:backlog=N]")
+    family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
+    return TCPAddress(family, interface, int(port_text), int(backlog))
+
+
+def reuseport_sockets(spec: str, count: int) -> list[socket.socket]:
+    """``count`` non-blocking listening sockets on the same address, bound with
+    ``SO_REUSEPORT`` (port 0 picks one free port for all of them)."""
+    address = parse_tcp_endpoint(spec)
+    port = address.port
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(address.family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((address.interface, port))
+            port = sock.getsockname()[1]
+            sock.listen(address.backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
