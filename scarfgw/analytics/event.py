@@ -74,10 +74,23 @@ def origin_network(client_ip: str | None) -> str | None:
     return f"{packed[0]}.{packed[1]}.{packed[2]}.0/24"
 
 
+_second_prefix: tuple[int, str] = (-1, "")
+
+
 def format_time(time: float) -> str:
-    """``time`` (Unix seconds) as ISO 8601 UTC with milliseconds: ``2026-11-22T10:00:00.123Z``."""
-    stamp = datetime.fromtimestamp(time, UTC).isoformat(timespec="milliseconds")
-    return stamp.removesuffix("+00:00") + "Z"
+    """``time`` (Unix seconds) as ISO 8601 UTC with milliseconds: ``2026-11-22T10:00:00.123Z``.
+
+    The date and time of day are formatted once per second; only the milliseconds change.
+    """
+    global _second_prefix
+    second = int(time // 1)
+    microseconds = round((time - second) * 1_000_000)
+    if microseconds >= 1_000_000:
+        second, microseconds = second + 1, microseconds - 1_000_000
+    if _second_prefix[0] != second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_prefix = (second, prefix)
+    return f"{_second_prefix[1]}.{microseconds // 1000:03d}Z"
 
 
 def build_event(

@@ -7,6 +7,7 @@ is free-form. Browsers (``Mozilla/5.0 ...``) are reported as ``browser`` without
 
 from __future__ import annotations
 
+import functools
 import re
 
 _PRODUCT = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)/v?([0-9][0-9A-Za-z.+_~-]{0,31})")
@@ -28,11 +29,18 @@ RUNTIMES = {
 
 def client_runtime(user_agent: str | None) -> dict[str, str | None]:
     """``{"runtime": ..., "version": ...}``; both None for an absent or unknown client."""
-    match = _PRODUCT.match(user_agent or "")
+    runtime, version = _parse(user_agent or "")
+    return {"runtime": runtime, "version": version}
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(user_agent: str) -> tuple[str | None, str | None]:
+    """Memoised: clients send few distinct User-Agent strings, parsed once each."""
+    match = _PRODUCT.match(user_agent)
     if match is None:
-        return {"runtime": None, "version": None}
+        return None, None
     product = match.group(1).lower()
     if product == "mozilla":
-        return {"runtime": "browser", "version": None}
+        return "browser", None
     runtime = RUNTIMES.get(product)
-    return {"runtime": runtime, "version": match.group(2) if runtime else None}
+    return runtime, match.group(2) if runtime else None
