@@ -165,6 +165,7 @@ def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path)
         for i in range(domains)
     ]
     config = {
+        "workers": 1,
         "listen": {"http": f"tcp:{port}:interface=127.0.0.1:backlog=1024", "https": None,
                    "admin": f"tcp:{free_port()}:interface=127.0.0.1"},
         "rules": [*rules, FILE_RULE, PYTHON_RULE],
