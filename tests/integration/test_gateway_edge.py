@@ -125,3 +125,33 @@ def test_tls_client_hello_on_plain_http_is_closed_at_once(tmp_path: Path) -> Any
     yield closed
     timeout.cancel()
     yield gateway.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_geoip_enrichment_and_access_log(tmp_path: Path, geoip_databases: list[Path]) -> Any:
+    from twisted.logger import globalLogPublisher
+
+    access: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "scarfgw.access":
+            access.append(event)
+
+    config = gateway_config(tmp_path, rules=[DOCKER_RULE],
+                            access_log={"enabled": True, "sample": 1.0})
+    config["events"]["geoip"] = {"databases": [str(p) for p in geoip_databases]}
+    globalLogPublisher.addObserver(observe)
+    try:
+        gateway = yield start_gateway(tmp_path, config)
+        response = yield get(gateway.port, MANIFEST, X_Forwarded_For="203.0.113.77", **DOCKER)
+        yield gateway.stop()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert response.status == 307
+    [event] = gateway.events()
+    assert event["origin"] == {"network": "203.0.113.0/24", "country": "DE",
+                               "org": "Example Networks"}
+    assert "203.0.113.77" not in str(event)
+    [line] = access
+    assert (line["status"], line["host"], line["path"]) == (307, "cr.example.test", MANIFEST)
+    assert "203.0.113.77" not in str(line)

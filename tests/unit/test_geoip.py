@@ -10,30 +10,8 @@ import pytest
 from scarfgw.analytics.event import build_event
 
 pytest.importorskip("maxminddb")
-mmdb_writer = pytest.importorskip("mmdb_writer")
-netaddr = pytest.importorskip("netaddr")
 
-from scarfgw.analytics.geoip import GeoIP  # noqa: E402
-
-
-@pytest.fixture
-def databases(tmp_path: Path) -> list[Path]:
-    """A dual-stack GeoLite2-Country-like file and an IPv4-only GeoLite2-ASN-like file."""
-    country = mmdb_writer.MMDBWriter(ip_version=6, ipv4_compatible=True,
-                                     database_type="GeoLite2-Country")
-    country.insert_network(netaddr.IPSet(["203.0.113.0/24"]),
-                           {"country": {"iso_code": "DE", "names": {"en": "Germany"}}})
-    country.insert_network(netaddr.IPSet(["198.51.100.0/24"]),
-                           {"registered_country": {"iso_code": "NL"}})
-    country.insert_network(netaddr.IPSet(["2001:db8::/32"]), {"country": {"iso_code": "FR"}})
-    asn = mmdb_writer.MMDBWriter(ip_version=4, database_type="GeoLite2-ASN")
-    asn.insert_network(netaddr.IPSet(["203.0.113.0/25"]),
-                       {"autonomous_system_number": 64500,
-                        "autonomous_system_organization": "Example Networks"})
-    paths = [tmp_path / "country.mmdb", tmp_path / "asn.mmdb"]
-    country.to_db_file(str(paths[0]))
-    asn.to_db_file(str(paths[1]))
-    return paths
+from scarfgw.analytics.geoip import GeoIP
 
 
 @pytest.mark.parametrize(("address", "country", "org"), [
@@ -45,17 +23,17 @@ def databases(tmp_path: Path) -> list[Path]:
     ("192.0.2.1", None, None),
     ("not an address", None, None),
 ])
-def test_lookup(databases: list[Path], address: str, country: str | None, org: str | None
+def test_lookup(geoip_databases: list[Path], address: str, country: str | None, org: str | None
                 ) -> None:
-    geoip = GeoIP(databases)
+    geoip = GeoIP(geoip_databases)
     try:
         assert geoip.lookup(address) == {"country": country, "org": org}
     finally:
         geoip.close()
 
 
-def test_event_gets_country_and_org_but_not_the_address(databases: list[Path]) -> None:
-    geoip = GeoIP(databases)
+def test_event_gets_country_and_org_but_not_the_address(geoip_databases: list[Path]) -> None:
+    geoip = GeoIP(geoip_databases)
     try:
         event = build_event(
             {"kind": "pixel", "package": None, "pixel_id": "p"}, time=0, request_id="r",
