@@ -129,10 +129,12 @@ def test_tls_client_hello_on_plain_http_is_closed_at_once(tmp_path: Path) -> Any
 
 @pytest_twisted.inlineCallbacks
 def test_geoip_enrichment_and_access_log(tmp_path: Path, geoip_databases: list[Path]) -> Any:
-    from twisted.logger import globalLogPublisher
+    from twisted.logger import ILogObserver, globalLogPublisher
+    from zope.interface import provider
 
     access: list[dict[str, Any]] = []
 
+    @provider(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
         if event.get("log_namespace") == "scarfgw.access":
             access.append(event)
