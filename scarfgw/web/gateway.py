@@ -6,6 +6,7 @@ reload) does. Events are handed to the writer after the response has finished.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -41,9 +42,13 @@ class Forwarder(Protocol):
         view: RequestView,
         decision: Proxy,
         forwarded_for: Sequence[str],
+        public_origin: str,
         done: Callable[[int], None],
     ) -> None:
-        """Answer ``request`` from the backend; call ``done(status)`` once it has finished."""
+        """Answer ``request`` from the backend; call ``done(status)`` once it has finished.
+
+        ``public_origin`` is ``scheme://host[:port]`` as the client addressed the gateway.
+        """
 
 
 class TLSFrontend(Protocol):
@@ -57,6 +62,7 @@ class TLSFrontend(Protocol):
 
 
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+_AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 
 class BadRequest(Exception):
@@ -66,13 +72,15 @@ class BadRequest(Exception):
 class RequestContext:
     """Per-request facts the shell needs after routing (for events and metrics)."""
 
-    __slots__ = ("client_ip", "forwarded_for", "forwarded_proto", "started", "view")
+    __slots__ = ("client_ip", "forwarded_for", "forwarded_proto", "public_origin", "started",
+                 "view")
 
     def __init__(
         self, view: RequestView, client_ip: str | None, forwarded_for: list[str], started: float,
-        forwarded_proto: str | None = None,
+        forwarded_proto: str | None = None, public_origin: str = "",
     ) -> None:
         self.forwarded_proto = forwarded_proto
+        self.public_origin = public_origin
         self.view = view
         self.client_ip = client_ip
         self.forwarded_for = forwarded_for
@@ -182,14 +190,19 @@ class Gateway:
         view = RequestView(method, host, raw_path, raw_query, headers, body)
         chain_with_peer = [*chain, peer] if peer is not None else chain
         proto = headers.get("x-forwarded-proto") if trusted_peer else None
+        scheme = proto if proto in ("http", "https") else (
+            "https" if request.isSecure() else "http")
+        authority = (host_value or "").strip()
+        if not _AUTHORITY.match(authority):
+            authority = host
         return RequestContext(view, client_address(peer, chain, self.trusted), chain_with_peer,
-                              started, proto)
+                              started, proto, f"{scheme}://{authority}")
 
     def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision
                 ) -> None:
         if isinstance(decision, Proxy):
             self.forwarder.forward(
-                request, context.view, decision, context.forwarded_for,
+                request, context.view, decision, context.forwarded_for, context.public_origin,
                 lambda status: self._finished(request, context, decision, status),
             )
             return

@@ -245,10 +245,15 @@ class StreamingProxy:
         view: RequestView,
         decision: Proxy,
         forwarded_for: Sequence[str],
+        public_origin: str,
         done: Done,
     ) -> None:
-        """Answer ``request`` from ``decision.backend``; ``done(status)`` when finished."""
-        exchange = _Exchange(self, request, decision, forwarded_for, done)
+        """Answer ``request`` from ``decision.backend``; ``done(status)`` when finished.
+
+        ``public_origin`` (``scheme://host[:port]`` as the client sees the gateway) names the
+        gateway's own ``/v2/token`` when the rule rewrites the token realm.
+        """
+        exchange = _Exchange(self, request, decision, forwarded_for, public_origin, done)
         if request.method not in _PROXIED_METHODS:
             exchange.error(405, "UNSUPPORTED", "only GET and HEAD are proxied")
         elif decision.options.get("token_endpoint"):
@@ -295,7 +300,8 @@ class _Exchange:
     """One client request's trip to the backend (following ``/v2`` redirects) and back."""
 
     def __init__(self, proxy: StreamingProxy, request: GatewayRequest, decision: Proxy,
-                 forwarded_for: Sequence[str], done: Done) -> None:
+                 forwarded_for: Sequence[str], public_origin: str, done: Done) -> None:
+        self.public_origin = public_origin
         self.proxy = proxy
         self.request = request
         self.decision = decision
@@ -400,10 +406,7 @@ class _Exchange:
         if realm is None:
             return value
         self.proxy.realms[self.decision.backend] = realm
-        request = self.request
-        scheme = "https" if request.isSecure() else "http"
-        host = (request.getHeader(b"host") or b"").decode("latin-1")
-        return replace_realm(challenge, f"{scheme}://{host}{TOKEN_PATH}").encode("latin-1")
+        return replace_realm(challenge, self.public_origin + TOKEN_PATH).encode("latin-1")
 
     def _public_location(self, value: bytes) -> bytes:
         text = value.decode("latin-1").strip()

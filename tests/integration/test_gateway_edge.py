@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest_twisted
 
-from tests.support import gateway_config, get, raw_request, start_gateway
+from tests.support import gateway_config, get, raw_request, start_fake_upstream, start_gateway
 
 DOCKER_RULE = {"type": "docker-v1", "domain": "cr.example.test",
                "repository-name": "library/hello", "registry": "registry.example.test",
@@ -157,3 +157,25 @@ def test_geoip_enrichment_and_access_log(tmp_path: Path, geoip_databases: list[P
     [line] = access
     assert (line["status"], line["host"], line["path"]) == (307, "cr.example.test", MANIFEST)
     assert "203.0.113.77" not in str(line)
+
+
+@pytest_twisted.inlineCallbacks
+def test_rewritten_token_realm_names_the_origin_the_client_used(tmp_path: Path) -> Any:
+    challenge = 'Bearer realm="https://auth.backend.test/token",service="registry"'
+    fake = yield start_fake_upstream(401, {"WWW-Authenticate": challenge})
+    rule = {**DOCKER_RULE, "token-realm": "rewrite"}
+    config = gateway_config(tmp_path, rules=[rule],
+                            proxy={"upstreams": {"registry.example.test": fake.url}})
+    gateway = yield start_gateway(tmp_path, config)
+    skopeo = {"User_Agent": "skopeo/1.9.3"}
+    behind_tls = yield get(gateway.port, MANIFEST, Host="internal:8080",
+                           X_Forwarded_Host="cr.example.test:8443", X_Forwarded_Proto="https",
+                           **skopeo)
+    direct = yield get(gateway.port, MANIFEST, Host="cr.example.test", **skopeo)
+    yield gateway.stop()
+    yield fake.port.stopListening()
+    assert behind_tls.status == direct.status == 401
+    assert behind_tls.header("www-authenticate") == (
+        'Bearer realm="https://cr.example.test:8443/v2/token",service="registry"')
+    assert direct.header("www-authenticate") == (
+        'Bearer realm="http://cr.example.test/v2/token",service="registry"')
