@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,41 @@ from twisted.web import resource, server
 
 from scarfgw.config import parse_config
 from scarfgw.service import GatewayService
+
+REPO = Path(__file__).parents[1]
+TWISTD = Path(sys.executable).parent / "twistd"
+
+
+def twistd_env() -> dict[str, str]:
+    """Environment for a ``twistd`` subprocess that runs this checkout's scarfgw."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def start_twistd(config: Path, log: Path | None = None, twistd_args: Sequence[str] = (),
+                 **popen: Any) -> subprocess.Popen[bytes]:
+    """``twistd --pidfile= -n [ARGS] [--logfile LOG] scarfgw --config CONFIG`` in its folder."""
+    args = [str(TWISTD), "--pidfile=", "-n", *twistd_args]
+    if log is not None:
+        args += ["--logfile", str(log)]
+    args += ["scarfgw", "--config", str(config)]
+    return subprocess.Popen(args, cwd=config.parent, env=twistd_env(), **popen)
+
+
+def http_get(url: str, headers: dict[str, str] | None = None
+             ) -> tuple[int, dict[str, str], bytes]:
+    """A blocking GET that does not follow redirects: status, headers, body."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with opener.open(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ domains, restart reuse and renewal, each checked through a real TLS handshake.""
 from __future__ import annotations
 
 import datetime
+import signal
 import stat
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import yaml
 from cryptography import x509
 from twisted.internet import reactor, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -26,7 +28,7 @@ from scarfgw.tls.schedule import Timing
 from scarfgw.tls.store import CertStore
 from scarfgw.tls.verify import expected_value, record_name
 from tests.integration.pebble import PEBBLE, FakeDNS, Pebble, TLSClient, https_get, start_pebble
-from tests.support import deferLater, gateway_config, get, start_gateway
+from tests.support import deferLater, gateway_config, get, start_gateway, start_twistd
 
 pytestmark = [
     pytest.mark.integration,
@@ -272,3 +274,48 @@ def test_two_instances_sharing_storage_order_a_domain_once(tmp_path, pebble, fak
             yield service.stopService()
         yield http.stopListening()
         yield https.stopListening()
+
+
+@pytest.mark.parametrize("challenge", ["http-01", "tls-alpn-01"])
+@pytest_twisted.inlineCallbacks
+def test_workers_answer_validations_and_serve_the_certificate(tmp_path, pebble, fake_dns,
+                                                                 challenge):
+    """With two processes any of them may receive the CA's validation requests and every
+    client handshake: the primary orders, both answer from the shared storage."""
+    domain = f"workers-{challenge}.test"
+    publish_ownership(fake_dns, domain)
+    config = tls_config(tmp_path, pebble, fake_dns, domain, challenge)
+    config["workers"] = 2
+    config_path = tmp_path / "scarfgw.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "twistd.log"
+    process = start_twistd(config_path, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                answer = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/a",
+                                                     pebble.root_pem)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                yield deferLater(0.2)
+        check_pebble_certificate(answer.leaf, pebble, domain)
+        yield deferLater(2.5)  # a worker reloads stored certificates within follow_interval
+        answers = []
+        for _ in range(12):
+            answer = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/dl/x",
+                                                 pebble.root_pem)
+            answers.append(answer)
+        assert {a.leaf.serial_number for a in answers} == {answers[0].leaf.serial_number}
+        assert all(a.status == 307 for a in answers)
+        lines = log.read_text().splitlines()
+        issued = [line for line in lines if f"{domain}: certificate issued" in line]
+        assert len(issued) == 1 and "worker 1:" not in issued[0], "only the primary orders"
+        assert any("worker 1:" in line and f"serving a certificate for {domain}" in line
+                   for line in lines), "the worker serves the stored certificate"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        exit_status = yield threads.deferToThread(process.wait, 60)
+    assert exit_status == 0, log.read_text()

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.test_twistd import TWISTD, _env, _get
-from tests.support import free_port
+from tests.support import free_port, http_get, start_twistd
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +25,12 @@ def test_twistd_writes_json_lines(tmp_path: Path) -> None:
                          "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]}}
     config_path = tmp_path / "scarfgw.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
-        [str(TWISTD), "--pidfile=", "-n", "--logger=scarfgw.logging.json_logger", "scarfgw",
-         "--config", str(config_path)],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    process = start_twistd(config_path, twistd_args=["--logger=scarfgw.logging.json_logger"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for _ in range(300):
             try:
-                if _get(f"http://127.0.0.1:{admin}/readyz")[0] == 200:
+                if http_get(f"http://127.0.0.1:{admin}/readyz")[0] == 200:
                     break
             except OSError:
                 time.sleep(0.05)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_twistd import TWISTD, _env
-from tests.support import free_port
+from tests.support import free_port, start_twistd
 
 pytestmark = pytest.mark.integration
 
@@ -99,11 +97,7 @@ def test_sigterm_during_load_loses_no_event(tmp_path: Path) -> None:
     config_path = tmp_path / "scarfgw.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log = tmp_path / "twistd.log"
-    process = subprocess.Popen(
-        [str(TWISTD), "--pidfile=", "-n", "--logfile", str(log), "scarfgw", "--config",
-         str(config_path)],
-        cwd=tmp_path, env=_env(),
-    )
+    process = start_twistd(config_path, log)
     try:
         for _ in range(300):
             if _readiness(admin_port) == 200:

@@ -9,53 +9,19 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support import free_port
-
-REPO = Path(__file__).parents[2]
-TWISTD = Path(sys.executable).parent / "twistd"
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
-def _twistd(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(TWISTD), "--pidfile=", "-n", "--logfile", str(log), "scarfgw", "--config",
-         str(config)],
-        cwd=config.parent, env=_env(),
-    )
-
-
-def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    opener = urllib.request.build_opener(_NoRedirect)
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with opener.open(request, timeout=5) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+from tests.support import REPO, free_port, http_get, start_twistd, twistd_env
 
 
 def _wait_ready(admin: int, process: subprocess.Popen[bytes], log: Path) -> None:
     for _ in range(300):
         assert process.poll() is None, log.read_text()
         try:
-            if _get(f"http://127.0.0.1:{admin}/readyz")[0] == 200:
+            if http_get(f"http://127.0.0.1:{admin}/readyz")[0] == 200:
                 return
         except OSError:
             pass
@@ -81,20 +47,20 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
     config_path = tmp_path / "scarfgw.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log = tmp_path / "twistd.log"
-    process = _twistd(config_path, log)
+    process = start_twistd(config_path, log)
     try:
         _wait_ready(admin, process, log)
         docker = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}
-        status, headers, _ = _get(f"http://127.0.0.1:{http}/v2/library/one/manifests/1", docker)
+        status, headers, _ = http_get(f"http://127.0.0.1:{http}/v2/library/one/manifests/1", docker)
         assert status == 307
         assert headers["Location"] == "https://registry.example.test/v2/library/one/manifests/1"
-        assert _get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 404
+        assert http_get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 404
 
         config["rules"].append(_docker_rule("library/two"))
         config_path.write_text(yaml.safe_dump(config))
         process.send_signal(signal.SIGHUP)
         for _ in range(100):
-            if _get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 307:
+            if http_get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 307:
                 break
             time.sleep(0.05)
         else:
@@ -107,8 +73,8 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert "rules[0].registry: required key is missing" in log.read_text()
-        assert _get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 307
-        metrics = _get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
+        assert http_get(f"http://127.0.0.1:{http}/v2/library/two/manifests/1", docker)[0] == 307
+        metrics = http_get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
         assert 'scarfgw_config_reloads_total{result="failure"} 1.0' in metrics
     finally:
         process.send_signal(signal.SIGTERM)
@@ -123,10 +89,9 @@ def test_twistd_refuses_bad_config(tmp_path: Path) -> None:
     config_path.write_text(
         "listen: {http: 'tcp:0'}\nrules:\n  - {type: file-v1, domain: d, package-id: p}\n"
     )
-    result = subprocess.run(
-        [str(TWISTD), "--pidfile=", "-n", "scarfgw", "--config", str(config_path)],
-        cwd=tmp_path, env=_env(), capture_output=True, timeout=60,
-    )
+    process = start_twistd(config_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=60)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert result.returncode != 0
     output = (result.stdout + result.stderr).decode()
     assert f"{config_path}: rules[0].incoming-path: required key is missing" in output
@@ -136,13 +101,13 @@ def test_twistd_refuses_bad_config(tmp_path: Path) -> None:
 def test_check_config_command(tmp_path: Path) -> None:
     good = REPO / "etc" / "scarfgw.yaml"
     result = subprocess.run([sys.executable, "-m", "scarfgw.cli", "check-config", str(good)],
-                            env=_env(), capture_output=True, timeout=60)
+                            env=twistd_env(), capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert b"OK" in result.stdout and b"domains: 3" in result.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("proxy: {connect_timeout: -1}\n")
     result = subprocess.run([sys.executable, "-m", "scarfgw.cli", "check-config", str(bad)],
-                            env=_env(), capture_output=True, timeout=60)
+                            env=twistd_env(), capture_output=True, timeout=60)
     assert result.returncode == 1
     assert f"{bad}: proxy.connect_timeout: expected a positive number".encode() in result.stderr
 
@@ -166,7 +131,7 @@ def test_workers_share_sockets_reload_together_and_are_replaced(tmp_path: Path) 
     config_path.write_text(yaml.safe_dump(config))
     log = tmp_path / "twistd.log"
     before = _worker_pids()
-    process = _twistd(config_path, log)
+    process = start_twistd(config_path, log)
     docker = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}
     url = f"http://127.0.0.1:{http}/v2/library/two/manifests/1"
     answered = 0
@@ -177,20 +142,20 @@ def test_workers_share_sockets_reload_together_and_are_replaced(tmp_path: Path) 
                 break
             time.sleep(0.05)
         [worker] = _worker_pids() - before
-        assert _get(url, docker)[0] == 404
+        assert http_get(url, docker)[0] == 404
         answered += 1
 
         config["rules"].append(_docker_rule("library/two"))
         config_path.write_text(yaml.safe_dump(config))
         process.send_signal(signal.SIGHUP)
         time.sleep(1.0)
-        statuses = [_get(url, docker)[0] for _ in range(40)]
+        statuses = [http_get(url, docker)[0] for _ in range(40)]
         answered += len(statuses)
         assert statuses == [307] * 40, "every process serves the reloaded config"
 
         time.sleep(0.5)  # past flush_interval: a SIGKILL loses only what is still in memory
         os.kill(worker, signal.SIGKILL)
-        statuses = [_get(url, docker)[0] for _ in range(40)]
+        statuses = [http_get(url, docker)[0] for _ in range(40)]
         answered += len(statuses)
         assert statuses == [307] * 40, "the sockets stay open while a worker is replaced"
         for _ in range(100):
@@ -199,7 +164,7 @@ def test_workers_share_sockets_reload_together_and_are_replaced(tmp_path: Path) 
                 break
             time.sleep(0.05)
         assert replaced, "the dead worker was started again"
-        metrics = _get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
+        metrics = http_get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
         assert "scarfgw_http_requests_total" in metrics
     finally:
         process.send_signal(signal.SIGTERM)
