@@ -188,21 +188,34 @@ def gateway_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     """A config dict listening on ephemeral loopback ports with a JSONL sink under tmp_path."""
     config: dict[str, Any] = {
         "listen": {"http": "tcp:0:interface=127.0.0.1", "admin": "tcp:0:interface=127.0.0.1"},
-        "events": {
-            "flush_interval": 0.05,
-            "spool_dir": str(tmp_path / "spool"),
-            "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}],
-        },
+        "events": jsonl_events(tmp_path, 0.05),
     }
     config.update(sections)
     return config
 
 
+def loopback_listeners(http: int, admin: int) -> dict[str, str]:
+    """A ``listen`` section on fixed loopback ports (for twistd subprocesses)."""
+    return {"http": f"tcp:{http}:interface=127.0.0.1", "admin": f"tcp:{admin}:interface=127.0.0.1"}
+
+
+def jsonl_events(tmp_path: Path, flush_interval: float) -> dict[str, Any]:
+    """An ``events`` section writing to ``tmp_path/events.jsonl``, spooling under tmp_path."""
+    return {"flush_interval": flush_interval, "spool_dir": str(tmp_path / "spool"),
+            "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]}
+
+
+def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
+    """Write ``config`` as ``tmp_path/scarfgw.yaml`` and return its path."""
+    path = tmp_path / "scarfgw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @defer.inlineCallbacks
 def start_gateway(tmp_path: Path, config: dict[str, Any]) -> Any:
     """Write ``config`` to tmp_path, start a gateway from it and wait until it listens."""
-    config_path = tmp_path / "scarfgw.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path = write_config(tmp_path, config)
     service = GatewayService(parse_config(config, str(config_path)), reactor, str(config_path))
     service.startService()
     for _ in range(200):

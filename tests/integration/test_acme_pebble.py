@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import yaml
 from cryptography import x509
 from twisted.internet import reactor, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -28,7 +27,14 @@ from scarfgw.tls.schedule import Timing
 from scarfgw.tls.store import CertStore
 from scarfgw.tls.verify import expected_value, record_name
 from tests.integration.pebble import PEBBLE, FakeDNS, Pebble, TLSClient, https_get, start_pebble
-from tests.support import deferLater, gateway_config, get, start_gateway, start_twistd
+from tests.support import (
+    deferLater,
+    gateway_config,
+    get,
+    start_gateway,
+    start_twistd,
+    write_config,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -286,8 +292,7 @@ def test_workers_answer_validations_and_serve_the_certificate(tmp_path, pebble, 
     publish_ownership(fake_dns, domain)
     config = tls_config(tmp_path, pebble, fake_dns, domain, challenge)
     config["workers"] = 2
-    config_path = tmp_path / "scarfgw.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path = write_config(tmp_path, config)
     log = tmp_path / "twistd.log"
     process = start_twistd(config_path, log)
     try:

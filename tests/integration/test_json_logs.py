@@ -10,21 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.support import free_port, http_get, start_twistd
+from tests.support import free_port, http_get, jsonl_events, start_twistd, write_config
 
 pytestmark = pytest.mark.integration
 
 
 def test_twistd_writes_json_lines(tmp_path: Path) -> None:
     admin = free_port()
-    config = {"listen": {"http": "tcp:0:interface=127.0.0.1",
-                         "admin": f"tcp:{admin}:interface=127.0.0.1"},
-              "events": {"spool_dir": str(tmp_path / "spool"),
-                         "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]}}
-    config_path = tmp_path / "scarfgw.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path = write_config(tmp_path, {
+        "listen": {"http": "tcp:0:interface=127.0.0.1",
+                   "admin": f"tcp:{admin}:interface=127.0.0.1"},
+        "events": jsonl_events(tmp_path, 1.0),
+    })
     process = start_twistd(config_path, twistd_args=["--logger=scarfgw.logging.json_logger"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.support import free_port, start_twistd
+from tests.support import (
+    free_port,
+    jsonl_events,
+    loopback_listeners,
+    start_twistd,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,17 +90,14 @@ def test_sigterm_during_load_loses_no_event(tmp_path: Path) -> None:
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     http_port, admin_port = free_port(), free_port()
     config = {
-        "listen": {"http": f"tcp:{http_port}:interface=127.0.0.1",
-                   "admin": f"tcp:{admin_port}:interface=127.0.0.1"},
+        "listen": loopback_listeners(http_port, admin_port),
         "rules": [_docker_rule("cr.example.test", "registry.example.test"),
                   _docker_rule("slow.example.test", "slow.example.test")],
         "proxy": {"upstreams": {"slow.example.test": f"http://127.0.0.1:{upstream.server_port}"}},
         "shutdown_grace_period": 10,
-        "events": {"flush_interval": 0.2, "spool_dir": str(tmp_path / "spool"),
-                   "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]},
+        "events": jsonl_events(tmp_path, 0.2),
     }
-    config_path = tmp_path / "scarfgw.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path = write_config(tmp_path, config)
     log = tmp_path / "twistd.log"
     process = start_twistd(config_path, log)
     try:

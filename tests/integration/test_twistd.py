@@ -14,7 +14,16 @@ from typing import Any
 
 import yaml
 
-from tests.support import REPO, free_port, http_get, start_twistd, twistd_env
+from tests.support import (
+    REPO,
+    free_port,
+    http_get,
+    jsonl_events,
+    loopback_listeners,
+    start_twistd,
+    twistd_env,
+    write_config,
+)
 
 
 def _wait_ready(admin: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -37,15 +46,10 @@ def _docker_rule(image: str) -> dict[str, Any]:
 def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
     http, admin = free_port(), free_port()
     config: dict[str, Any] = {
-        "workers": 1,
-        "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
-                   "admin": f"tcp:{admin}:interface=127.0.0.1"},
-        "rules": [_docker_rule("library/one")],
-        "events": {"flush_interval": 30, "spool_dir": str(tmp_path / "spool"),
-                   "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]},
+        "workers": 1, "listen": loopback_listeners(http, admin),
+        "rules": [_docker_rule("library/one")], "events": jsonl_events(tmp_path, 30),
     }
-    config_path = tmp_path / "scarfgw.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path = write_config(tmp_path, config)
     log = tmp_path / "twistd.log"
     process = start_twistd(config_path, log)
     try:
@@ -120,15 +124,10 @@ def _worker_pids() -> set[int]:
 def test_workers_share_sockets_reload_together_and_are_replaced(tmp_path: Path) -> None:
     http, admin = free_port(), free_port()
     config: dict[str, Any] = {
-        "workers": 2,
-        "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
-                   "admin": f"tcp:{admin}:interface=127.0.0.1"},
-        "rules": [_docker_rule("library/one")],
-        "events": {"flush_interval": 0.1, "spool_dir": str(tmp_path / "spool"),
-                   "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]},
+        "workers": 2, "listen": loopback_listeners(http, admin),
+        "rules": [_docker_rule("library/one")], "events": jsonl_events(tmp_path, 0.1),
     }
-    config_path = tmp_path / "scarfgw.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path = write_config(tmp_path, config)
     log = tmp_path / "twistd.log"
     before = _worker_pids()
     process = start_twistd(config_path, log)
