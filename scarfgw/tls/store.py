@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from scarfgw.tls.certs import KeyedChain, key_pem, load_key, load_keyed_chain, new_key
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 KEY_FILE = "privkey.pem"
 CHAIN_FILE = "fullchain.pem"
@@ -135,7 +135,7 @@ class CertStore:
         """A pending key authorization, or None (also for names that cannot be stored)."""
         try:
             return self._challenge_path(kind, name).read_bytes().decode("ascii")
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             return None
 
     def remove_challenge(self, kind: str, name: str) -> None:

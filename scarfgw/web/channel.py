@@ -21,6 +21,8 @@ class GatewayRequest(http.Request):
     the gateway's ``handle`` once fully received."""
 
     body_too_large = False
+    accounted = False
+    """Set once the gateway has counted the finished request (metrics, in-flight)."""
 
     def gotLength(self, length: int | None) -> None:
         """Note an announced body that exceeds the limit; keep memory bounded either way."""

@@ -62,6 +62,7 @@ class TLSFrontend(Protocol):
 
 
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+_NOT_VISIBLE = re.compile(rb"[\x00-\x20\x7f-\xff]")
 _AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 
@@ -115,6 +116,22 @@ class Gateway:
         started = self.clock.seconds()  # type: ignore[attr-defined]
         self.in_flight += 1
         metrics.HTTP_IN_FLIGHT.inc()
+        try:
+            self._handle(request, started)
+        except Exception:
+            log.failure("answering {method} {uri!r} failed", method=request.method,
+                        uri=request.uri[:200])
+            if request.accounted:
+                return
+            if not (request.startedWriting or request.finished or request._disconnected):
+                self._respond_plain(request, 500, "internal error", started)
+                return
+            transport = request.channel.transport
+            if transport is not None:
+                transport.loseConnection()
+            self._account(request, 500, "none", started)
+
+    def _handle(self, request: GatewayRequest, started: float) -> None:
         if self.draining:
             request.channel.persistent = False
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
@@ -124,18 +141,13 @@ class Gateway:
             self._respond_plain(request, 400, str(exc), started)
             return
         if request.body_too_large:
-            message = f"request body larger than {self.config.limits.max_body_bytes} bytes"
+            limit = request.channel.factory.max_body_bytes
+            message = f"request body larger than {limit} bytes"
             self._respond_plain(request, 413, message, started)
             return
         if self.tls is not None and self._answered_for_tls(request, context):
             return
-        try:
-            decision = self.config.router.route(context.view)
-        except Exception:
-            log.failure("routing failed for {path}", path=context.view.raw_path)
-            self._respond_plain(request, 500, "internal error", started)
-            return
-        self._render(request, context, decision)
+        self._render(request, context, self.config.router.route(context.view))
 
     def _answered_for_tls(self, request: GatewayRequest, context: RequestContext) -> bool:
         """ACME HTTP-01 answers, and the 308 to https for domains that have a certificate."""
@@ -168,6 +180,8 @@ class Gateway:
             "host"
         )
         target: bytes = request.uri
+        if _NOT_VISIBLE.search(target):
+            raise BadRequest("request target must be visible ASCII (percent-encode the rest)")
         path, mark, query = target.partition(b"?")
         if not path.startswith(b"/"):
             if b"://" not in path:
@@ -222,9 +236,9 @@ class Gateway:
 
     def _finished(self, request: GatewayRequest, context: RequestContext, decision: Decision,
                   status: int, recorded: bool = False) -> None:
+        self._account(request, status, decision.kind, context.started, context)
         if not recorded and status != CLIENT_CLOSED:
             self._record(request, context, decision.captures, status)
-        self._account(request, status, decision.kind, context.started, context)
 
     def _record(self, request: GatewayRequest, context: RequestContext,
                 captures: Sequence[Capture], status: int) -> None:
@@ -253,6 +267,7 @@ class Gateway:
 
     def _account(self, request: GatewayRequest, status: int, kind: str, started: float,
                  context: RequestContext | None = None) -> None:
+        request.accounted = True
         self.in_flight -= 1
         metrics.HTTP_IN_FLIGHT.dec()
         metrics.count_request(status, request.method, kind)

@@ -133,26 +133,66 @@ class UpstreamMap:
         return self._upstreams.get(backend) or f"https://{backend}"
 
 
+@implementer(IPushProducer)
 class _Relay(Protocol):
-    """Copies an upstream body to the client request, paused by the client's backpressure."""
+    """Copies an upstream body to the client request, paused by the client's backpressure.
 
-    def __init__(self, request: GatewayRequest, finished: Callable[[], None]) -> None:
+    It is the client response's producer and passes pause/resume on to the upstream
+    transport. An upstream that sends nothing for ``stall_timeout`` seconds while the
+    client is ready for more is aborted (a slow client never counts as a stall).
+    """
+
+    def __init__(self, request: GatewayRequest, finished: Callable[[], None], clock: Any,
+                 stall_timeout: float) -> None:
         self.request = request
         self.finished = finished
+        self.clock = clock
+        self.stall_timeout = stall_timeout
+        self.stall_timer: Any = None
 
     def connectionMade(self) -> None:
         tune_transport(self.request.channel.transport)
-        self.request.registerProducer(cast(IPushProducer, self.transport), True)
-        self.request.notifyFinish().addErrback(self._client_gone)
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self._watch()
 
-    def _client_gone(self, reason: Failure) -> None:
+    def _watch(self) -> None:
+        if self.stall_timer is not None and self.stall_timer.active():
+            self.stall_timer.reset(self.stall_timeout)
+        else:
+            self.stall_timer = self.clock.callLater(self.stall_timeout, self._stalled)
+
+    def _unwatch(self) -> None:
+        if self.stall_timer is not None and self.stall_timer.active():
+            self.stall_timer.cancel()
+
+    def _stalled(self) -> None:
+        log.info("upstream body stalled for {seconds} s, aborting", seconds=self.stall_timeout)
+        metrics.UPSTREAM_ERRORS.labels("timeout").inc()
+        self.stopProducing()
+
+    def pauseProducing(self) -> None:
+        """The client is full: pause the upstream (and stop counting a stall)."""
+        self._unwatch()
+        cast(IPushProducer, self.transport).pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The client wants more: resume the upstream."""
+        self._watch()
+        cast(IPushProducer, self.transport).resumeProducing()
+
+    def stopProducing(self) -> None:
+        """Abort the upstream body (client gone, or upstream stalled)."""
+        self._unwatch()
         if self.transport is not None:
             cast(IPushProducer, self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
+        self._watch()
         self.request.write(data)
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        self._unwatch()
         request = self.request
         if not request.finished and not request._disconnected:
             request.unregisterProducer()
@@ -305,8 +345,15 @@ class _Exchange:
         self.proxy = proxy
         self.request = request
         self.decision = decision
-        self.done = done
+        self._done = done
+        self.reported = False
         self.headers = _upstream_headers(request, forwarded_for)
+
+    def done(self, status: int) -> None:
+        """Report the outcome to the gateway, exactly once."""
+        if not self.reported:
+            self.reported = True
+            self._done(status)
 
     def send(self, url: str, hops: int = 0) -> None:
         """Ask ``url``; relay its answer, or follow it when it is a registry redirect."""
@@ -316,7 +363,13 @@ class _Exchange:
             return
         proxy = self.proxy
         started = time.monotonic()
-        pending = proxy.agent.request(request.method, url.encode("ascii"), self.headers)
+        try:
+            pending = proxy.agent.request(request.method, url.encode("ascii"), self.headers)
+        except (ValueError, UnicodeError) as exc:
+            metrics.UPSTREAM_ERRORS.labels("other").inc()
+            log.info("cannot ask upstream {url!r}: {error}", url=url, error=exc)
+            self.error(502, "UNAVAILABLE", "backend redirected to an invalid URL")
+            return
         timed_out = []
 
         def give_up() -> None:
@@ -364,9 +417,21 @@ class _Exchange:
                 log.info("upstream {url} failed: {reason}", url=url, reason=reason.value)
                 self.error(502, "UNAVAILABLE", "backend unreachable")
 
-        pending.addCallbacks(answered, failed).addErrback(
-            lambda reason: log.failure("proxying {url} failed", reason, url=url)
-        )
+        pending.addCallbacks(answered, failed).addErrback(self._broken, url)
+
+    def _broken(self, reason: Failure, url: str) -> None:
+        """An unexpected error: answer 502 if nothing was sent yet, else cut the client off."""
+        log.failure("proxying {url} failed", reason, url=url)
+        request = self.request
+        if self.reported or request.finished or request._disconnected:
+            self.done(CLIENT_CLOSED)
+        elif not request.startedWriting:
+            self.error(502, "UNAVAILABLE", "backend error")
+        else:
+            transport = request.channel.transport
+            if transport is not None:
+                cast(ITCPTransport, transport).abortConnection()
+            self.done(502)
 
     def _relay(self, response: IResponse) -> None:
         request = self.request
@@ -393,7 +458,8 @@ class _Exchange:
             request.finish()
             self.done(response.code)
             return
-        response.deliverBody(_Relay(request, lambda: self.done(response.code)))
+        response.deliverBody(_Relay(request, lambda: self.done(response.code),
+                                    self.proxy.reactor, self.proxy.config.response_timeout))
 
     @property
     def _rewrites_realm(self) -> bool:

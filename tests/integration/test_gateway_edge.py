@@ -179,3 +179,41 @@ def test_rewritten_token_realm_names_the_origin_the_client_used(tmp_path: Path) 
         'Bearer realm="https://cr.example.test:8443/v2/token",service="registry"')
     assert direct.header("www-authenticate") == (
         'Bearer realm="http://cr.example.test/v2/token",service="registry"')
+
+
+@pytest_twisted.inlineCallbacks
+def test_control_bytes_and_broken_backends_never_leave_requests_hanging(tmp_path: Path) -> Any:
+    from twisted.internet import protocol, reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    class Stalling(protocol.Protocol):
+        """Answers headers and the first bytes of a body, then goes silent."""
+
+        def dataReceived(self, data: bytes) -> None:
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+
+    bad_redirect = yield start_fake_upstream(307, {"Location": "/v2/a b\x01"})
+    stalling = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        protocol.Factory.forProtocol(Stalling))
+    rules = [{**DOCKER_RULE, "always-proxy": True},
+             {**DOCKER_RULE, "domain": "stall.example.test", "always-proxy": True,
+              "registry": "stall.example.test"}]
+    upstreams = {"registry.example.test": bad_redirect.url,
+                 "stall.example.test": f"http://127.0.0.1:{stalling.getHost().port}"}
+    config = gateway_config(tmp_path, rules=rules,
+                            proxy={"upstreams": upstreams, "response_timeout": 0.5})
+    gateway = yield start_gateway(tmp_path, config)
+    control = yield raw_request(gateway.port, "GET", "/v2/library/hello/manifests/\x7f",
+                                [("Host", "cr.example.test")])
+    assert control.status == 400
+    invalid = yield get(gateway.port, MANIFEST, Host="cr.example.test")
+    assert invalid.status == 502 and b"UNAVAILABLE" in invalid.body
+    stalled = yield raw_request(gateway.port, "GET", MANIFEST, [("Host", "stall.example.test")])
+    assert stalled.status == 200 and len(stalled.body) < 100, "the client sees a cut body"
+    after = yield get(gateway.port, MANIFEST, Host="cr.example.test")
+    assert after.status == 502
+    assert gateway.service.gateway.in_flight == 0
+    yield gateway.stop()
+    yield bad_redirect.port.stopListening()
+    yield stalling.stopListening()

@@ -86,3 +86,10 @@ def test_generation_changes_on_every_save(tmp_path):
     first = store.generation()
     store.save("a.test", self_signed("a.test", 0, 86400))
     assert first and store.generation() != first
+
+
+def test_unstorable_challenge_names_are_simply_absent(tmp_path):
+    store = CertStore(str(tmp_path), Clock(), "me")
+    for name in ("a" * 300, "../x", "", "a/b"):
+        assert store.load_challenge("http-01", name) is None
+        store.remove_challenge("http-01", name)
