@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from scarfgw.analytics.sinks import sink_factories
 from scarfgw.endpoints import parse_tcp_endpoint
 from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
@@ -282,7 +283,7 @@ def _proxy(top: Fields) -> ProxyConfig:
             "max_connections_per_host", default.max_connections_per_host
         ),
         max_redirects=section.positive_int("max_redirects", default.max_redirects),
-        ca_bundle=section.optional_string("ca_bundle"),
+        ca_bundle=_pem_file(section, "ca_bundle"),
     )
     section.reject_unknown()
     return proxy
@@ -298,7 +299,7 @@ def _tls(top: Fields) -> TLSConfig:
     acme = AcmeConfig(
         directory=acme_section.optional_string("directory", default_acme.directory) or "",
         contact=acme_section.optional_string("contact"),
-        ca_bundle=acme_section.optional_string("ca_bundle"),
+        ca_bundle=_pem_file(acme_section, "ca_bundle"),
         challenge=challenge,
     )
     acme_section.reject_unknown()
@@ -309,7 +310,7 @@ def _tls(top: Fields) -> TLSConfig:
     verification = VerificationConfig(
         mode=mode,
         secret=verify_section.optional_string("secret"),
-        resolver=verify_section.optional_string("resolver"),
+        resolver=_host_port(verify_section, "resolver"),
     )
     verify_section.reject_unknown()
     tls = TLSConfig(
@@ -325,10 +326,11 @@ def _events(top: Fields) -> EventsConfig:
     section = _section(top, "events")
     default = EventsConfig()
     sinks = section.optional_list("sinks")
-    if sinks is not None:
-        for index, sink in enumerate(sinks):
-            if not isinstance(sink, Mapping) or not isinstance(sink.get("type"), str):
-                raise RuleError(f"{section.at('sinks')}[{index}]", "expected {type: ..., ...}")
+    try:
+        sink_factories(default.sinks if sinks is None else sinks)
+    except ValueError as exc:
+        path, _, reason = str(exc).partition(": ")
+        raise RuleError(path, reason) from None
     geoip = _section(section, "geoip")
     databases = tuple(geoip.optional_string_list("databases") or ())
     geoip.reject_unknown()
@@ -341,6 +343,8 @@ def _events(top: Fields) -> EventsConfig:
         spool_max_bytes=section.positive_int("spool_max_bytes", default.spool_max_bytes),
         sinks=default.sinks if sinks is None else tuple(sinks),
     )
+    if events.queue_limit < events.batch_size:
+        raise section.error("queue_limit", f"must be at least batch_size ({events.batch_size})")
     section.reject_unknown()
     return events
 
@@ -393,3 +397,29 @@ def _workers(top: Fields, listen: ListenConfig, warn: Callable[[str], None]) -> 
             warn(f"listen.{key}: {exc}; running one process (set workers: 1 to silence this)")
             return 1
     return workers
+
+
+def _pem_file(section: Fields, key: str) -> str | None:
+    """A readable file holding at least one PEM certificate, or None."""
+    path = section.optional_string(key)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise section.error(key, f"cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise section.error(key, f"{path} holds no PEM certificate")
+    return path
+
+
+def _host_port(section: Fields, key: str) -> str | None:
+    """``host:port`` with a port number, or None."""
+    value = section.optional_string(key)
+    if value is None:
+        return None
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise section.error(key, f"expected host:port, got {value!r}")
+    return value

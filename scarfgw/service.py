@@ -20,7 +20,7 @@ from scarfgw import metrics
 from scarfgw.analytics.geoip import GeoIP
 from scarfgw.analytics.sinks import build_sinks
 from scarfgw.analytics.writer import EventWriter
-from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.config import Config, load_config
 from scarfgw.endpoints import reuseport_sockets
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
@@ -35,6 +35,7 @@ log = Logger()
 
 _DRAIN_POLL_SECONDS = 0.05
 _WORKER_STOP_MARGIN_SECONDS = 5.0
+_RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers")
 
 
 class _QuietSite(Site):
@@ -85,8 +86,7 @@ class GatewayService(MultiService):
         if spawn_workers > 1 and worker_index == 0:
             self.workers = WorkerPool(reactor, self.config_path, spawn_workers,
                                       on_exit=_forget_process_metrics)
-        metrics.CONFIG_RELOADS.labels("success").inc()
-        metrics.CONFIG_LAST_RELOAD_SUCCESS.set(reactor.seconds())
+        self._count_load("success")
         for warning in config.warnings:
             log.warn("config: {warning}", warning=warning)
 
@@ -166,8 +166,14 @@ class GatewayService(MultiService):
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._on_sighup))
-        signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.writer.reopen))
+        signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self._on_sigusr1))
         signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._on_sigterm))
+
+    def _on_sigusr1(self) -> None:
+        log.info("SIGUSR1 received: reopening event files")
+        self.writer.reopen()
+        if self.workers is not None:
+            self.workers.signal_all(signal.SIGUSR1)
 
     def _on_sighup(self) -> None:
         log.info("SIGHUP received")
@@ -193,30 +199,38 @@ class GatewayService(MultiService):
         log.info("reloading config from {path}", path=self.config_path)
         try:
             config = load_config(self.config_path)
-        except ConfigError as exc:
-            metrics.CONFIG_RELOADS.labels("failure").inc()
+            proxy = (StreamingProxy(self.reactor, config.proxy)
+                     if config.proxy != self.config.proxy else None)
+        except Exception as exc:
+            self._count_load("failure")
             log.error("config reload refused, still serving the previous config: {error}",
                       error=str(exc))
             return False
         for warning in config.warnings:
             log.warn("config: {warning}", warning=warning)
-        for section in ("listen", "events", "tls", "limits"):
+        for section in _RESTART_SECTIONS:
             if getattr(config, section) != getattr(self.config, section):
                 log.warn("config reload: changes to {section} take effect after a restart",
                          section=section)
-        if config.proxy != self.config.proxy:
-            old_proxy, self.proxy = self.proxy, StreamingProxy(self.reactor, config.proxy)
-            self.gateway.forwarder = self.proxy
+        if proxy is not None:
+            old_proxy, self.proxy = self.proxy, proxy
+            self.gateway.forwarder = proxy
             old_proxy.close()
         self.gateway.use_config(config)
         if self.tls is not None:
             self.tls.set_domains(config.router.domains)
         self.config = config
-        metrics.CONFIG_RELOADS.labels("success").inc()
-        metrics.CONFIG_LAST_RELOAD_SUCCESS.set(self.reactor.seconds())
+        self._count_load("success")
         log.info("config reloaded: {domains} domains, {rules} rules",
                  domains=len(config.router.domains), rules=len(config.rules))
         return True
+
+    def _count_load(self, result: str) -> None:
+        """Config loads are counted by the primary only (workers load the same file)."""
+        if self.worker_index == 0:
+            metrics.CONFIG_RELOADS.labels(result).inc()
+            if result == "success":
+                metrics.CONFIG_LAST_RELOAD_SUCCESS.set(self.reactor.seconds())
 
     def _stop_listening(self, names: Iterable[str]) -> defer.Deferred[Any]:
         ports = [self.ports[name] for name in names if name in self.ports]

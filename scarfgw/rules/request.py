@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import unquote_to_bytes
 
 from scarfgw.rules.query import QueryEntry, parse_query
@@ -41,13 +41,6 @@ class Headers:
             values.setdefault(name.lower(), []).append(value)
         self._values = values
         self._raw: dict[str, Sequence[bytes]] = {}
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, list[str]]) -> Headers:
-        """Build from an already lower-cased ``name -> values`` mapping (no copy)."""
-        headers = cls()
-        headers._values = dict(mapping)
-        return headers
 
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, Sequence[bytes]]]) -> Headers:

@@ -232,6 +232,8 @@ class TLSService(Service):
         if self.follower:
             self._load_stored(state)
             return
+        if state.timer is not None and state.timer.active():
+            state.timer.cancel()
         state.timer = None
         running = defer.Deferred.fromCoroutine(self._pass(state))
         state.running = running
@@ -313,6 +315,8 @@ class TLSService(Service):
         except KeyError:
             state.ari_checked_until = float("inf")
             return
+        except defer.CancelledError:
+            raise
         except Exception as exc:
             log.warn("{domain}: renewal info unavailable, renewing by lifetime: {error}",
                      domain=state.name, error=exc)
@@ -328,6 +332,8 @@ class TLSService(Service):
         try:
             proved = await self.verifier.check(state.name)
             result = "success" if proved else "failure"
+        except defer.CancelledError:
+            raise
         except Exception as exc:
             proved, result = False, "error"
             log.warn("{domain}: ownership lookup failed: {error}", domain=state.name, error=exc)

@@ -113,3 +113,30 @@ def test_workers_need_shareable_listeners(tmp_path: Path) -> None:
     assert error.path == "listen.http" and "workers: 1" in error.reason
     defaulted = load_config(str(write(tmp_path, "listen: {http: 'unix:/tmp/gw.sock'}\n")))
     assert defaulted.workers == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "reason"),
+    [
+        ("events: {sinks: [{type: jsonl}]}", "events.sinks[0].path", "required"),
+        ("events: {sinks: [{type: kafka}]}", "events.sinks[0].type", "expected 'jsonl' or 'http'"),
+        ("events: {batch_size: 1000, queue_limit: 500}", "events.queue_limit", "at least"),
+        ("proxy: {ca_bundle: /nonexistent.pem}", "proxy.ca_bundle", "cannot read"),
+        ("tls: {verification: {resolver: '8.8.8.8'}}", "tls.verification.resolver",
+         "expected host:port"),
+    ],
+)
+def test_errors_the_service_would_hit_are_config_errors(tmp_path: Path, text: str, path: str,
+                                                        reason: str) -> None:
+    error = error_of(write(tmp_path, text))
+    assert error.path == path and reason in error.reason
+
+
+def test_importing_the_twistd_plugin_side_does_not_import_prometheus_client() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys, scarfgw.tap, scarfgw.config; "
+             "sys.exit(1 if 'prometheus_client' in sys.modules else 0)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, "workers need PROMETHEUS_MULTIPROC_DIR set before the import"

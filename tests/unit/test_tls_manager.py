@@ -263,3 +263,38 @@ def test_challenge_answers_published_by_one_process_are_answered_by_another(tmp_
     primary.cleanup("a.test", "tls-alpn-01", "tok2")
     assert other.http01_response("tok_1-x") is None
     assert other._stored_alpn_challenge("a.test") is None
+
+
+class SlowVerifier:
+    """Ownership lookups that wait until the test answers them."""
+
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+
+    async def check(self, domain: str) -> bool:
+        from twisted.internet import defer
+
+        lookup: defer.Deferred[bool] = defer.Deferred()
+        self.pending.append(lookup)
+        return await lookup
+
+
+def test_a_reload_during_a_lookup_leaves_one_maintenance_loop(tmp_path):
+    clock = Clock()
+    timing = Timing(jitter=0.0, verify_backoff=(60.0,))
+    service = make(tmp_path, {"a.test"}, clock, FakeIssuer(clock, 90 * DAY), timing)
+    verifier = service.verifier = SlowVerifier()  # type: ignore[assignment]
+    errors = sample("scarfgw_domain_verifications_total", result="error")
+    service.startService()
+    verifier.pending[0].callback(False)
+    advance(clock, 61, step=1)
+    assert len(verifier.pending) == 2, "the re-check after the backoff is under way"
+    service.set_domains(frozenset({"a.test"}))
+    service.set_domains(frozenset({"a.test"}))
+    assert len(verifier.pending) == 4, "each reload restarts the waiting domain's check"
+    assert sample("scarfgw_domain_verifications_total", result="error") == errors
+    verifier.pending[-1].callback(False)
+    advance(clock, 61, step=1)
+    assert len(verifier.pending) == 5, "one re-check after the backoff, not one per reload"
+    verifier.pending[-1].callback(False)
+    service.stopService()
