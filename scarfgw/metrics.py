@@ -8,9 +8,12 @@ unbounded values: ``kind`` is a rule kind, ``code`` an HTTP status,
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -95,11 +98,31 @@ CONFIG_LAST_RELOAD_SUCCESS = Gauge(
     "Unix time of the last successful configuration load.", registry=REGISTRY,
     multiprocess_mode="max",
 )
-TLS_CERT_NOT_AFTER = Gauge(
-    "scarfgw_tls_certificate_not_after_timestamp_seconds",
-    "Expiry of the certificate served for a configured domain.", ["domain"], registry=REGISTRY,
-    multiprocess_mode="max",
-)
+class CertificateExpiry(Collector):
+    """``scarfgw_tls_certificate_not_after_timestamp_seconds{domain}``, read at scrape time
+    from the certificate managers that registered a source (so a domain leaves the series
+    as soon as it leaves the config, also with several workers)."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Mapping[str, float]]] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """One sample per served domain (the latest expiry when several sources know it)."""
+        family = GaugeMetricFamily(
+            "scarfgw_tls_certificate_not_after_timestamp_seconds",
+            "Expiry of the certificate served for a configured domain.", labels=["domain"],
+        )
+        latest: dict[str, float] = {}
+        for source in self.sources:
+            for domain, not_after in source().items():
+                latest[domain] = max(not_after, latest.get(domain, not_after))
+        for domain, not_after in sorted(latest.items()):
+            family.add_metric([domain], not_after)
+        yield family
+
+
+TLS_CERT_NOT_AFTER = CertificateExpiry()
+REGISTRY.register(TLS_CERT_NOT_AFTER)
 ACME_ORDERS = Counter(
     "scarfgw_acme_orders", "ACME orders, by result.", ["result"], registry=REGISTRY,
 )

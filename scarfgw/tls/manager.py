@@ -8,7 +8,6 @@ orders. A failing domain backs off on its own; the others are never held up.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import random
 import uuid
@@ -170,9 +169,16 @@ class TLSService(Service):
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def not_after(self) -> dict[str, float]:
+        """Expiry (Unix time) of the certificate installed for each managed domain."""
+        return {name: state.installed.not_after for name, state in self._domains.items()
+                if state.installed is not None}
+
     def startService(self) -> None:
         """Start every domain's maintenance (each pass first installs what storage holds)."""
         super().startService()
+        if not self.follower:
+            metrics.TLS_CERT_NOT_AFTER.sources.append(self.not_after)
         for state in list(self._domains.values()):
             self._wake(state)
         if self.follower:
@@ -183,6 +189,8 @@ class TLSService(Service):
     def stopService(self) -> defer.Deferred[None]:
         """Stop timers and passes (locks are released as passes unwind)."""
         super().stopService()
+        if self.not_after in metrics.TLS_CERT_NOT_AFTER.sources:
+            metrics.TLS_CERT_NOT_AFTER.sources.remove(self.not_after)
         if self._follow_loop is not None and self._follow_loop.running:
             self._follow_loop.stop()
         for state in self._domains.values():
@@ -198,8 +206,6 @@ class TLSService(Service):
         for name in set(self._domains) - wanted:
             self._halt(self._domains.pop(name))
             self.sni.remove(name)
-            with contextlib.suppress(KeyError):
-                metrics.TLS_CERT_NOT_AFTER.remove(name)
             log.info("no longer managing a certificate for {domain}", domain=name)
         for name in wanted:
             state = self._domains.get(name)
@@ -292,7 +298,6 @@ class TLSService(Service):
         state.renew_at = renewal_time(keyed.not_before, keyed.not_after, self.timing, self.rng)
         state.ari_checked_until = 0.0
         state.ari_renew_at = None
-        metrics.TLS_CERT_NOT_AFTER.labels(state.name).set(keyed.not_after)
         log.info("serving a certificate for {domain}, valid until {not_after}, renewal from "
                  "{renew_at}", domain=state.name, not_after=keyed.leaf.not_valid_after_utc,
                  renew_at=datetime.datetime.fromtimestamp(state.renew_at, datetime.UTC))

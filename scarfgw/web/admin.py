@@ -10,7 +10,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from scarfgw.metrics import REGISTRY
+from scarfgw.metrics import REGISTRY, TLS_CERT_NOT_AFTER
 from scarfgw.workers import METRICS_DIR_VARIABLE
 
 
@@ -37,6 +37,7 @@ def exposed_registry() -> CollectorRegistry:
         return REGISTRY
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)
+    registry.register(TLS_CERT_NOT_AFTER)
     return registry
 
 
