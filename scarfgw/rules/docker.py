@@ -5,13 +5,14 @@ Both share one matcher: ``/v2/_catalog`` is a local 404, ``/v2/`` and recognised
 (redirect-capable clients, query dropped: Oddity O9) or proxied to it (always-proxy, Basic
 credentials, every other client). Any HTTP method is accepted.
 
-A rule with ``token-realm: rewrite`` also answers ``/v2/token``: it is always proxied, marked
-``token_endpoint``, to the backend's real token realm (the proxy hides that realm's host), and
-records no event.
+A rule with ``token-realm: rewrite`` also answers its registry's ``/v2/token/<id>``: it is
+always proxied, marked ``token_endpoint``, to the backend's real token realm (the proxy hides
+that realm's host), and records no event.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,14 @@ from scarfgw.rules.request import RequestView
 TOKEN_REALMS = ("pass-through", "rewrite")
 """Values of the per-rule ``token-realm`` key (scarfgw extension); the first is the default."""
 TOKEN_PATH = "/v2/token"
-"""The gateway's own token endpoint for ``token-realm: rewrite`` rules."""
+"""Prefix of the gateway's own token endpoints for ``token-realm: rewrite`` rules."""
+
+
+def token_path(registry: str) -> str:
+    """The gateway's token endpoint for ``registry``: ``/v2/token/<id>``, one per registry so
+    that a domain may rewrite the realms of several, and an opaque id so that the path does
+    not name the backend."""
+    return f"{TOKEN_PATH}/{hashlib.sha256(registry.encode()).hexdigest()[:16]}"
 
 _REGISTRY_ALIASES = {"registry.hub.docker.com": "registry-1.docker.io"}
 _OBJECTS = {"manifests": "manifest", "blobs": "blob", "tags": "tag"}
@@ -87,6 +95,11 @@ class RegistryBackend:
     always_proxy: bool
     token_realm: str
 
+    @property
+    def token_path(self) -> str | None:
+        """This backend's token endpoint on the gateway, when its realm is rewritten."""
+        return token_path(self.registry) if self.token_realm == "rewrite" else None
+
 
 class _DockerRule:
     """The matcher shared by both docker kinds; subclasses recognise image names.
@@ -114,7 +127,7 @@ class _DockerRule:
         raw_path = request.raw_path
         if raw_path == "/v2/_catalog":
             return Respond(status=404, kind="docker", captures=(self._empty_capture(request),))
-        if raw_path == TOKEN_PATH and self.backend.token_realm == "rewrite":
+        if raw_path.startswith(TOKEN_PATH) and raw_path == self.backend.token_path:
             return Proxy(
                 backend=self.backend.registry,
                 kind="docker",

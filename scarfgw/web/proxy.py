@@ -52,7 +52,7 @@ from zope.interface import implementer
 from scarfgw import metrics
 from scarfgw.config import ProxyConfig
 from scarfgw.rules.decision import Proxy
-from scarfgw.rules.docker import TOKEN_PATH
+from scarfgw.rules.docker import token_path
 from scarfgw.rules.request import RequestView
 from scarfgw.web.channel import GatewayRequest
 from scarfgw.web.errors import registry_error
@@ -472,7 +472,8 @@ class _Exchange:
         if realm is None:
             return value
         self.proxy.realms[self.decision.backend] = realm
-        return replace_realm(challenge, self.public_origin + TOKEN_PATH).encode("latin-1")
+        own = self.public_origin + token_path(self.decision.backend)
+        return replace_realm(challenge, own).encode("latin-1")
 
     def _public_location(self, value: bytes) -> bytes:
         text = value.decode("latin-1").strip()

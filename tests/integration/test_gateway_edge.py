@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest_twisted
 
+from scarfgw.rules.docker import token_path
 from tests.support import gateway_config, get, raw_request, start_fake_upstream, start_gateway
 
 DOCKER_RULE = {"type": "docker-v1", "domain": "cr.example.test",
@@ -175,10 +176,11 @@ def test_rewritten_token_realm_names_the_origin_the_client_used(tmp_path: Path) 
     yield gateway.stop()
     yield fake.port.stopListening()
     assert behind_tls.status == direct.status == 401
+    own = token_path("registry.example.test")
     assert behind_tls.header("www-authenticate") == (
-        'Bearer realm="https://cr.example.test:8443/v2/token",service="registry"')
+        f'Bearer realm="https://cr.example.test:8443{own}",service="registry"')
     assert direct.header("www-authenticate") == (
-        'Bearer realm="http://cr.example.test/v2/token",service="registry"')
+        f'Bearer realm="http://cr.example.test{own}",service="registry"')
 
 
 @pytest_twisted.inlineCallbacks

@@ -14,6 +14,7 @@ from scarfgw.rules.docker import (
     parse_docker_v1,
     parse_docker_v2,
     parse_image_request,
+    token_path,
 )
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.request import Headers, RequestView
@@ -127,13 +128,25 @@ def test_token_realm_is_passed_to_the_proxy(value: str | None, expected: str) ->
 
 @pytest.mark.parametrize("user_agent", ["docker/27.0", "skopeo/1.9.3"])
 def test_token_endpoint_is_proxied_for_rewrite_rules_only(user_agent: str) -> None:
+    own = token_path("ghcr.io")
+    assert own.startswith("/v2/token/") and "ghcr" not in own
     for rule in (v1(**{"token-realm": "rewrite"}), v2(**{"token-realm": "rewrite"})):
-        decision = rule.match(request("/v2/token", query="scope=x", user_agent=user_agent))
+        decision = rule.match(request(own, query="scope=x", user_agent=user_agent))
         assert decision == Proxy(
             backend="ghcr.io", kind="docker",
             options={"token_realm": "rewrite", "token_endpoint": True},
         )
-    assert v1().match(request("/v2/token", user_agent=user_agent)) is None
+        assert rule.match(request("/v2/token", user_agent=user_agent)) is None
+    assert v1().match(request(own, user_agent=user_agent)) is None
+
+
+def test_each_rewritten_registry_of_a_domain_has_its_own_token_endpoint() -> None:
+    hub = v1(**{"token-realm": "rewrite", "registry": "registry-1.docker.io"})
+    ghcr = v2(**{"token-realm": "rewrite", "registry": "ghcr.io"})
+    router = Router([hub, ghcr])
+    for registry in ("registry-1.docker.io", "ghcr.io"):
+        decision = router.route(request(token_path(registry), user_agent="skopeo/1.9.3"))
+        assert isinstance(decision, Proxy) and decision.backend == registry
 
 
 @pytest.mark.parametrize("value", ["Rewrite", "", 3])
