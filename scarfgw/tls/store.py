@@ -168,7 +168,28 @@ class CertStore:
             holder = self._holder(path)
             if holder is not None and self.clock.seconds() - holder[1] <= self.stale_after:
                 return False
-            path.unlink(missing_ok=True)
+            if holder is not None and not self._remove_stale(path, holder):
+                return False
+        return False
+
+    def _remove_stale(self, path: Path, stale: tuple[str, float]) -> bool:
+        """Remove the abandoned lock ``stale`` at ``path``, compare-and-swap style.
+
+        The lock is renamed to a name of our own (of several instances, one rename wins) and
+        removed only if it is still the record judged stale; a lock another instance took in
+        the meantime is put back.
+        """
+        claimed = path.with_name(f"{path.name}.{self.owner}.stale")
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:
+            return True
+        if self._holder(claimed) == stale:
+            claimed.unlink(missing_ok=True)
+            return True
+        with contextlib.suppress(FileExistsError):
+            os.link(claimed, path)
+        claimed.unlink(missing_ok=True)
         return False
 
     def refresh_lock(self, domain: str) -> None:

@@ -93,3 +93,20 @@ def test_unstorable_challenge_names_are_simply_absent(tmp_path):
     for name in ("a" * 300, "../x", "", "a/b"):
         assert store.load_challenge("http-01", name) is None
         store.remove_challenge("http-01", name)
+
+
+def test_a_lock_taken_over_meanwhile_is_put_back_not_deleted(tmp_path):
+    clock = Clock()
+    first = CertStore(str(tmp_path), clock, "first", stale_after=10)
+    second = CertStore(str(tmp_path), clock, "second", stale_after=10)
+    assert first.try_lock("a.test")
+    clock.advance(11)
+    path = second._lock_path("a.test")
+    judged_stale = second._holder(path)  # second reads the abandoned record...
+    assert judged_stale is not None
+    first.unlock("a.test")  # ...while another instance replaces it with a fresh lock
+    assert first.try_lock("a.test")
+    assert second._remove_stale(path, judged_stale) is False
+    holder = first._holder(path)
+    assert holder is not None and holder[0] == "first", "the fresh lock is put back"
+    assert not second.try_lock("a.test"), "and it still excludes the second instance"
