@@ -260,3 +260,38 @@ def test_relative_refs():
     assert parse_relative_ref("//h/p") == UriParts(None, "h", "/p", None, None)
     assert parse_relative_ref("a:b") is None  # would be a scheme
     assert parse_relative_ref("") == UriParts(None, None, "", None, None)
+
+
+def test_regex_fast_path_finds_the_same_first_match_as_the_backtracking_matcher():
+    """Templates of literals and one-variable {x}/{+x} expressions are matched by a regex
+    when the subject has no escapes; it must agree with 5.5 on every input."""
+    import random
+
+    from scarfgw.rules.uritemplate import _match_parts
+
+    rng = random.Random(20261122)
+    literals = ["/", "-", ".", "_", "a", "x", ",", ":", "?", "=", "&", "/dl/", ".tar.gz", "~"]
+    expressions = ["{a}", "{b}", "{c}", "{+p}", "{+q}"]
+    alphabet = "ab-._/,:?=&x~@+1"
+    compared = 0
+    while compared < 5000:
+        pieces: list[str] = []
+        for _ in range(rng.randint(1, 5)):
+            choice = rng.choice(literals if rng.random() < 0.5 else expressions)
+            if choice not in pieces or choice in literals:
+                pieces.append(choice)
+        template = parse_template("".join(pieces))
+        assert template._fast is not None
+        subject = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        state = next(_match_parts(template.parts, 0, subject, 0, {}), None)
+        slow = None if state is None else {
+            name: bound[0] for name, bound in state.items() if bound is not None}
+        assert template.match(subject) == slow, (template.text, subject)
+        compared += 1
+
+
+def test_fast_path_stays_off_where_it_does_not_reach():
+    for text in ("/{a,b}", "/x{?q}", "/{a}/{a}", "/{a*}", "/{a:3}", "/{#f}", "/{.ext}"):
+        assert parse_template(text)._fast is None
+    assert parse_template("/{x}")._fast is not None
+    assert parse_template("/{x}").match("/a%20b") == {"x": "a b"}, "escapes use the full matcher"
