@@ -1,8 +1,10 @@
 """Load benchmark: scarfgw against nginx and Caddy doing the same job, in the same run.
 
-Usage: ``python bench/run.py [--quick | --full] [--python PYTHON] [--json FILE]``.
+Usage: ``python bench/run.py [--quick | --full] [--https] [--python PYTHON] [--json FILE]``.
 wrk runs on core 0, every server on core 1; rows and servers are interleaved, each
-figure is the median over the rounds. See bench/README.md.
+figure is the median over the rounds. ``--https`` adds the TLS rows (keep-alive and one
+handshake per request), all three servers serving the same self-signed certificate.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -56,6 +59,8 @@ PYTHON_RULE = {
     "package-id": PACKAGE_ID,
 }
 START_TIMEOUT = 180.0
+TLS_HOST = "cr0.example.test"  # = docker_host(0): the one domain of the scarfgw-tls gateway
+CERT_LIFETIME_DAYS = 90  # renewal (by lifetime) is due only after 60 days: nothing is ordered
 
 _children: list[subprocess.Popen[bytes]] = []
 
@@ -70,6 +75,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class TLSFiles:
+    """The benchmark's certificate: PEM files and the DER every server must present."""
+
+    cert: Path
+    key: Path
+    der: bytes
+
+
+def make_certificate(folder: Path, host: str) -> TLSFiles:
+    """A self-signed ECDSA P-256 certificate for ``host`` (as an ACME CA would issue)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CERT_LIFETIME_DAYS))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    files = TLSFiles(folder / "fullchain.pem", folder / "privkey.pem",
+                     cert.public_bytes(serialization.Encoding.DER))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    files.key.chmod(0o644)  # nginx/caddy read it; the gateway's own copy is 0600
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return files
 
 
 def spawn(argv: list[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
@@ -98,11 +143,32 @@ def stop_children() -> None:
     _children.clear()
 
 
-def fetch(port: int, host: str, path: str, headers: dict[str, str] | None = None
-          ) -> tuple[int, dict[str, str], bytes]:
-    """One GET on 127.0.0.1:``port``: status, lower-cased headers, body."""
+def _client_context() -> ssl.SSLContext:
+    """TLS client context without verification (check() compares the served certificate)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def tls_connect(port: int, host: str, ctx: ssl.SSLContext,
+                session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
+    """A TLS connection to 127.0.0.1:``port`` with SNI ``host``."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=host, session=session)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def fetch(port: int, host: str, path: str, headers: dict[str, str] | None = None,
+          tls: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One GET on 127.0.0.1:``port`` (over TLS with SNI ``host``): status, headers, body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
+        if tls:
+            conn.sock = tls_connect(port, host, _client_context())
         conn.request("GET", path, headers={"Host": host, **(headers or {})})
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
@@ -131,6 +197,7 @@ class Server:
     name: str
     port: int
     proc: subprocess.Popen[bytes]
+    tls_port: int | None = None  # the HTTPS listener, with --https
 
     def rss_mib(self) -> float:
         """Resident memory of the server's process tree, in MiB."""
@@ -154,24 +221,43 @@ def _descendants(pid: int) -> list[int]:
     return found + [grand for child in found for grand in _descendants(child)]
 
 
-def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path) -> Server:
-    """``twistd -n scarfgw`` with ``domains`` docker domains plus the file and python rules."""
+def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
+                  tls: TLSFiles | None = None) -> Server:
+    """``twistd -n scarfgw`` with ``domains`` docker domains plus the file and python rules.
+
+    With ``tls``: an https listener too, and only the docker rule of TLS_HOST, whose
+    certificate is put into the gateway's TLS storage before it starts (the ACME directory
+    is unreachable: a valid stored certificate is served and nothing is ordered).
+    """
     port = free_port()
     workdir = tmp / name
     workdir.mkdir()
-    rules = [
-        {"type": "docker-v1", "domain": docker_host(i), "repository-name": "library/hello",
+    hosts = [TLS_HOST] if tls else [docker_host(i) for i in range(domains)]
+    rules: list[dict[str, object]] = [
+        {"type": "docker-v1", "domain": host, "repository-name": "library/hello",
          "registry": REGISTRY, "package-id": PACKAGE_ID}
-        for i in range(domains)
+        for host in hosts
     ]
-    config = {
+    tls_port = free_port() if tls else None
+    config: dict[str, object] = {
         "workers": 1,
-        "listen": {"http": f"tcp:{port}:interface=127.0.0.1:backlog=1024", "https": None,
+        "listen": {"http": f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+                   "https": f"tcp:{tls_port}:interface=127.0.0.1:backlog=1024" if tls else None,
                    "admin": f"tcp:{free_port()}:interface=127.0.0.1"},
-        "rules": [*rules, FILE_RULE, PYTHON_RULE],
+        "rules": rules if tls else [*rules, FILE_RULE, PYTHON_RULE],
         "events": {"spool_dir": str(workdir / "spool"),
                    "sinks": [{"type": "jsonl", "path": str(workdir / "events.jsonl")}]},
     }
+    if tls:
+        storage = workdir / "tls"
+        folder = storage / "certificates" / TLS_HOST
+        folder.mkdir(parents=True)
+        key = folder / "privkey.pem"
+        key.touch(0o600)
+        key.write_bytes(tls.key.read_bytes())
+        (folder / "fullchain.pem").write_bytes(tls.cert.read_bytes())
+        config["tls"] = {"storage": str(storage), "verification": {"mode": "none"},
+                         "acme": {"directory": "https://127.0.0.1:9/dir"}}
     config_path = workdir / "scarfgw.json"
     config_path.write_text(json.dumps(config))
     twistd = Path(python).parent / "twistd"
@@ -180,15 +266,27 @@ def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path)
     proc = spawn([str(twistd), "-n", "--pidfile=", "scarfgw", "--config", str(config_path)],
                  log, cwd=workdir, env=env)
     wait_until_up(port, proc, log)
-    return Server(name, port, proc)
+    return Server(name, port, proc, tls_port)
 
 
-def start_nginx(tmp: Path, domains: int, www: Path) -> Server:
+def start_nginx(tmp: Path, domains: int, www: Path, tls: TLSFiles | None = None) -> Server:
     """nginx, one worker, access log off: the same answers as the gateway."""
     port = free_port()
     root = tmp / "nginx"
     root.mkdir()
     names = " ".join(docker_host(i) for i in range(domains))
+    tls_port = free_port() if tls else None
+    tls_server = "" if tls is None else f"""
+  server {{
+    listen 127.0.0.1:{tls_port} ssl backlog=1024; server_name {TLS_HOST};
+    ssl_certificate {tls.cert}; ssl_certificate_key {tls.key}; ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets off; ssl_session_cache off;  # full handshakes, as the gateway
+    location ~ ^/v2/library/hello/manifests/[^/]+$ {{
+      if ($http_user_agent ~ "^docker/") {{ return 307 https://{REGISTRY}$request_uri; }}
+      return 404;
+    }}
+    location / {{ return 404; }}
+  }}"""
     temp_paths = "\n".join(
         f"  {kind}_temp_path {root}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
                                                           "uwsgi", "scgi")
@@ -225,18 +323,23 @@ http {{
       default_type text/html; add_header Vary Accept; root {www}; try_files /page.html =404;
     }}
     location / {{ return 404; }}
-  }}
+  }}{tls_server}
 }}
 """
     (root / "nginx.conf").write_text(conf)
     log = root / "stdout.log"
     proc = spawn(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)], log)
     wait_until_up(port, proc, log)
-    return Server("nginx", port, proc)
+    return Server("nginx", port, proc, tls_port)
 
 
-def start_caddy(tmp: Path, domains: int, www: Path) -> Server:
-    """Caddy with the same answers (one site block per job, a catch-all 404)."""
+def start_caddy(tmp: Path, domains: int, www: Path, tls: TLSFiles | None = None) -> Server:
+    """Caddy with the same answers (one site block per job, a catch-all 404).
+
+    With ``tls``, an ``https://TLS_HOST:port`` site serves that certificate (``tls`` with
+    files works under ``auto_https off``); the Caddyfile is adapted to JSON to disable
+    session tickets, so that every new connection is a full handshake, as on the gateway.
+    """
     port = free_port()
     root = tmp / "caddy"
     root.mkdir()
@@ -245,6 +348,20 @@ def start_caddy(tmp: Path, domains: int, www: Path) -> Server:
         "https://github.com/example/{re.dl.1}/releases/download/v{re.dl.2}/"
         "{re.dl.1}-{re.dl.2}-{re.dl.3}-{re.dl.4}.tar.gz?{query}"
     )
+    tls_port = free_port() if tls else None
+    tls_site = "" if tls is None else f"""
+https://{TLS_HOST}:{tls_port} {{
+  bind 127.0.0.1
+  tls {tls.cert} {tls.key} {{
+    protocols tls1.2 tls1.3
+  }}
+  @manifest {{
+    path_regexp ^/v2/library/hello/manifests/[^/]+$
+    header User-Agent docker/*
+  }}
+  redir @manifest https://{REGISTRY}{{uri}} 307
+  respond 404
+}}"""
     conf = f"""{{
   admin off
   auto_https off
@@ -279,16 +396,24 @@ http://{PYPI_HOST}:{port} {{
 http://:{port} {{
   bind 127.0.0.1
   respond 404
-}}
+}}{tls_site}
 """
     (root / "Caddyfile").write_text(conf)
     env = {**os.environ, "XDG_DATA_HOME": str(root / "data"),
            "XDG_CONFIG_HOME": str(root / "config")}
     log = root / "caddy.log"
-    proc = spawn(["caddy", "run", "--config", str(root / "Caddyfile"), "--adapter", "caddyfile"],
-                 log, env=env)
+    config = ["--config", str(root / "Caddyfile"), "--adapter", "caddyfile"]
+    if tls:
+        adapted = json.loads(subprocess.run(
+            ["caddy", "adapt", *config], capture_output=True, text=True, check=True, env=env,
+            timeout=60).stdout)
+        adapted.setdefault("apps", {}).setdefault("tls", {})["session_tickets"] = {
+            "disabled": True}
+        (root / "caddy.json").write_text(json.dumps(adapted, indent=1))
+        config = ["--config", str(root / "caddy.json")]
+    proc = spawn(["caddy", "run", *config], log, env=env)
     wait_until_up(port, proc, log)
-    return Server("caddy", port, proc)
+    return Server("caddy", port, proc, tls_port)
 
 
 @dataclass
@@ -303,15 +428,24 @@ class Row:
     headers: dict[str, str] = field(default_factory=dict)
     etag: bool = False  # send If-None-Match with the server's own ETag of the page
     baseline: str = ""  # the row whose nginx figure the ratio uses (default: this row)
+    tls: bool = False  # over HTTPS (the servers' tls_port), SNI = host
+    close: bool = False  # Connection: close, so wrk opens a new connection per request
 
 
-def make_rows(domains: int) -> list[Row]:
+def make_rows(domains: int, https: bool = False) -> list[Row]:
     """The rows, in the order they are printed."""
     host = docker_host(domains // 2)
     docker_headers = {"User-Agent": DOCKER_UA}
     everyone = ["nginx", "caddy", "scarfgw"]
     docker = Row(f"docker 307 ({domains:,} domains)", host, DOCKER_PATH, 307, everyone,
                  docker_headers)
+    tls_servers = ["nginx", "caddy", "scarfgw-tls"]
+    tls_rows = [
+        Row("https 307 keep-alive", TLS_HOST, DOCKER_PATH, 307, tls_servers, docker_headers,
+            tls=True),
+        Row("https handshakes", TLS_HOST, DOCKER_PATH, 307, tls_servers, docker_headers,
+            tls=True, close=True),
+    ] if https else []
     return [
         docker,
         Row("file-v1 307 + query", FILE_HOST, FILE_PATH, 307, everyone),
@@ -322,6 +456,7 @@ def make_rows(domains: int) -> list[Row]:
             docker_headers, baseline=docker.name),
         Row("routing: 100,000 domains", docker_host(50_000), DOCKER_PATH, 307,
             ["scarfgw-100k"], docker_headers, baseline=docker.name),
+        *tls_rows,
     ]
 
 
@@ -334,9 +469,41 @@ def request_headers(row: Row, server: Server) -> dict[str, str]:
     return headers
 
 
-def check(row: Row, server: Server, headers: dict[str, str], reference: dict[str, str]) -> None:
+def row_port(row: Row, server: Server) -> int:
+    """The port ``server`` answers ``row`` on."""
+    if not row.tls:
+        return server.port
+    if server.tls_port is None:
+        raise SystemExit(f"{server.name}: no https listener for {row.name}")
+    return server.tls_port
+
+
+def check_tls(row: Row, server: Server, tls: TLSFiles) -> None:
+    """Fail unless ``server`` presents the benchmark certificate and never resumes a session
+    (the gateway does full handshakes only, so the others must too for a fair handshake row)."""
+    ctx = _client_context()
+    port = row_port(row, server)
+    with tls_connect(port, row.host, ctx) as first:
+        if first.getpeercert(binary_form=True) != tls.der:
+            raise SystemExit(f"{server.name}: {row.name}: not the benchmark certificate")
+        first.sendall(f"GET / HTTP/1.1\r\nHost: {row.host}\r\nConnection: close\r\n\r\n"
+                      .encode())
+        while first.recv(65536):  # reads TLS 1.3 session tickets, if any are sent
+            pass
+        session = first.session
+    with tls_connect(port, row.host, ctx, session) as second:
+        if second.session_reused:
+            raise SystemExit(f"{server.name}: {row.name}: TLS session resumed; disable "
+                             "session tickets/cache so every connection is a full handshake")
+
+
+def check(row: Row, server: Server, headers: dict[str, str], reference: dict[str, str],
+          tls: TLSFiles | None = None) -> None:
     """Fail unless ``server`` answers ``row`` with its status and the reference Location."""
-    status, got, _ = fetch(server.port, row.host, row.path, headers)
+    if row.tls:
+        assert tls is not None
+        check_tls(row, server, tls)
+    status, got, _ = fetch(row_port(row, server), row.host, row.path, headers, row.tls)
     if status != row.status:
         raise SystemExit(f"{server.name}: {row.name}: status {status}, expected {row.status}")
     location = got.get("location")
@@ -350,6 +517,12 @@ def lua_script(path: Path, row: Row, headers: dict[str, str]) -> Path:
     lines = ['wrk.method = "GET"', f"wrk.path = {json.dumps(row.path)}",
              f'wrk.headers["Host"] = {json.dumps(row.host)}']
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    if row.close:
+        lines.append('wrk.headers["Connection"] = "close"')
+    if row.tls:
+        # the URL names row.host (wrk's SNI); connect to 127.0.0.1 instead of resolving it
+        lines.append('function wrk.resolve(host, service) '
+                     'wrk.addrs = wrk.lookup("127.0.0.1", service) end')
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -372,10 +545,17 @@ def _latency(output: str, percentile: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
 
 
-def run_wrk(port: int, script: Path, duration: float) -> Sample:
+def wrk_url(row: Row, server: Server) -> str:
+    """wrk's URL for ``row`` on ``server`` (HTTPS rows name the host, for SNI)."""
+    if row.tls:
+        return f"https://{row.host}:{row_port(row, server)}/"
+    return f"http://127.0.0.1:{server.port}/"
+
+
+def run_wrk(url: str, script: Path, duration: float) -> Sample:
     """wrk on core 0, one thread, CONNECTIONS connections, for ``duration`` seconds."""
     argv = ["taskset", "-c", "0", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s",
-            "--timeout", "5s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/"]
+            "--timeout", "5s", "--latency", "-s", str(script), url]
     output = subprocess.run(argv, capture_output=True, text=True, check=True,
                             timeout=duration + 30).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
@@ -429,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domains", type=int, default=1000,
                         help="docker domains in the main config")
     parser.add_argument("--no-scale", action="store_true", help="skip the 10/100,000-domain rows")
+    parser.add_argument("--https", action="store_true",
+                        help="add the HTTPS rows (keep-alive, handshakes; scarfgw-tls gateway)")
     parser.add_argument("--only", help="comma-separated servers to run (nginx,caddy,scarfgw,...)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per server")
     parser.add_argument("--json", help="also write the raw samples to this file")
@@ -440,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (apt-get install -y wrk nginx caddy util-linux)")
 
-    rows = make_rows(args.domains)
+    rows = make_rows(args.domains, args.https)
     if args.no_scale:
         rows = [row for row in rows if not row.baseline]
     wanted = set(args.only.split(",")) if args.only else None
@@ -456,43 +638,47 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(stop_children)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    tls = make_certificate(tmp / "cert", TLS_HOST) if args.https else None
     started: dict[str, Server] = {}
     print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores", flush=True)
-    gateways = {"scarfgw": args.domains, "scarfgw-10": 10, "scarfgw-100k": 100_000}
+    gateways = {"scarfgw": args.domains, "scarfgw-10": 10, "scarfgw-100k": 100_000,
+                "scarfgw-tls": 1}
     for name, count in gateways.items():
         if name in needed:
             print(f"starting {name} ({count:,} docker domains) ...", flush=True)
-            started[name] = start_gateway(tmp, name, count, args.python, args.source)
+            started[name] = start_gateway(tmp, name, count, args.python, args.source,
+                                          tls if name == "scarfgw-tls" else None)
     www = tmp / "www"
     www.mkdir()
     page_source = started.get("scarfgw") or start_gateway(tmp, "page-source", 1, args.python,
                                                                  args.source)
     (www / "page.html").write_bytes(fetch(page_source.port, PYPI_HOST, PYPI_PATH)[2])
     if "nginx" in needed:
-        started["nginx"] = start_nginx(tmp, args.domains, www)
+        started["nginx"] = start_nginx(tmp, args.domains, www, tls)
     if "caddy" in needed:
-        started["caddy"] = start_caddy(tmp, args.domains, www)
+        started["caddy"] = start_caddy(tmp, args.domains, www, tls)
 
-    scripts: dict[tuple[str, str], Path] = {}
+    scripts: dict[tuple[str, str], tuple[str, Path]] = {}
     reference: dict[str, str] = {}
     for row in rows:
         for name in row.servers:
             headers = request_headers(row, started[name])
-            check(row, started[name], headers, reference)
+            check(row, started[name], headers, reference, tls)
             index = len(scripts)
-            scripts[row.name, name] = lua_script(tmp / f"row{index}.lua", row, headers)
+            scripts[row.name, name] = (wrk_url(row, started[name]),
+                                       lua_script(tmp / f"row{index}.lua", row, headers))
 
-    warm = {name: next(p for (_, n), p in scripts.items() if n == name) for name in needed}
-    for name, script in warm.items():
+    warm = {name: next(t for (_, n), t in scripts.items() if n == name) for name in needed}
+    for url, script in warm.values():
         if args.warmup > 0:
-            run_wrk(started[name].port, script, args.warmup)
+            run_wrk(url, script, args.warmup)
 
     results: dict[tuple[str, str], list[Sample]] = {}
     for round_no in range(rounds):
         print(f"round {round_no + 1}/{rounds}, load average {os.getloadavg()}", flush=True)
         for row in rows:
             for name in row.servers:
-                sample = run_wrk(started[name].port, scripts[row.name, name], duration)
+                sample = run_wrk(*scripts[row.name, name], duration)
                 results.setdefault((row.name, name), []).append(sample)
     print(f"\n{CONNECTIONS} connections, {rounds} x {duration:g} s per cell, median; python "
           f"{args.python}; source {args.source}; load average after: {os.getloadavg()}")
