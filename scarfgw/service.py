@@ -121,8 +121,8 @@ class GatewayService(MultiService):
 
     def _gateway_factory(self, listener: str) -> GatewayFactory:
         return GatewayFactory(
-            self.gateway.handle, listener, self.config.limits.max_body_bytes,
-            tls=listener == "https", reactor=self.reactor,
+            self.gateway.handle, listener, self.config.limits.max_body_bytes, self.reactor,
+            tls=listener == "https",
         )
 
     def _listen(self, name: str, spec: str, factory: Any) -> defer.Deferred[None]:

@@ -1,145 +1,528 @@
-"""HTTP/1.1 server plumbing: a lean request class, a channel that rejects TLS on plain HTTP,
-and the factory that counts connections per listener."""
+"""HTTP/1.1 server protocol of the gateway listeners.
+
+Requests are parsed by llhttp (through ``httptools``: strict, so smuggling shapes such as
+Content-Length beside Transfer-Encoding are refused) and answered one at a time per
+connection, in order; pipelined requests wait their turn with reading paused. A response
+is written straight to the transport, head and body in one write when the whole answer is
+known. Limits answer clearly: header fields over :data:`MAX_FIELD_BYTES`, a header block over
+:data:`MAX_HEAD_BYTES` or :data:`MAX_HEADERS` fields get 431, a target over
+:data:`MAX_TARGET_BYTES` 414, a body over the configured limit 413 (at once, then the
+connection closes), anything unparsable 400. A connection idle, or slow to send a request
+head, for the factory's timeout is closed by one sweep per listener.
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
+from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any, cast
 
-from twisted.internet.interfaces import IAddress, ITCPTransport
-from twisted.internet.protocol import connectionDone
+import httptools
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress, IPushProducer, ITCPTransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
-from twisted.web import http
 
 from scarfgw import metrics
 
 TLS_HANDSHAKE_RECORD = 0x16
+MAX_FIELD_BYTES = 16 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
+MAX_TARGET_BYTES = 16 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class GatewayRequest(http.Request):
-    """A request that keeps at most ``max_body_bytes`` of its body and hands itself to
-    the gateway's ``handle`` once fully received."""
+class _StopReading(Exception):
+    """Raised in a parser callback: the rest of the connection's bytes are not parsed."""
 
-    body_too_large = False
-    accounted = False
-    """Set once the gateway has counted the finished request (metrics, in-flight)."""
 
-    def gotLength(self, length: int | None) -> None:
-        """Note an announced body that exceeds the limit; keep memory bounded either way."""
-        factory: GatewayFactory = self.channel.factory
-        if length is not None and length > factory.max_body_bytes:
-            self.body_too_large = True
-        self._body_budget = factory.max_body_bytes
-        super().gotLength(length)
+class _Refused(Exception):
+    """A request the channel answers itself (limits, parse errors) and then closes."""
 
-    def handleContentChunk(self, data: bytes) -> None:
-        """Store body bytes up to the limit; beyond it only remember that it was exceeded."""
-        if len(data) > self._body_budget:
-            self.body_too_large = True
-            data = data[: self._body_budget]
-        self._body_budget -= len(data)
-        if data and self.content is not None:
-            self.content.write(data)
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
-    def parseCookies(self) -> None:
-        """Leave cookies unparsed: the gateway never reads them."""
 
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        """Twisted's, minus parsing the query into ``args`` (the gateway reads the raw target);
-        POST bodies still go through Twisted's form parsing, unchanged."""
-        if command == b"POST":
-            super().requestReceived(command, path, version)
-            return
-        if self.content is not None:
-            self.content.seek(0, 0)
-        self.args = {}
-        self.method, self.uri, self.clientproto = command, path, version
-        self.path = path.partition(b"?")[0]
-        self.process()
+_status_lines: dict[int, bytes] = {}
+
+
+def status_line(status: int, phrase: bytes | None = None) -> bytes:
+    """``HTTP/1.1 <status> <phrase>\\r\\n`` (the standard phrase unless one is given)."""
+    if phrase is not None:
+        return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+    line = _status_lines.get(status)
+    if line is None:
+        try:
+            known = HTTPStatus(status).phrase.encode("ascii")
+        except ValueError:
+            known = b"Unknown"
+        line = _status_lines[status] = b"HTTP/1.1 %d %s\r\n" % (status, known)
+    return line
+
+
+def _field(name: bytes, value: bytes) -> bytes:
+    """One header line; CR and LF in a value become spaces (no response splitting)."""
+    if b"\r" in value or b"\n" in value:
+        value = value.replace(b"\r", b" ").replace(b"\n", b" ")
+    return name + b": " + value + b"\r\n"
+
+
+class _DateHeader:
+    """The ``Date`` header line, formatted at most once per second of ``clock``."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.second = -1
+        self.line = b""
+
+    def current(self) -> bytes:
+        second = int(self.clock.seconds())
+        if second != self.second:
+            self.second = second
+            self.line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+        return self.line
+
+
+class GatewayRequest:
+    """One parsed request and the means to answer it.
+
+    ``header_pairs`` are the header fields as received (name, value) in order; ``body``
+    holds at most the listener's ``max_body_bytes`` (``body_too_large`` says it was more).
+    Answer with :meth:`respond` (a whole response) or :meth:`start`, :meth:`write`,
+    :meth:`finish` (a streamed one).
+    """
+
+    __slots__ = ("_body_parts", "_chunked", "_finish_waiters", "_length_left", "accounted",
+                 "body_too_large", "channel", "client_host", "disconnected", "finished",
+                 "header_pairs", "keep_alive", "method", "sentLength", "startedWriting", "uri",
+                 "version")
+
+    def __init__(self, channel: GatewayChannel, method: bytes, uri: bytes,
+                 header_pairs: list[tuple[bytes, bytes]], version: str, keep_alive: bool) -> None:
+        self.channel = channel
+        self.method = method
+        self.uri = uri
+        self.header_pairs = header_pairs
+        self.version = version
+        self.keep_alive = keep_alive
+        self.client_host = channel.peer_host
+        self._body_parts: list[bytes] = []
+        self.body_too_large = False
+        self.accounted = False
+        """Set once the gateway has counted the finished request (metrics, in-flight)."""
+        self.startedWriting = False
+        self.finished = False
+        self.disconnected = False
+        self.sentLength = 0
+        self._chunked = False
+        self._length_left: int | None = None
+        self._finish_waiters: list[defer.Deferred[None]] | None = None
+
+    @property
+    def body(self) -> bytes:
+        """The request body received (at most the listener's limit)."""
+        return b"".join(self._body_parts)
+
+    @property
+    def transport(self) -> Any:
+        """The connection's transport (``None`` once it is gone)."""
+        return self.channel.transport
+
+    def isSecure(self) -> bool:
+        """True on the https listener."""
+        return self.channel.factory.tls
+
+    def close_connection(self) -> None:
+        """Close the connection after this response (``Connection: close`` is sent)."""
+        self.keep_alive = False
 
     def respond(self, status: int, headers: Iterable[tuple[bytes, bytes]] = (),
                 body: bytes = b"") -> None:
         """Send a whole response: status, headers (Content-Length added unless given), body.
 
-        For HEAD, Twisted sends the headers only.
+        For HEAD, and for 204/304, no body bytes are sent.
         """
-        self.setResponseCode(status)
-        raw = self.responseHeaders
+        if self.disconnected or self.finished:
+            return
+        fields = []
         has_length = False
         for name, value in headers:
-            raw.addRawHeader(name, value)
-            has_length = has_length or name.lower() == b"content-length"
+            if len(name) == 14 and name.lower() == b"content-length":
+                has_length = True
+            fields.append(_field(name, value))
         if not has_length:
-            raw.setRawHeaders(b"content-length", [b"%d" % len(body)])
-        if body:
-            self.write(body)
-        self.finish()
+            fields.append(b"Content-Length: %d\r\n" % len(body))
+        if not (self.method == b"HEAD" or status in _NO_BODY_STATUSES):
+            fields.append(b"\r\n")
+            fields.append(body)
+            self.sentLength = len(body)
+        else:
+            fields.append(b"\r\n")
+        self._send_head(status, None, fields)
+        self._done()
 
-    def process(self) -> None:
-        """Hand the complete request to the gateway (no resource traversal)."""
-        self.channel.factory.handle(self)
+    def start(self, status: int, headers: Iterable[tuple[bytes, bytes]],
+              phrase: bytes | None = None) -> None:
+        """Send the head of a streamed response; the body follows by :meth:`write`.
+
+        The body is framed by its Content-Length when one is given, else chunked (HTTP/1.1
+        clients) or ended by closing the connection (HTTP/1.0).
+        """
+        fields = []
+        for name, value in headers:
+            if name.lower() == b"content-length" and value.strip().isdigit():
+                self._length_left = int(value)
+            fields.append(_field(name, value))
+        if self.method == b"HEAD" or status in _NO_BODY_STATUSES or status < 200:
+            self._length_left = 0
+        elif self._length_left is None:
+            if self.version == "1.1":
+                self._chunked = True
+                fields.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False
+        fields.append(b"\r\n")
+        self._send_head(status, phrase, fields)
+
+    def _send_head(self, status: int, phrase: bytes | None, fields: list[bytes]) -> None:
+        self.startedWriting = True
+        channel = self.channel
+        closing = b"Connection: close\r\n" if channel.last_response(self) else b""
+        self.transport.write(
+            b"".join([status_line(status, phrase), channel.factory.date.current(), closing,
+                      *fields]))
+
+    def write(self, data: bytes) -> None:
+        """Send body bytes of a streamed response (dropped once the client is gone)."""
+        if self.disconnected or self.finished or not data:
+            return
+        if self._length_left is not None:
+            if self._length_left <= 0:
+                return
+            data = data[: self._length_left]
+            self._length_left -= len(data)
+        self.sentLength += len(data)
+        if self._chunked:
+            self.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.transport.write(data)
+
+    def finish(self) -> None:
+        """End a streamed response."""
+        if self.disconnected or self.finished:
+            return
+        if self._chunked:
+            self.transport.write(b"0\r\n\r\n")
+        elif self._length_left:
+            self.keep_alive = False
+        self._done()
+
+    def _done(self) -> None:
+        self.finished = True
+        self._fire_waiters(None)
+        self.channel.request_done(self)
+
+    def notifyFinish(self) -> defer.Deferred[None]:
+        """Fires when the response is finished; errbacks if the client goes away first."""
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self.finished:
+            waiter.callback(None)
+        elif self.disconnected:
+            waiter.errback(Failure(ConnectionError("client went away")))
+        else:
+            if self._finish_waiters is None:
+                self._finish_waiters = []
+            self._finish_waiters.append(waiter)
+        return waiter
+
+    def _fire_waiters(self, reason: Failure | None) -> None:
+        waiters, self._finish_waiters = self._finish_waiters, None
+        for waiter in waiters or ():
+            if reason is None:
+                waiter.callback(None)
+            else:
+                waiter.errback(reason)
+
+    def connection_lost(self, reason: Failure) -> None:
+        """The client went away before the response finished."""
+        self.disconnected = True
+        self._fire_waiters(reason)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """Let the client connection pause and resume ``producer`` (a streamed body)."""
+        self.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        """Detach the producer registered by :meth:`registerProducer`."""
+        transport = self.transport
+        if transport is not None:
+            transport.unregisterProducer()
+
+    def abort(self) -> None:
+        """Cut the client off (a response cannot be completed)."""
+        transport = self.transport
+        if transport is not None:
+            cast(ITCPTransport, transport).abortConnection()
 
 
-class GatewayChannel(http.HTTPChannel):
-    """HTTP channel that closes at once when a plain-HTTP listener receives a TLS ClientHello,
-    so clients that probe TLS first (skopeo, containerd) fall back to HTTP without a stall."""
+class GatewayChannel(Protocol):
+    """One client connection: parses requests and hands each, in turn, to the gateway.
 
-    _first_data = True
+    Closes at once when a plain-HTTP listener receives a TLS ClientHello, so clients that
+    probe TLS first (skopeo, containerd) fall back to HTTP without a stall.
+    """
+
+    factory: GatewayFactory
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_host: str | None = None
+        self.closing = False
+        self.current: GatewayRequest | None = None
+        self.waiting: deque[GatewayRequest | _Refused] = deque()
+        self.paused = False
+        self.first_data = True
+        self.last_activity = 0.0
+        self.head_started: float | None = None
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._target: list[bytes] = []
+        self._target_bytes = 0
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._field_bytes = 0
+        self._head_bytes = 0
+        self._message: GatewayRequest | None = None
+        self._body_budget = 0
+
+    def connectionMade(self) -> None:
+        """Count the connection and note the peer address."""
+        factory = self.factory
+        factory.connections.inc()
+        factory.channels.add(self)
+        self.last_activity = factory.clock.seconds()
+        self.peer_host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        """Reject a TLS handshake as the first bytes; otherwise parse HTTP."""
-        if self._first_data:
-            self._first_data = False
+        """Parse ``data``; answer complete requests in order."""
+        if self.first_data:
+            self.first_data = False
             if data and data[0] == TLS_HANDSHAKE_RECORD and not self.factory.tls:
                 cast(ITCPTransport, self.transport).abortConnection()
                 return
-        super().dataReceived(data)
+        if self.closing:
+            return
+        self.last_activity = self.factory.clock.seconds()
+        try:
+            self.parser.feed_data(data)
+            if self.head_started is not None:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    raise _Refused(431, "request header fields too large")
+        except _Refused as refused:
+            self._refuse(refused)
+        except httptools.HttpParserCallbackError as error:
+            context = error.__context__
+            if isinstance(context, _Refused):
+                self._refuse(context)
+            elif not isinstance(context, _StopReading):
+                raise
+        except httptools.HttpParserUpgrade:
+            self.closing = True
+        except httptools.HttpParserError as error:
+            self._refuse(_Refused(400, f"bad request: {error}"))
+        self._next()
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        """A request or header line over the limit: say so (Twisted would just hang up)."""
-        cast(ITCPTransport, self.transport).write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        self.loseConnection()
+    def _refuse(self, refused: _Refused) -> None:
+        self.closing = True
+        self.waiting.append(refused)
 
-    def connectionMade(self) -> None:
-        """Count the connection on its listener."""
-        self.factory.connections.inc()
-        super().connectionMade()
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.head_started = self.factory.clock.seconds()
+        self._head_bytes = 0
+
+    def on_url(self, part: bytes) -> None:
+        self._target_bytes += len(part)
+        if self._target_bytes > MAX_TARGET_BYTES:
+            raise _Refused(414, "request target too long")
+        self._target.append(part)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        if size > MAX_FIELD_BYTES:
+            raise _Refused(431, "request header field too large")
+        self._field_bytes += size
+        fields = self._fields
+        if len(fields) >= MAX_HEADERS or self._field_bytes > MAX_HEAD_BYTES:
+            raise _Refused(431, "request header fields too large")
+        fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self.head_started = None
+        target = self._target[0] if len(self._target) == 1 else b"".join(self._target)
+        request = GatewayRequest(self, parser.get_method(), target, self._fields,
+                                 parser.get_http_version(), parser.should_keep_alive())
+        self._message = request
+        limit = self.factory.max_body_bytes
+        self._body_budget = limit
+        expects_continue = False
+        for name, value in self._fields:
+            lowered = name.lower()
+            if lowered == b"content-length" and value.isdigit() and int(value) > limit:
+                self._too_large(request)
+                return
+            if lowered == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
+        if expects_continue and request.version == "1.1" and self.current is None:
+            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+
+    def _too_large(self, request: GatewayRequest) -> None:
+        """Hand the request over now, marked too large; read nothing more on this connection."""
+        request.body_too_large = True
+        request.keep_alive = False
+        self.waiting.append(request)
+        self._reset_message()
+        self.closing = True
+        raise _StopReading()
+
+    def on_body(self, data: bytes) -> None:
+        request = self._message
+        if request is None:
+            return
+        if len(data) > self._body_budget:
+            self._too_large(request)
+        self._body_budget -= len(data)
+        request._body_parts.append(data)
+
+    def on_message_complete(self) -> None:
+        request = self._message
+        if request is not None:
+            self.waiting.append(request)
+        self._reset_message()
+
+    # answering
+
+    def _next(self) -> None:
+        """Start the next waiting request if none is being answered; pause reading while
+        requests wait."""
+        while self.current is None and self.waiting and self.transport is not None:
+            item = self.waiting.popleft()
+            if isinstance(item, _Refused):
+                self.waiting.clear()
+                self._answer_refused(item)
+                return
+            self.current = item
+            self.factory.handle(item)
+        if self.transport is None:
+            return
+        if self.waiting and not self.paused:
+            self.paused = True
+            cast(IPushProducer, self.transport).pauseProducing()
+        elif not self.waiting and self.paused:
+            self.paused = False
+            cast(IPushProducer, self.transport).resumeProducing()
+
+    def _answer_refused(self, refused: _Refused) -> None:
+        body = refused.message.encode() + b"\n"
+        factory = self.factory
+        self.transport.write(b"".join([  # type: ignore[union-attr]
+            status_line(refused.status), factory.date.current(), b"Connection: close\r\n",
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n\r\n" % len(body), body]))
+        metrics.count_request(refused.status, b"OTHER", "none")
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def request_done(self, request: GatewayRequest) -> None:
+        """``request``'s response is complete: close, or go on with the next request."""
+        if request is not self.current:
+            return
+        self.current = None
+        if self.last_response(request):
+            self.closing = True
+            self.waiting.clear()
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
+        self.last_activity = self.factory.clock.seconds()
+        self._next()
+
+    def last_response(self, request: GatewayRequest) -> bool:
+        """True when the connection closes after ``request``'s response."""
+        return not request.keep_alive or (self.closing and not self.waiting)
+
+    def stale(self, now: float, timeout: float) -> bool:
+        """True when idle (or sending a request head) for longer than ``timeout``."""
+        if self.head_started is not None and now - self.head_started > timeout:
+            return True
+        return self.current is None and now - self.last_activity > timeout
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Uncount the connection."""
-        self.factory.connections.dec()
-        super().connectionLost(reason)
+        """Uncount the connection; tell a request still being answered."""
+        factory = self.factory
+        factory.connections.dec()
+        factory.channels.discard(self)
+        self.closing = True
+        self.waiting.clear()
+        current, self.current = self.current, None
+        if current is not None and not current.finished:
+            current.connection_lost(reason)
 
 
-class GatewayFactory(http.HTTPFactory):
+class GatewayFactory(Factory):
     """Builds gateway channels for one listener (``listener`` names it in metrics)."""
 
-    protocol = GatewayChannel  # type: ignore[assignment]
+    noisy = False
 
     def __init__(
         self,
         handle: Callable[[GatewayRequest], None],
         listener: str,
         max_body_bytes: int,
+        clock: Any,
         tls: bool = False,
-        reactor: Any = None,
         timeout: float = 60.0,
     ) -> None:
-        super().__init__(timeout=timeout, reactor=reactor)
         self.handle = handle
         self.listener = listener
         self.max_body_bytes = max_body_bytes
         self.tls = tls
+        self.clock = clock
+        self.timeout = timeout
+        self.date = _DateHeader(clock)
+        self.channels: set[GatewayChannel] = set()
         self.connections = metrics.OPEN_CONNECTIONS.labels(listener)
+        self._sweep = LoopingCall(self.close_stale)
+        self._sweep.clock = clock
 
     def buildProtocol(self, addr: IAddress | None) -> GatewayChannel:  # type: ignore[override]
         """A channel bound to this factory."""
-        channel = cast(GatewayChannel, super().buildProtocol(addr))
-        channel.requestFactory = GatewayRequest
+        channel = GatewayChannel()
+        channel.factory = self
         return channel
 
-    def log(self, request: http.Request) -> None:
-        """No per-request access log here (the gateway records events and metrics)."""
+    def startFactory(self) -> None:
+        """Start sweeping idle connections."""
+        self._sweep.start(max(self.timeout / 4, 0.05), now=False)
+
+    def stopFactory(self) -> None:
+        """Stop sweeping."""
+        if self._sweep.running:
+            self._sweep.stop()
+
+    def close_stale(self) -> None:
+        """Close connections idle, or slow with a request head, for longer than the timeout."""
+        now = self.clock.seconds()
+        for channel in [c for c in self.channels if c.stale(now, self.timeout)]:
+            transport = channel.transport
+            if transport is not None:
+                cast(ITCPTransport, transport).abortConnection()

@@ -62,7 +62,6 @@ class TLSFrontend(Protocol):
 
 
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
-_NOT_VISIBLE = re.compile(rb"[\x00-\x20\x7f-\xff]")
 _AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 
@@ -71,21 +70,38 @@ class BadRequest(Exception):
 
 
 class RequestContext:
-    """Per-request facts the shell needs after routing (for events and metrics)."""
+    """Per-request facts the shell needs after routing (for events, metrics and the proxy)."""
 
-    __slots__ = ("client_ip", "forwarded_for", "forwarded_proto", "public_origin", "started",
-                 "view")
+    __slots__ = ("chain", "client_ip", "forwarded_proto", "host_value", "peer", "secure",
+                 "started", "view")
 
     def __init__(
-        self, view: RequestView, client_ip: str | None, forwarded_for: list[str], started: float,
-        forwarded_proto: str | None = None, public_origin: str = "",
+        self, view: RequestView, client_ip: str | None, peer: str | None, chain: list[str],
+        started: float, forwarded_proto: str | None, host_value: str | None, secure: bool,
     ) -> None:
-        self.forwarded_proto = forwarded_proto
-        self.public_origin = public_origin
         self.view = view
         self.client_ip = client_ip
-        self.forwarded_for = forwarded_for
+        self.peer = peer
+        self.chain = chain
         self.started = started
+        self.forwarded_proto = forwarded_proto
+        self.host_value = host_value
+        self.secure = secure
+
+    @property
+    def forwarded_for(self) -> list[str]:
+        """The X-Forwarded-For chain to pass on: trusted hops, then the peer."""
+        return [*self.chain, self.peer] if self.peer is not None else self.chain
+
+    @property
+    def public_origin(self) -> str:
+        """``scheme://host[:port]`` as the client addressed the gateway."""
+        proto = self.forwarded_proto
+        scheme = proto if proto in ("http", "https") else ("https" if self.secure else "http")
+        authority = (self.host_value or "").strip()
+        if not _AUTHORITY.match(authority):
+            authority = self.view.host
+        return f"{scheme}://{authority}"
 
 
 class Gateway:
@@ -123,18 +139,15 @@ class Gateway:
                         uri=request.uri[:200])
             if request.accounted:
                 return
-            if not (request.startedWriting or request.finished or request._disconnected):
+            if not (request.startedWriting or request.finished or request.disconnected):
                 self._respond_plain(request, 500, "internal error", started)
                 return
-            transport = request.channel.transport
-            if transport is not None:
-                transport.loseConnection()
+            request.abort()
             self._account(request, 500, "none", started)
 
     def _handle(self, request: GatewayRequest, started: float) -> None:
         if self.draining:
-            request.channel.persistent = False
-            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            request.close_connection()
         try:
             context = self._context(request, started)
         except BadRequest as exc:
@@ -158,59 +171,45 @@ class Gateway:
             if answer is None:
                 self._respond_plain(request, 404, "no such challenge", context.started)
             else:
-                request.respond(200, [(b"content-type", b"application/octet-stream")], answer)
+                request.respond(200, [(b"Content-Type", b"application/octet-stream")], answer)
                 self._account(request, 200, "acme", context.started)
             return True
-        if request.channel.factory.tls or context.forwarded_proto == "https":
+        if request.isSecure() or context.forwarded_proto == "https":
             return False
         if not self.tls.has_certificate(view.host):
             return False
         port = "" if self.https_port == 443 else f":{self.https_port}"
         location = f"https://{view.host}{port}{view.raw_path}{view.query_with_mark}"
-        request.respond(308, [(b"location", location.encode())])
+        request.respond(308, [(b"Location", location.encode())])
         self._account(request, 308, "https", context.started)
         return True
 
     def _context(self, request: GatewayRequest, started: float) -> RequestContext:
-        headers = Headers.from_raw(request.requestHeaders.getAllRawHeaders())
-        peer = getattr(request.getClientAddress(), "host", None)
-        trusted_peer = peer in self.trusted
-        chain = forwarded_chain(headers.get_all("x-forwarded-for")) if trusted_peer else []
-        host_value = (headers.get("x-forwarded-host") if trusted_peer else None) or headers.get(
-            "host"
-        )
-        target: bytes = request.uri
-        if _NOT_VISIBLE.search(target):
-            raise BadRequest("request target must be visible ASCII (percent-encode the rest)")
-        path, mark, query = target.partition(b"?")
-        if not path.startswith(b"/"):
+        headers = Headers.from_raw([(name, [value]) for name, value in request.header_pairs])
+        peer = request.client_host
+        trusted = self.trusted
+        if peer in trusted:
+            chain = forwarded_chain(headers.get_all("x-forwarded-for"))
+            host_value = headers.get("x-forwarded-host") or headers.get("host")
+            proto = headers.get("x-forwarded-proto")
+            client_ip = client_address(peer, chain, trusted)
+        else:
+            chain, host_value, proto, client_ip = [], headers.get("host"), None, peer
+        # llhttp admits only visible ASCII in the target
+        path, mark, query = request.uri.partition(b"?")
+        if path[:1] != b"/":
             if b"://" not in path:
                 raise BadRequest("request target must be a path or an absolute URL")
             authority_and_path = path.split(b"://", 1)[1]
             slash = authority_and_path.find(b"/")
             path = b"/" if slash == -1 else authority_and_path[slash:]
-        try:
-            raw_path = path.decode("ascii")
-            raw_query = query.decode("ascii") if mark else None
-            host = routing_host(host_value or "")
-            host.encode("ascii")
-        except UnicodeError:
-            raise BadRequest("request target and Host must be ASCII (percent-encode)") from None
-        method = request.method.decode("ascii", "replace")
-        body = b""
-        if request.content is not None:
-            request.content.seek(0)
-            body = request.content.read()
-        view = RequestView(method, host, raw_path, raw_query, headers, body)
-        chain_with_peer = [*chain, peer] if peer is not None else chain
-        proto = headers.get("x-forwarded-proto") if trusted_peer else None
-        scheme = proto if proto in ("http", "https") else (
-            "https" if request.isSecure() else "http")
-        authority = (host_value or "").strip()
-        if not _AUTHORITY.match(authority):
-            authority = host
-        return RequestContext(view, client_address(peer, chain, self.trusted), chain_with_peer,
-                              started, proto, f"{scheme}://{authority}")
+        host = routing_host(host_value or "")
+        if not host.isascii():
+            raise BadRequest("Host must be ASCII (use the IDNA form)")
+        view = RequestView(request.method.decode("ascii"), host, path.decode("ascii"),
+                           query.decode("ascii") if mark else None, headers, request.body)
+        return RequestContext(view, client_ip, peer, chain, started, proto, host_value,
+                              request.isSecure())
 
     def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision
                 ) -> None:
@@ -221,7 +220,7 @@ class Gateway:
             )
             return
         if isinstance(decision, Redirect):
-            request.respond(decision.status, [(b"location", decision.location.encode())])
+            request.respond(decision.status, [(b"Location", decision.location.encode())])
             self._finished(request, context, decision, decision.status)
             return
         if decision.captures_before:
@@ -288,6 +287,6 @@ class Gateway:
 
     def _respond_plain(self, request: GatewayRequest, status: int, message: str, started: float
                        ) -> None:
-        request.respond(status, [(b"content-type", b"text/plain; charset=utf-8")],
+        request.respond(status, [(b"Content-Type", b"text/plain; charset=utf-8")],
                         message.encode() + b"\n")
         self._account(request, status, "none", started)

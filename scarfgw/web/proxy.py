@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
@@ -30,7 +30,6 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IPushProducer,
     IStreamClientEndpoint,
-    ITCPTransport,
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate
@@ -86,12 +85,10 @@ def tune_transport(transport: object) -> None:
         transport.SEND_LIMIT = CHUNK_BYTES
 
 
-def connection_tokens(headers: TwistedHeaders) -> frozenset[bytes]:
-    """Header names listed in ``Connection`` (also hop-by-hop, RFC 9110 7.6.1)."""
+def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
+    """Header names listed in ``Connection`` values (also hop-by-hop, RFC 9110 7.6.1)."""
     return frozenset(
-        token.strip().lower()
-        for value in headers.getRawHeaders(b"connection", [])
-        for token in value.split(b",")
+        token.strip().lower() for value in values for token in value.split(b",")
         if token.strip()
     )
 
@@ -151,7 +148,7 @@ class _Relay(Protocol):
         self.stall_timer: Any = None
 
     def connectionMade(self) -> None:
-        tune_transport(self.request.channel.transport)
+        tune_transport(self.request.transport)
         self.request.registerProducer(self, True)
         self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
         self._watch()
@@ -194,16 +191,14 @@ class _Relay(Protocol):
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         self._unwatch()
         request = self.request
-        if not request.finished and not request._disconnected:
+        if not request.finished and not request.disconnected:
             request.unregisterProducer()
             if reason.check(ResponseDone, PotentialDataLoss):
                 request.finish()
             else:
                 log.info("upstream body broke off: {reason}", reason=reason.value)
                 metrics.UPSTREAM_ERRORS.labels("body_interrupted").inc()
-                transport = request.channel.transport
-                if transport is not None:
-                    cast(ITCPTransport, transport).abortConnection()
+                request.abort()
         self.finished()
 
 
@@ -358,7 +353,7 @@ class _Exchange:
     def send(self, url: str, hops: int = 0) -> None:
         """Ask ``url``; relay its answer, or follow it when it is a registry redirect."""
         request = self.request
-        if request._disconnected:
+        if request.disconnected:
             self.done(CLIENT_CLOSED)
             return
         proxy = self.proxy
@@ -387,7 +382,7 @@ class _Exchange:
         def answered(response: IResponse) -> None:
             timer.cancel()
             metrics.UPSTREAM_DURATION.observe(time.monotonic() - started)
-            if request._disconnected:
+            if request.disconnected:
                 response.deliverBody(_Discard(abort=True))
                 self.done(CLIENT_CLOSED)
                 return
@@ -406,7 +401,7 @@ class _Exchange:
         def failed(reason: Failure) -> None:
             if timer.active():
                 timer.cancel()
-            if request._disconnected:
+            if request.disconnected:
                 self.done(CLIENT_CLOSED)
             elif timed_out:
                 metrics.UPSTREAM_ERRORS.labels("timeout").inc()
@@ -423,21 +418,21 @@ class _Exchange:
         """An unexpected error: answer 502 if nothing was sent yet, else cut the client off."""
         log.failure("proxying {url} failed", reason, url=url)
         request = self.request
-        if self.reported or request.finished or request._disconnected:
+        if self.reported or request.finished or request.disconnected:
             self.done(CLIENT_CLOSED)
         elif not request.startedWriting:
             self.error(502, "UNAVAILABLE", "backend error")
         else:
-            transport = request.channel.transport
-            if transport is not None:
-                cast(ITCPTransport, transport).abortConnection()
+            request.abort()
             self.done(502)
 
     def _relay(self, response: IResponse) -> None:
         request = self.request
-        request.setResponseCode(response.code, response.phrase)
-        dropped = HOP_BY_HOP | connection_tokens(response.headers)
+        dropped = HOP_BY_HOP | connection_tokens(
+            response.headers.getRawHeaders(b"connection", []))
         is_redirect = response.code in _FOLLOWED_STATUSES
+        headers: list[tuple[bytes, bytes]] = []
+        has_length = False
         for name, values in response.headers.getAllRawHeaders():
             lower = name.lower()
             if lower in dropped or (is_redirect and lower == b"content-length"):
@@ -446,15 +441,17 @@ class _Exchange:
                 values = [self._public_location(value) for value in values]
             elif lower == b"www-authenticate" and self._rewrites_realm:
                 values = [self._own_realm(value) for value in values]
-            request.responseHeaders.setRawHeaders(name, values)
+            has_length = has_length or lower == b"content-length"
+            headers.extend((name, value) for value in values)
         # Agent keeps Content-Length (except for HEAD) out of ``headers``, in ``length``.
-        if (not is_redirect and response.code not in _NO_BODY
-                and isinstance(response.length, int)
-                and not request.responseHeaders.hasHeader(b"content-length")):
-            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
+        if is_redirect:
+            headers.append((b"Content-Length", b"0"))
+        elif (response.code not in _NO_BODY and isinstance(response.length, int)
+                and not has_length):
+            headers.append((b"Content-Length", b"%d" % response.length))
+        request.start(response.code, headers, response.phrase)
         if is_redirect:
             response.deliverBody(_Discard())
-            request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
             request.finish()
             self.done(response.code)
             return
@@ -484,10 +481,10 @@ class _Exchange:
     def error(self, status: int, code: str, message: str) -> None:
         """Answer with a registry-style JSON error and report ``status``."""
         request = self.request
-        if request._disconnected:
+        if request.disconnected:
             self.done(CLIENT_CLOSED)
             return
-        request.respond(status, [(b"content-type", b"application/json")],
+        request.respond(status, [(b"Content-Type", b"application/json")],
                         registry_error(code, message))
         self.done(status)
 
@@ -495,10 +492,12 @@ class _Exchange:
 def _upstream_headers(request: GatewayRequest, forwarded_for: Sequence[str]) -> TwistedHeaders:
     """The client's end-to-end headers (repeats kept) plus one X-Forwarded-For chain."""
     headers = TwistedHeaders()
-    dropped = _NOT_FORWARDED | connection_tokens(request.requestHeaders)
-    for name, values in request.requestHeaders.getAllRawHeaders():
+    pairs = request.header_pairs
+    dropped = _NOT_FORWARDED | connection_tokens(
+        value for name, value in pairs if name.lower() == b"connection")
+    for name, value in pairs:
         if name.lower() not in dropped:
-            headers.setRawHeaders(name, values)
+            headers.addRawHeader(name, value)
     if forwarded_for:
         headers.setRawHeaders(b"x-forwarded-for", [", ".join(forwarded_for).encode()])
     return headers

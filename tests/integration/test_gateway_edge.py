@@ -3,10 +3,13 @@ events and metrics of the in-process gateway."""
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
+from twisted.internet import threads
 
 from scarfgw.rules.docker import token_path
 from tests.support import gateway_config, get, raw_request, start_fake_upstream, start_gateway
@@ -87,9 +90,14 @@ def test_malformed_requests_get_clear_answers(tmp_path: Path) -> Any:
     huge_line = yield raw_request(port, "GET", "/", [("Host", "cr.example.test"),
                                                      ("X-Big", "a" * 20000)])
     assert huge_line.status == 431
-    many = [("Host", "cr.example.test")] + [(f"X-{i}", "a" * 1000) for i in range(20)]
+    many = [("Host", "cr.example.test")] + [(f"X-{i}", "a") for i in range(100)]
     too_many = yield raw_request(port, "GET", "/", many)
-    assert too_many.status == 400
+    assert too_many.status == 431
+    big_head = [("Host", "cr.example.test")] + [(f"X-{i}", "a" * 15000) for i in range(5)]
+    too_big_head = yield raw_request(port, "GET", "/", big_head)
+    assert too_big_head.status == 431
+    long_target = yield raw_request(port, "GET", "/" + "a" * 17000, [("Host", "cr.example.test")])
+    assert long_target.status == 414
     big_body = b'{"a": 1}' + b" " * 4096
     too_big = yield raw_request(port, "POST", "/events", [("Host", "t.example.test")], big_body)
     assert too_big.status == 413
@@ -219,3 +227,29 @@ def test_control_bytes_and_broken_backends_never_leave_requests_hanging(tmp_path
     yield gateway.stop()
     yield bad_redirect.port.stopListening()
     yield stalling.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_pipelined_keep_alive_and_http10_over_a_real_socket(tmp_path: Path) -> Any:
+    gateway = yield start_gateway(tmp_path, gateway_config(tmp_path, rules=[DOCKER_RULE]))
+
+    def converse(payload: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+            sock.sendall(payload)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+            return received
+
+    one = f"GET {MANIFEST} HTTP/1.1\r\nHost: cr.example.test\r\nUser-Agent: docker/27.0\r\n\r\n"
+    unknown = b"GET /v2/other/manifests/1 HTTP/1.1\r\nHost: cr.example.test\r\n\r\n"
+    last = b"GET /v2/x/manifests/1 HTTP/1.1\r\nHost: cr.example.test\r\nConnection: close\r\n\r\n"
+    pipelined = yield threads.deferToThread(converse, one.encode() + unknown + one.encode() + last)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", pipelined)
+    assert statuses == [b"307", b"404", b"307", b"404"]
+    assert pipelined.count(b"Connection: close") == 1
+    http10 = yield threads.deferToThread(
+        converse, one.replace("HTTP/1.1", "HTTP/1.0").encode())
+    assert http10.startswith(b"HTTP/1.1 307 ") and b"Connection: close\r\n" in http10
+    yield gateway.stop()
+    assert [e["status"] for e in gateway.events()] == [307, 307, 307]

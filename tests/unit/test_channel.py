@@ -1,0 +1,210 @@
+"""The HTTP/1.1 channel: framing, pipelining order, limits, timeouts, streamed responses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from scarfgw.web.channel import GatewayChannel, GatewayFactory, GatewayRequest
+
+Handler = Callable[[GatewayRequest], None]
+
+
+def redirect(request: GatewayRequest) -> None:
+    request.respond(307, [(b"Location", b"https://r.test" + request.uri)])
+
+
+def connect(handle: Handler = redirect, max_body: int = 64, timeout: float = 60.0,
+            tls: bool = False) -> tuple[GatewayChannel, StringTransport, MemoryReactorClock]:
+    clock = MemoryReactorClock()
+    clock.advance(1_000_000)
+    factory = GatewayFactory(handle, "http", max_body, clock, tls=tls, timeout=timeout)
+    factory.doStart()
+    channel = factory.buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 5000))
+    channel.makeConnection(transport)
+    return channel, transport, clock
+
+
+def closed(transport: StringTransport) -> bool:
+    """Whether the channel aborted the connection (read anew each time)."""
+    return bool(transport.disconnected)
+
+
+def responses(transport: StringTransport) -> list[bytes]:
+    """Status lines of the responses written so far."""
+    return [line for line in transport.value().split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+def test_keep_alive_requests_are_answered_in_order_with_date_and_length() -> None:
+    channel, transport, _ = connect()
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = transport.value()
+    assert out.index(b"Location: https://r.test/a") < out.index(b"Location: https://r.test/b")
+    assert out.count(b"Content-Length: 0\r\n") == 2
+    assert out.count(b"Date: ") == 2
+    assert b"Connection: close" not in out
+    assert not transport.disconnecting
+
+
+def test_pipelined_request_waits_for_the_slow_one_and_reading_pauses() -> None:
+    pending: list[GatewayRequest] = []
+    channel, transport, _ = connect(pending.append)
+    channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r.uri for r in pending] == [b"/slow"]
+    assert transport.producerState == "paused"
+    pending[0].start(200, [(b"Content-Type", b"text/plain")])
+    pending[0].write(b"hello")
+    pending[0].finish()
+    assert [r.uri for r in pending] == [b"/slow", b"/next"]
+    assert transport.producerState == "producing"
+    assert b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" in transport.value()
+
+
+def test_http10_without_keep_alive_closes_and_streams_until_close() -> None:
+    pending: list[GatewayRequest] = []
+    channel, transport, _ = connect(pending.append)
+    channel.dataReceived(b"GET /f HTTP/1.0\r\nHost: x\r\n\r\n")
+    pending[0].start(200, [])
+    pending[0].write(b"body")
+    pending[0].finish()
+    out = transport.value()
+    assert b"Connection: close\r\n" in out and b"chunked" not in out
+    assert out.endswith(b"\r\n\r\nbody")
+    assert transport.disconnecting
+
+
+def test_head_keeps_the_length_but_sends_no_body() -> None:
+    channel, transport, _ = connect(lambda r: r.respond(200, [], b"twelve bytes"))
+    channel.dataReceived(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().endswith(b"Content-Length: 12\r\n\r\n")
+
+
+def test_response_header_values_cannot_split_the_response() -> None:
+    channel, transport, _ = connect(lambda r: r.respond(307, [(b"Location", b"/a\r\nSet-X: 1")]))
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"\r\nSet-X" not in transport.value()
+    assert b"Location: /a  Set-X: 1\r\n" in transport.value()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+         b"400"),
+        (b"GET /a\x01 HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 17000 + b"\r\n\r\n", b"431"),
+        (b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n", b"413"),
+    ],
+)
+def test_refused_requests_get_a_status_and_the_connection_closes(raw: bytes, status: bytes
+                                                                  ) -> None:
+    handled: list[GatewayRequest] = []
+
+    def handle(request: GatewayRequest) -> None:
+        handled.append(request)
+        request.respond(413 if request.body_too_large else 200)
+
+    channel, transport, _ = connect(handle)
+    channel.dataReceived(raw + b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert responses(transport)[0].split(b" ")[1] == status
+    assert len(responses(transport)) == 1
+    assert b"Connection: close" in transport.value()
+    assert transport.disconnecting
+    assert all(r.uri != b"/after" for r in handled)
+
+
+def test_a_head_trickled_in_cannot_grow_past_the_limit() -> None:
+    channel, transport, _ = connect()
+    channel.dataReceived(b"GET / HTTP/1.1\r\n")
+    for index in range(70):
+        channel.dataReceived(b"X-%d: " % index + b"a" * 1000 + b"\r\n")
+    assert responses(transport) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+
+
+def test_expect_continue_is_answered_unless_the_body_is_too_large() -> None:
+    bodies: list[bytes] = []
+
+    def handle(request: GatewayRequest) -> None:
+        bodies.append(request.body)
+        request.respond(413 if request.body_too_large else 200)
+
+    channel, transport, _ = connect(handle)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                         b"Content-Length: 4\r\n\r\n")
+    assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    channel.dataReceived(b"data")
+    assert bodies == [b"data"]
+    channel, transport, _ = connect(handle)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                         b"Content-Length: 1000\r\n\r\n")
+    assert b"100 Continue" not in transport.value()
+    assert responses(transport) == [b"HTTP/1.1 413 Request Entity Too Large"]
+    assert transport.disconnecting
+
+
+def test_a_chunked_body_over_the_limit_is_cut_short() -> None:
+    statuses: list[bool] = []
+
+    def handle(request: GatewayRequest) -> None:
+        statuses.append(request.body_too_large)
+        request.respond(413)
+
+    channel, transport, _ = connect(handle, max_body=10)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"8\r\n12345678\r\n8\r\n12345678\r\n")
+    assert statuses == [True]
+    assert transport.disconnecting
+
+
+def test_idle_and_slow_head_connections_are_closed_after_the_timeout() -> None:
+    _, idle_transport, clock = connect(timeout=8)
+    clock.advance(5)
+    assert not closed(idle_transport)
+    clock.advance(6)
+    assert closed(idle_transport)
+
+    slow, slow_transport, clock = connect(timeout=8)
+    slow.dataReceived(b"GET / HTTP/1.1\r\n")
+    for _ in range(6):
+        clock.advance(2)
+        slow.dataReceived(b"X: y\r\n")
+    assert slow_transport.disconnected
+
+
+def test_a_request_being_answered_is_not_idle() -> None:
+    pending: list[GatewayRequest] = []
+    channel, transport, clock = connect(pending.append, timeout=8)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(30)
+    assert not closed(transport)
+    pending[0].respond(200)
+    clock.advance(12)
+    assert closed(transport)
+
+
+def test_client_leaving_fails_notify_finish_and_drops_writes() -> None:
+    pending: list[GatewayRequest] = []
+    channel, transport, _ = connect(pending.append)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    request = pending[0]
+    failures: list[object] = []
+    request.notifyFinish().addErrback(failures.append)
+    request.start(200, [(b"Content-Length", b"10")])
+    channel.connectionLost()
+    assert request.disconnected and len(failures) == 1
+    written = transport.value()
+    request.write(b"late")
+    assert transport.value() == written
+
+
+def test_tls_client_hello_on_plain_http_aborts() -> None:
+    channel, transport, _ = connect()
+    channel.dataReceived(b"\x16\x03\x01\x00\x05hello")
+    assert transport.disconnected
+    assert transport.value() == b""
