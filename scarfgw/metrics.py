@@ -4,18 +4,49 @@ With several workers the values of every process are summed (gauges: live sum, o
 maximum for timestamps) through prometheus-client's multiprocess mode. No label takes
 unbounded values: ``kind`` is a rule kind, ``code`` an HTTP status,
 ``method`` one of a fixed set, ``domain`` only configured TLS domains.
+
+The per-request and per-event updates (:func:`request_started`, :func:`request_finished`,
+:func:`event_queued`) cost a few additions: in a single process they are kept in plain
+numbers and added to the metrics whenever the registry is read (a scrape), so what a
+scrape shows is exact. In multiprocess mode another process reads the values from their
+files at any time, so there they are written through at once. Call them, and read the
+registry, from the reactor thread only (the admin resource does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+MULTIPROCESS: bool = values.ValueClass is not values.MutexValue
+"""True when values live in ``PROMETHEUS_MULTIPROC_DIR`` files (several workers)."""
+
+
+class _Flushed(Collector):
+    """Registers ``metric`` so that pending local updates are added before it is read."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+
+    def describe(self) -> Iterable[Metric]:
+        """The metric's description (its names, for the registry's duplicate check)."""
+        return self.metric.describe()
+
+    def collect(self) -> Iterable[Metric]:
+        """The metric's samples, pending updates included."""
+        _flush()
+        return self.metric.collect()
+
+
+def _register(metric: Any) -> None:
+    REGISTRY.register(_Flushed(metric))
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -27,43 +58,53 @@ def method_label(method: str) -> str:
 
 HTTP_REQUESTS = Counter(
     "scarfgw_http_requests", "Requests answered, by status code, method and rule kind.",
-    ["code", "method", "kind"], registry=REGISTRY,
+    ["code", "method", "kind"], registry=None,
 )
+_register(HTTP_REQUESTS)
 _REQUEST_CHILDREN: dict[tuple[int, bytes, str], Any] = {}
 _REQUEST_CHILDREN_LIMIT = 1024
 
 
-def count_request(status: int, method: bytes, kind: str) -> None:
-    """Add one to ``scarfgw_http_requests_total`` (label children cached per status, method
-    and kind: ``labels()`` costs several microseconds)."""
-    key = (status, method, kind)
+def _request_child(key: tuple[int, bytes, str]) -> Any:
+    """The ``scarfgw_http_requests_total`` child of ``(status, method, kind)`` (cached:
+    ``labels()`` costs several microseconds)."""
     child = _REQUEST_CHILDREN.get(key)
     if child is None:
+        status, method, kind = key
         child = HTTP_REQUESTS.labels(str(status), method_label(method.decode("ascii", "replace")),
                                      kind)
         if len(_REQUEST_CHILDREN) < _REQUEST_CHILDREN_LIMIT:
             _REQUEST_CHILDREN[key] = child
-    child.inc()
+    return child
 
 
+def count_request(status: int, method: bytes, kind: str) -> None:
+    """Add one to ``scarfgw_http_requests_total`` (see :func:`request_finished`)."""
+    _request_child((status, method, kind)).inc()
+
+
+_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                     10, 30, 60, 300)
 HTTP_REQUEST_DURATION = Histogram(
     "scarfgw_http_request_duration_seconds",
     "Time from request received to response finished.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-             60, 300),
-    registry=REGISTRY,
+    buckets=_DURATION_BUCKETS,
+    registry=None,
 )
+_register(HTTP_REQUEST_DURATION)
 HTTP_IN_FLIGHT = Gauge(
-    "scarfgw_http_requests_in_flight", "Requests being answered.", registry=REGISTRY,
+    "scarfgw_http_requests_in_flight", "Requests being answered.", registry=None,
     multiprocess_mode="livesum",
 )
+_register(HTTP_IN_FLIGHT)
 OPEN_CONNECTIONS = Gauge(
     "scarfgw_open_connections", "Open client connections per listener.", ["listener"],
     registry=REGISTRY, multiprocess_mode="livesum",
 )
 HTTP_RESPONSE_BYTES = Counter(
-    "scarfgw_http_response_bytes", "Response body bytes sent to clients.", registry=REGISTRY,
+    "scarfgw_http_response_bytes", "Response body bytes sent to clients.", registry=None,
 )
+_register(HTTP_RESPONSE_BYTES)
 UPSTREAM_DURATION = Histogram(
     "scarfgw_upstream_request_duration_seconds",
     "Time until an upstream answered with response headers.",
@@ -75,8 +116,9 @@ UPSTREAM_ERRORS = Counter(
     registry=REGISTRY,
 )
 EVENTS_QUEUED = Counter(
-    "scarfgw_events_queued", "Analytics events accepted by the writer.", registry=REGISTRY,
+    "scarfgw_events_queued", "Analytics events accepted by the writer.", registry=None,
 )
+_register(EVENTS_QUEUED)
 EVENTS_WRITTEN = Counter(
     "scarfgw_events_written", "Analytics events a sink confirmed.", ["sink"], registry=REGISTRY,
 )
@@ -98,6 +140,94 @@ CONFIG_LAST_RELOAD_SUCCESS = Gauge(
     "Unix time of the last successful configuration load.", registry=REGISTRY,
     multiprocess_mode="max",
 )
+
+
+def watch_queue_depth(depth: Callable[[], float]) -> None:
+    """Make ``scarfgw_events_queue_depth`` report ``depth()``: called at scrape time in a
+    single process (the latest caller wins); in multiprocess mode the caller must instead
+    ``EVENTS_QUEUE_DEPTH.set()`` whenever the depth changes."""
+    if not MULTIPROCESS:
+        EVENTS_QUEUE_DEPTH.set_function(depth)
+
+
+# Updates not yet added to the metrics (single process only; see the module docstring).
+_pending_requests: dict[Any, int] = {}
+_DURATION_BOUNDS = (*map(float, _DURATION_BUCKETS), float("inf"))
+_pending_durations = [0] * len(_DURATION_BOUNDS)
+_pending_duration_sum = 0.0
+_pending_in_flight = 0
+_pending_response_bytes = 0
+_pending_events_queued = 0
+
+
+def request_started() -> None:
+    """Count a request in ``scarfgw_http_requests_in_flight`` until :func:`request_finished`."""
+    global _pending_in_flight
+    if MULTIPROCESS:
+        HTTP_IN_FLIGHT.inc()
+    else:
+        _pending_in_flight += 1
+
+
+def request_finished(status: int, method: bytes, kind: str, duration: float,
+                     sent_bytes: int) -> None:
+    """Account one answered request (after :func:`request_started`): in flight, requests
+    total by code/method/kind, duration histogram, response bytes."""
+    global _pending_in_flight, _pending_duration_sum, _pending_response_bytes
+    if MULTIPROCESS:
+        HTTP_IN_FLIGHT.dec()
+        count_request(status, method, kind)
+        HTTP_REQUEST_DURATION.observe(duration)
+        if sent_bytes:
+            HTTP_RESPONSE_BYTES.inc(sent_bytes)
+        return
+    _pending_in_flight -= 1
+    key = (status, method, kind)
+    child = _REQUEST_CHILDREN.get(key) or _request_child(key)
+    _pending_requests[child] = _pending_requests.get(child, 0) + 1
+    _pending_durations[bisect_left(_DURATION_BOUNDS, duration)] += 1
+    _pending_duration_sum += duration
+    if sent_bytes:
+        _pending_response_bytes += sent_bytes
+
+
+def event_queued() -> None:
+    """Add one to ``scarfgw_events_queued_total``."""
+    global _pending_events_queued
+    if MULTIPROCESS:
+        EVENTS_QUEUED.inc()
+    else:
+        _pending_events_queued += 1
+
+
+def _flush() -> None:
+    """Add the pending updates to the metrics (done before every read of the registry)."""
+    global _pending_in_flight, _pending_duration_sum, _pending_response_bytes
+    global _pending_events_queued
+    if _pending_requests:
+        for child, count in _pending_requests.items():
+            child.inc(count)
+        _pending_requests.clear()
+    if any(_pending_durations):
+        # Histogram.observe() for many observations at once: its bucket and sum values.
+        buckets = HTTP_REQUEST_DURATION._buckets
+        for index, count in enumerate(_pending_durations):
+            if count:
+                buckets[index].inc(count)
+                _pending_durations[index] = 0
+        HTTP_REQUEST_DURATION._sum.inc(_pending_duration_sum)
+        _pending_duration_sum = 0.0
+    if _pending_in_flight:
+        HTTP_IN_FLIGHT.inc(_pending_in_flight)
+        _pending_in_flight = 0
+    if _pending_response_bytes:
+        HTTP_RESPONSE_BYTES.inc(_pending_response_bytes)
+        _pending_response_bytes = 0
+    if _pending_events_queued:
+        EVENTS_QUEUED.inc(_pending_events_queued)
+        _pending_events_queued = 0
+
+
 class CertificateExpiry(Collector):
     """``scarfgw_tls_certificate_not_after_timestamp_seconds{domain}``, read at scrape time
     from the certificate managers that registered a source (so a domain leaves the series

@@ -22,6 +22,7 @@ Enricher = Callable[[str], Mapping[str, str | None]]
 """Extra ``origin`` keys for a raw client address, e.g. :meth:`GeoIP.lookup`."""
 
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
+_OCTETS = tuple(str(octet) for octet in range(256))
 
 
 def _new_prefix() -> str:
@@ -71,10 +72,11 @@ def origin_network(client_ip: str | None) -> str | None:
         if packed[:12] != _IPV4_MAPPED:
             return socket.inet_ntop(socket.AF_INET6, packed[:6] + bytes(10)) + "/48"
         packed = packed[12:]
-    return f"{packed[0]}.{packed[1]}.{packed[2]}.0/24"
+    return f"{_OCTETS[packed[0]]}.{_OCTETS[packed[1]]}.{_OCTETS[packed[2]]}.0/24"
 
 
 _second_prefix: tuple[int, str] = (-1, "")
+_MILLISECONDS = tuple(f".{milliseconds:03d}Z" for milliseconds in range(1000))
 
 
 def format_time(time: float) -> str:
@@ -87,10 +89,15 @@ def format_time(time: float) -> str:
     microseconds = round((time - second) * 1_000_000)
     if microseconds >= 1_000_000:
         second, microseconds = second + 1, microseconds - 1_000_000
-    if _second_prefix[0] != second:
+    cached, prefix = _second_prefix
+    if cached != second:
         prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second_prefix = (second, prefix)
-    return f"{_second_prefix[1]}.{microseconds // 1000:03d}Z"
+    return prefix + _MILLISECONDS[microseconds // 1000]
+
+
+_COMMON_KEYS = frozenset({"time", "request_id", "domain", "method", "path", "status",
+                          "user_agent", "referer", "origin", "client"})
 
 
 def build_event(
@@ -128,6 +135,9 @@ def build_event(
         "origin": origin,
         "client": client_runtime(user_agent),
     }
-    for key, value in capture.items():
-        event.setdefault(key, value)
+    if _COMMON_KEYS.isdisjoint(capture):
+        event.update(capture)
+    else:
+        for key, value in capture.items():
+            event.setdefault(key, value)
     return event

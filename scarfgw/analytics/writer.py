@@ -1,7 +1,7 @@
 """The batched event writer: bounded memory, per-sink retries, an ordered disk spool.
 
-``submit`` serialises the event at once (4.4 us for a typical 530-byte event: spread over
-requests instead of a 2 ms stall per 500-event batch at flush time, immune to later
+``submit`` serialises the event at once (0.5 us for a typical 530-byte event: spread over
+requests instead of a stall per 500-event batch at flush time, immune to later
 mutation of the dict, and a third of the memory of a queued dict) and hands the bytes to
 one lane per sink. A lane sends a batch when ``batch_size`` events wait or
 ``flush_interval`` has passed, with at most one batch in flight; a failed batch is retried
@@ -37,9 +37,11 @@ from scarfgw.analytics.sinks import DelayedCall, Scheduler, Sink
 from scarfgw.metrics import (
     EVENTS_DROPPED,
     EVENTS_QUEUE_DEPTH,
-    EVENTS_QUEUED,
     EVENTS_SPOOLED,
     EVENTS_WRITTEN,
+    MULTIPROCESS,
+    event_queued,
+    watch_queue_depth,
 )
 
 _log = Logger()
@@ -53,10 +55,12 @@ def serialise(event: dict[str, Any]) -> bytes:
 
     orjson (about 14 times faster than the json module, byte-identical output for events);
     what it refuses (lone surrogates, integers beyond 64 bits) goes through the json module
-    with ``\\u`` escapes.
+    with ``\\u`` escapes. orjson's result sits in an over-allocated heap block: held in a
+    queue of hundreds, such blocks made the C heap grow and shrink with about two page faults
+    per event (2 us); an exact-size copy (0.1 us) keeps the heap still.
     """
     try:
-        return orjson.dumps(event)
+        return memoryview(orjson.dumps(event)).tobytes()
     except TypeError:
         return json.dumps(event, separators=(",", ":")).encode()
 
@@ -250,10 +254,12 @@ class _Lane:
         if self.stopped.called:
             self._to_spool([line])
             return
-        self.queue.append(line)
-        if len(self.queue) > self.writer.queue_limit:
+        queue = self.queue
+        queue.append(line)
+        held = len(queue)
+        if held > self.writer.queue_limit:
             self._spill()
-        elif len(self.queue) >= self.writer.batch_size or self.stopping:
+        elif held >= self.writer.batch_size or self.stopping:
             self.pump()
 
     def pump(self) -> None:
@@ -444,6 +450,7 @@ class EventWriter(Service):
         self._lanes = [_Lane(self, sink, Spool(Path(spool_dir), sink.name, spool_max_bytes))
                        for sink in sinks]
         self._timer: DelayedCall | None = None
+        watch_queue_depth(self.depth)
 
     def submit(self, event: dict[str, Any]) -> None:
         """Accept one event; never blocks on a sink and never raises."""
@@ -454,10 +461,11 @@ class EventWriter(Service):
             _log.error("event dropped, not serialisable: {error}", error=error)
             return
         try:
-            EVENTS_QUEUED.inc()
+            event_queued()
             for lane in self._lanes:
                 lane.push(line)
-            self.update_depth()
+            if MULTIPROCESS:
+                self.update_depth()
             if self._timer is None and self.running:
                 self._timer = self.clock.callLater(self.flush_interval, self._flush_due)
         except Exception:
@@ -468,9 +476,15 @@ class EventWriter(Service):
         for lane in self._lanes:
             lane.sink.reopen()
 
+    def depth(self) -> int:
+        """The most events any sink holds only in memory (``scarfgw_events_queue_depth``)."""
+        return max((lane.held for lane in self._lanes), default=0)
+
     def update_depth(self) -> None:
-        """Set the queue-depth gauge: the most events any sink holds only in memory."""
-        EVENTS_QUEUE_DEPTH.set(max((lane.held for lane in self._lanes), default=0))
+        """Write the queue-depth gauge after a change (multiprocess mode; a single process
+        reads :meth:`depth` at scrape time)."""
+        if MULTIPROCESS:
+            EVENTS_QUEUE_DEPTH.set(self.depth())
 
     def startService(self) -> None:
         """Start sending: spooled events from an earlier run first, then new ones."""

@@ -104,7 +104,7 @@ class RegistryBackend:
 class _DockerRule:
     """The matcher shared by both docker kinds; subclasses recognise image names.
 
-    Rules are slotted and never mutated after construction.
+    Rules are slotted and not mutated after construction (docker-v1 only memoises matches).
     """
 
     __slots__ = ("backend", "domain")
@@ -170,7 +170,7 @@ class _DockerRule:
             basic = authorization is not None and authorization.startswith("Basic")
             if not basic and is_redirect_capable(request.header("user-agent")):
                 location = "https://" + backend.registry + request.raw_path
-                return Redirect(location, kind="docker", captures=captures)
+                return Redirect(location, "docker", captures)
         return Proxy(
             backend=backend.registry,
             kind="docker",
@@ -180,9 +180,13 @@ class _DockerRule:
 
 
 class DockerV1Rule(_DockerRule):
-    """docker-v1: exact image names (segment tuples) mapped to their package ids."""
+    """docker-v1: exact image names (segment tuples) mapped to their package ids.
 
-    __slots__ = ("images",)
+    ``_found`` remembers the match of each image once requested (a merge copies ``images``,
+    so building every match up front would make loading a long run of rules quadratic).
+    """
+
+    __slots__ = ("_found", "images")
 
     rule_type = "docker-v1"
 
@@ -191,10 +195,16 @@ class DockerV1Rule(_DockerRule):
     ) -> None:
         super().__init__(domain, backend)
         self.images = images
+        self._found: dict[tuple[str, ...], _Match] = {}
 
     def _recognise(self, image: tuple[str, ...]) -> _Match | None:
-        package = self.images.get(image)
-        return None if package is None else _Match(package, None)
+        found = self._found.get(image)
+        if found is None:
+            package = self.images.get(image)
+            if package is None:
+                return None
+            found = self._found[image] = _Match(package, None)
+        return found
 
     def merge(self, following: Rule) -> Rule | None:
         """Spec 3.3 / Oddity O5: a following docker-v1 rule with the same registry joins.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
 
 from scarfgw.rules.query import QueryEntry, parse_query
@@ -14,10 +14,13 @@ def decode_segments(raw_path: str) -> tuple[str, ...]:
     ``""`` and ``"/"`` give ``()``; empty pieces are kept; ``+`` stays ``+``; malformed
     escapes stay literal; invalid UTF-8 becomes U+FFFD.
     """
-    if raw_path in ("", "/"):
+    path = raw_path[1:] if raw_path[:1] == "/" else raw_path
+    if not path:
         return ()
-    path = raw_path[1:] if raw_path.startswith("/") else raw_path
-    return tuple(_decode_piece(piece) for piece in path.split("/"))
+    pieces = path.split("/")
+    if "%" not in path:
+        return tuple(pieces)
+    return tuple(_decode_piece(piece) for piece in pieces)
 
 
 def _decode_piece(piece: str) -> str:
@@ -26,11 +29,24 @@ def _decode_piece(piece: str) -> str:
     return unquote_to_bytes(piece).decode("utf-8", "replace")
 
 
+_NAMES: dict[bytes, str] = {}
+_NAMES_LIMIT = 512
+
+
+def _header_name(raw: bytes) -> str:
+    """``raw`` decoded (latin-1) and lower-cased, remembered for the next request (bounded:
+    clients choose header names)."""
+    name = raw.decode("latin-1").lower()
+    if len(_NAMES) < _NAMES_LIMIT:
+        _NAMES[raw] = name
+    return name
+
+
 class Headers:
     """Case-insensitive multi-valued header view (names stored lower-case, values in order).
 
-    Built :meth:`from_raw` (byte headers), a header's values are decoded (latin-1) only
-    when first asked for: most requests look at a few headers, and only once.
+    Built :meth:`from_pairs` (byte headers as received), a header's values are decoded
+    (latin-1) only when first asked for: most requests look at a few headers, and only once.
     """
 
     __slots__ = ("_raw", "_values")
@@ -40,31 +56,45 @@ class Headers:
         for name, value in pairs:
             values.setdefault(name.lower(), []).append(value)
         self._values = values
-        self._raw: dict[str, Sequence[bytes]] = {}
+        self._raw: Mapping[str, Sequence[bytes]] = {}
 
     @classmethod
-    def from_raw(cls, raw: Iterable[tuple[bytes, Sequence[bytes]]]) -> Headers:
-        """Build from ``(name, values)`` byte pairs, e.g. Twisted's ``getAllRawHeaders()``."""
-        headers = cls()
-        index = headers._raw
-        for name, values in raw:
-            key = name.decode("latin-1").lower()
-            index[key] = [*index[key], *values] if key in index else values
+    def from_pairs(cls, pairs: Iterable[tuple[bytes, bytes]]) -> Headers:
+        """Build from ``(name, value)`` byte pairs in the order received (names in any case,
+        repeated names allowed), e.g. the fields an HTTP parser collected."""
+        index: dict[str, list[bytes]] = {}
+        names = _NAMES
+        for name, value in pairs:
+            index.setdefault(names.get(name) or _header_name(name), []).append(value)
+        headers = cls.__new__(cls)
+        headers._values = {}
+        headers._raw = index
         return headers
 
     def get(self, name: str) -> str | None:
         """The first value of ``name`` or ``None``."""
-        values = self.get_all(name)
+        values = self._values.get(name)
+        if values is None:
+            if name not in self._raw:
+                return None
+            values = self._decode(name)
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in the order received."""
         values = self._values.get(name)
         if values is None:
-            raw = self._raw.get(name)
-            if raw is None:
+            if name not in self._raw:
                 return []
-            values = self._values[name] = [value.decode("latin-1") for value in raw]
+            values = self._decode(name)
+        return values
+
+    def _decode(self, name: str) -> list[str]:
+        raw = self._raw[name]
+        values = self._values[name] = (
+            [raw[0].decode("latin-1")] if len(raw) == 1
+            else [value.decode("latin-1") for value in raw]
+        )
         return values
 
     def __contains__(self, name: object) -> bool:
@@ -82,11 +112,14 @@ class RequestView:
 
     ``raw_query`` is the text after the first ``?`` without the ``?``; ``None`` when the
     target had no ``?``. ``host`` is the routing host: lower-cased, port stripped.
-    ``body`` is at most the configured prefix of the request body.
+    ``body`` is at most the configured prefix of the request body. ``header(name)`` is the
+    first value of a header (``name`` must be lower-case), or ``None``.
     """
 
-    __slots__ = ("_parsed_query", "body", "headers", "host", "method", "raw_path", "raw_query",
-                 "segments")
+    __slots__ = ("_parsed_query", "_segments", "body", "header", "headers", "host", "method",
+                 "raw_path", "raw_query")
+
+    header: Callable[[str], str | None]
 
     def __init__(
         self,
@@ -102,9 +135,18 @@ class RequestView:
         self.raw_path = raw_path
         self.raw_query = raw_query
         self.headers = headers
+        self.header = headers.get
         self.body = body
-        self.segments = decode_segments(raw_path)
+        self._segments: tuple[str, ...] | None = None
         self._parsed_query: list[QueryEntry] | None = None
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """The decoded path segments (:func:`decode_segments`, computed once, when asked)."""
+        segments = self._segments
+        if segments is None:
+            segments = self._segments = decode_segments(self.raw_path)
+        return segments
 
     @property
     def query_with_mark(self) -> str:
@@ -117,10 +159,6 @@ class RequestView:
         if self._parsed_query is None:
             self._parsed_query = parse_query(self.raw_query or "")
         return self._parsed_query
-
-    def header(self, name: str) -> str | None:
-        """First value of a header (``name`` must be lower-case)."""
-        return self.headers.get(name)
 
 
 def routing_host(host_header: str) -> str:

@@ -131,7 +131,7 @@ class Gateway:
         """Answer one request; never raises and never shows a traceback to the client."""
         started = self.clock.seconds()  # type: ignore[attr-defined]
         self.in_flight += 1
-        metrics.HTTP_IN_FLIGHT.inc()
+        metrics.request_started()
         try:
             self._handle(request, started)
         except Exception:
@@ -185,7 +185,7 @@ class Gateway:
         return True
 
     def _context(self, request: GatewayRequest, started: float) -> RequestContext:
-        headers = Headers.from_raw([(name, [value]) for name, value in request.header_pairs])
+        headers = Headers.from_pairs(request.header_pairs)
         peer = request.client_host
         trusted = self.trusted
         if peer in trusted:
@@ -268,10 +268,8 @@ class Gateway:
                  context: RequestContext | None = None) -> None:
         request.accounted = True
         self.in_flight -= 1
-        metrics.HTTP_IN_FLIGHT.dec()
-        metrics.count_request(status, request.method, kind)
         duration = self.clock.seconds() - started  # type: ignore[attr-defined]
-        metrics.HTTP_REQUEST_DURATION.observe(duration)
+        metrics.request_finished(status, request.method, kind, duration, request.sentLength)
         if self.access_log is not None:
             view = context.view if context is not None else None
             self.access_log.record(
@@ -282,8 +280,6 @@ class Gateway:
                 user_agent=view.header("user-agent") if view else None,
                 client_ip=context.client_ip if context else None,
             )
-        if request.sentLength:
-            metrics.HTTP_RESPONSE_BYTES.inc(request.sentLength)
 
     def _respond_plain(self, request: GatewayRequest, status: int, message: str, started: float
                        ) -> None:

@@ -53,6 +53,13 @@ def test_capture_cannot_replace_common_keys():
     assert event["kind"] == "pixel"
 
 
+def test_no_capture_key_replaces_any_common_key():
+    common = _event(capture={})
+    event = _event(capture={**{key: "x" for key in reversed(common)}, "extra": 1})
+    assert event == {**common, "extra": 1}
+    assert list(event) == [*common, "extra"]
+
+
 @pytest.mark.parametrize(
     ("client_ip", "network"),
     [
