@@ -58,6 +58,7 @@ class GatewayService(MultiService):
         self.ready = False
         self.stopping = False
         self.ports: dict[str, IListeningPort] = {}
+        self.gateway_factories: list[GatewayFactory] = []
         self.writer = EventWriter(
             reactor,
             build_sinks(config.events.sinks, reactor),
@@ -120,10 +121,12 @@ class GatewayService(MultiService):
         return self._listening
 
     def _gateway_factory(self, listener: str) -> GatewayFactory:
-        return GatewayFactory(
+        factory = GatewayFactory(
             self.gateway.handle, listener, self.config.limits.max_body_bytes, self.reactor,
             tls=listener == "https",
         )
+        self.gateway_factories.append(factory)
+        return factory
 
     def _listen(self, name: str, spec: str, factory: Any) -> defer.Deferred[None]:
         """Listen on ``spec``: on the socket inherited from the primary (in a worker), on the
@@ -243,7 +246,8 @@ class GatewayService(MultiService):
         """Report not ready, stop accepting, let in-flight requests finish, flush events.
 
         The admin listener stays open until the end, so ``/readyz`` answers 503 meanwhile;
-        keep-alive connections get ``Connection: close`` on their next answer.
+        idle keep-alive connections are closed, busy ones get ``Connection: close`` on their
+        answer.
         """
         self.stopping = True
         self.gateway.draining = True
@@ -252,6 +256,8 @@ class GatewayService(MultiService):
         workers_done = (self.workers.terminate(grace + _WORKER_STOP_MARGIN_SECONDS)
                         if self.workers is not None else defer.succeed(None))
         yield self._stop_listening(name for name in self.ports if name != "admin")
+        for factory in self.gateway_factories:
+            factory.close_idle()
         deadline = self.reactor.seconds() + self.config.shutdown_grace_period
         while self.gateway.in_flight and self.reactor.seconds() < deadline:
             yield task.deferLater(self.reactor, _DRAIN_POLL_SECONDS, lambda: None)

@@ -20,7 +20,7 @@ from http import HTTPStatus
 from typing import Any, cast
 
 import httptools
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.interfaces import IAddress, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
@@ -195,9 +195,8 @@ class GatewayRequest:
         self.startedWriting = True
         channel = self.channel
         closing = b"Connection: close\r\n" if channel.last_response(self) else b""
-        self.transport.write(
-            b"".join([status_line(status, phrase), channel.factory.date.current(), closing,
-                      *fields]))
+        channel.send(b"".join([status_line(status, phrase), channel.factory.date.current(),
+                               closing, *fields]))
 
     def write(self, data: bytes) -> None:
         """Send body bytes of a streamed response (dropped once the client is gone)."""
@@ -272,6 +271,13 @@ class GatewayRequest:
             cast(ITCPTransport, transport).abortConnection()
 
 
+def _sends_directly(transport: object) -> bool:
+    """True for a plain (not TLS) TCP transport with the buffers :meth:`GatewayChannel.send`
+    looks at."""
+    return (isinstance(transport, tcp.Connection) and not transport.TLS
+            and hasattr(transport, "_tempDataLen") and hasattr(transport, "dataBuffer"))
+
+
 class GatewayChannel(Protocol):
     """One client connection: parses requests and hands each, in turn, to the gateway.
 
@@ -291,6 +297,7 @@ class GatewayChannel(Protocol):
         self.first_data = True
         self.last_activity = 0.0
         self.head_started: float | None = None
+        self.direct = False
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -309,6 +316,25 @@ class GatewayChannel(Protocol):
         factory.channels.add(self)
         self.last_activity = factory.clock.seconds()
         self.peer_host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        self.direct = _sends_directly(self.transport)
+
+    def send(self, data: bytes) -> None:
+        """Write ``data``; on plain TCP with nothing queued, straight to the socket.
+
+        Twisted's ``write`` only queues, and the bytes leave on the reactor's next turn (a
+        writer registration and another poll per response). Sending at once saves that; what
+        the socket does not take, and everything while bytes are queued, goes through
+        ``write`` so the order and Twisted's flow control stay as they are.
+        """
+        transport: Any = self.transport
+        if (self.direct and not transport.dataBuffer and not transport._tempDataLen
+                and transport.connected and not transport.disconnecting):
+            sent = transport.writeSomeData(data)
+            if isinstance(sent, int):
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        transport.write(data)
 
     def dataReceived(self, data: bytes) -> None:
         """Parse ``data``; answer complete requests in order."""
@@ -435,7 +461,7 @@ class GatewayChannel(Protocol):
     def _answer_refused(self, refused: _Refused) -> None:
         body = refused.message.encode() + b"\n"
         factory = self.factory
-        self.transport.write(b"".join([  # type: ignore[union-attr]
+        self.send(b"".join([
             status_line(refused.status), factory.date.current(), b"Connection: close\r\n",
             b"Content-Type: text/plain; charset=utf-8\r\n",
             b"Content-Length: %d\r\n\r\n" % len(body), body]))
@@ -459,6 +485,11 @@ class GatewayChannel(Protocol):
     def last_response(self, request: GatewayRequest) -> bool:
         """True when the connection closes after ``request``'s response."""
         return not request.keep_alive or (self.closing and not self.waiting)
+
+    @property
+    def idle(self) -> bool:
+        """True between requests: nothing being answered, waiting, or half received."""
+        return self.current is None and not self.waiting and self.head_started is None
 
     def stale(self, now: float, timeout: float) -> bool:
         """True when idle (or sending a request head) for longer than ``timeout``."""
@@ -518,6 +549,13 @@ class GatewayFactory(Factory):
         """Stop sweeping."""
         if self._sweep.running:
             self._sweep.stop()
+
+    def close_idle(self) -> None:
+        """Close every connection that is between requests (used when draining: the client
+        reconnects, to another instance, at once instead of on its next request)."""
+        for channel in [c for c in self.channels if c.idle]:
+            channel.closing = True
+            channel.transport.loseConnection()  # type: ignore[union-attr]
 
     def close_stale(self) -> None:
         """Close connections idle, or slow with a request head, for longer than the timeout."""

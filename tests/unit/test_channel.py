@@ -208,3 +208,20 @@ def test_tls_client_hello_on_plain_http_aborts() -> None:
     channel.dataReceived(b"\x16\x03\x01\x00\x05hello")
     assert transport.disconnected
     assert transport.value() == b""
+
+
+def test_draining_closes_idle_connections_but_lets_a_request_finish() -> None:
+    pending: list[GatewayRequest] = []
+    busy, busy_transport, _ = connect(pending.append)
+    factory = busy.factory
+    idle = factory.buildProtocol(None)
+    idle_transport = StringTransport()
+    idle.makeConnection(idle_transport)
+    busy.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    factory.close_idle()
+    assert idle_transport.disconnecting
+    assert not busy_transport.disconnecting
+    pending[0].close_connection()
+    pending[0].respond(200)
+    assert b"Connection: close" in busy_transport.value()
+    assert busy_transport.disconnecting
