@@ -9,6 +9,12 @@ QueryEntry = tuple[str, str | None]
 """A query parameter: name and value; ``None`` when the piece had no ``=``."""
 
 _SPLIT = re.compile(r"[&;]")
+_UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9._~-]*")
+
+
+def _unquote_plus(text: str) -> str:
+    """``unquote_plus``, skipped for text without ``%`` or ``+`` (most names and values)."""
+    return unquote_plus(text) if "%" in text or "+" in text else text
 
 
 def parse_query(raw_query: str) -> list[QueryEntry]:
@@ -24,13 +30,13 @@ def parse_query(raw_query: str) -> list[QueryEntry]:
     entries: list[QueryEntry] = []
     for piece in _SPLIT.split(raw_query):
         name, equals, value = piece.partition("=")
-        entries.append((unquote_plus(name), unquote_plus(value) if equals else None))
+        entries.append((_unquote_plus(name), _unquote_plus(value) if equals else None))
     return entries
 
 
 def query_escape(text: str) -> str:
     """Percent-encode everything but ``A-Z a-z 0-9 - _ . ~`` (UTF-8, upper-case hex)."""
-    return quote(text, safe="-_.~")
+    return text if _UNRESERVED_ONLY.fullmatch(text) else quote(text, safe="-_.~")
 
 
 def render_query(entries: list[QueryEntry]) -> str:

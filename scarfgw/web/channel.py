@@ -202,16 +202,18 @@ class GatewayRequest:
         """Send body bytes of a streamed response (dropped once the client is gone)."""
         if self.disconnected or self.finished or not data:
             return
-        if self._length_left is not None:
-            if self._length_left <= 0:
+        left = self._length_left
+        if left is not None:
+            if left <= 0:
                 return
-            data = data[: self._length_left]
-            self._length_left -= len(data)
+            if len(data) > left:
+                data = data[:left]
+            self._length_left = left - len(data)
         self.sentLength += len(data)
         if self._chunked:
             self.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
-            self.transport.write(data)
+            self.channel.send(data)
 
     def finish(self) -> None:
         """End a streamed response."""

@@ -36,7 +36,8 @@ def read_all(port: int) -> bytes:
 @pytest_twisted.inlineCallbacks
 def test_large_pipelined_responses_arrive_whole_and_in_order() -> Any:
     factory = GatewayFactory(answer, "http", 1024, reactor)
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    tcp: Any = reactor
+    port = tcp.listenTCP(0, factory, interface="127.0.0.1")
     try:
         data = yield threads.deferToThread(read_all, port.getHost().port)
     finally:
