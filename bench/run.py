@@ -117,11 +117,13 @@ def make_certificate(folder: Path, host: str) -> TLSFiles:
     return files
 
 
-def spawn(argv: list[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
-    """Start a server pinned to core 1, in its own session, logging to ``log``."""
+def spawn(argv: list[str], log: Path, cores: str = "1", **kwargs: object
+          ) -> subprocess.Popen[bytes]:
+    """Start a server pinned to ``cores`` (taskset list), in its own session, logging to
+    ``log``."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(  # type: ignore[call-overload]
-            ["taskset", "-c", "1", *argv], stdout=out, stderr=subprocess.STDOUT,
+            ["taskset", "-c", cores, *argv], stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, **kwargs,
         )
     _children.append(proc)
@@ -222,8 +224,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
-                  tls: TLSFiles | None = None) -> Server:
-    """``twistd -n scarfgw`` with ``domains`` docker domains plus the file and python rules.
+                  tls: TLSFiles | None = None, workers: int = 1, cores: str = "1") -> Server:
+    """``twistd -n scarfgw`` with ``domains`` docker domains plus the file and python rules,
+    ``workers`` processes, pinned to ``cores``.
 
     With ``tls``: an https listener too, and only the docker rule of TLS_HOST, whose
     certificate is put into the gateway's TLS storage before it starts (the ACME directory
@@ -240,7 +243,7 @@ def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
     ]
     tls_port = free_port() if tls else None
     config: dict[str, object] = {
-        "workers": 1,
+        "workers": workers,
         "listen": {"http": f"tcp:{port}:interface=127.0.0.1:backlog=1024",
                    "https": f"tcp:{tls_port}:interface=127.0.0.1:backlog=1024" if tls else None,
                    "admin": f"tcp:{free_port()}:interface=127.0.0.1"},
@@ -264,7 +267,7 @@ def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
     env = {**os.environ, "PYTHONPATH": str(source)}
     log = workdir / "twistd.log"
     proc = spawn([str(twistd), "-n", "--pidfile=", "scarfgw", "--config", str(config_path)],
-                 log, cwd=workdir, env=env)
+                 log, cores=cores, cwd=workdir, env=env)
     wait_until_up(port, proc, log)
     return Server(name, port, proc, tls_port)
 

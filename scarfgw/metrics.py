@@ -6,11 +6,11 @@ unbounded values: ``kind`` is a rule kind, ``code`` an HTTP status,
 ``method`` one of a fixed set, ``domain`` only configured TLS domains.
 
 The per-request and per-event updates (:func:`request_started`, :func:`request_finished`,
-:func:`event_queued`) cost a few additions: in a single process they are kept in plain
-numbers and added to the metrics whenever the registry is read (a scrape), so what a
-scrape shows is exact. In multiprocess mode another process reads the values from their
-files at any time, so there they are written through at once. Call them, and read the
-registry, from the reactor thread only (the admin resource does).
+:func:`event_queued`) cost a few additions: they are kept in plain numbers and added to the
+metrics by :func:`flush`. In a single process that happens whenever the registry is read (a
+scrape), so a scrape is exact; with workers each process flushes every
+:data:`FLUSH_INTERVAL_SECONDS`, as another process reads the values from their files. Call
+them, and read the registry, from the reactor thread only (the admin resource does).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class _Flushed(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """The metric's samples, pending updates included."""
-        _flush()
+        flush()
         return self.metric.collect()
 
 
@@ -142,15 +142,22 @@ CONFIG_LAST_RELOAD_SUCCESS = Gauge(
 )
 
 
+FLUSH_INTERVAL_SECONDS = 1.0
+"""How often a process with workers writes its pending updates (see :func:`flush`)."""
+
+_depth_source: Callable[[], float] | None = None
+
+
 def watch_queue_depth(depth: Callable[[], float]) -> None:
-    """Make ``scarfgw_events_queue_depth`` report ``depth()``: called at scrape time in a
-    single process (the latest caller wins); in multiprocess mode the caller must instead
-    ``EVENTS_QUEUE_DEPTH.set()`` whenever the depth changes."""
+    """Make ``scarfgw_events_queue_depth`` report ``depth()`` (the latest caller wins): read
+    at scrape time in a single process, written by :func:`flush` with several."""
+    global _depth_source
+    _depth_source = depth
     if not MULTIPROCESS:
         EVENTS_QUEUE_DEPTH.set_function(depth)
 
 
-# Updates not yet added to the metrics (single process only; see the module docstring).
+# Updates not yet added to the metrics (see the module docstring).
 _pending_requests: dict[Any, int] = {}
 _DURATION_BOUNDS = (*map(float, _DURATION_BUCKETS), float("inf"))
 _pending_durations = [0] * len(_DURATION_BOUNDS)
@@ -163,10 +170,7 @@ _pending_events_queued = 0
 def request_started() -> None:
     """Count a request in ``scarfgw_http_requests_in_flight`` until :func:`request_finished`."""
     global _pending_in_flight
-    if MULTIPROCESS:
-        HTTP_IN_FLIGHT.inc()
-    else:
-        _pending_in_flight += 1
+    _pending_in_flight += 1
 
 
 def request_finished(status: int, method: bytes, kind: str, duration: float,
@@ -174,13 +178,6 @@ def request_finished(status: int, method: bytes, kind: str, duration: float,
     """Account one answered request (after :func:`request_started`): in flight, requests
     total by code/method/kind, duration histogram, response bytes."""
     global _pending_in_flight, _pending_duration_sum, _pending_response_bytes
-    if MULTIPROCESS:
-        HTTP_IN_FLIGHT.dec()
-        count_request(status, method, kind)
-        HTTP_REQUEST_DURATION.observe(duration)
-        if sent_bytes:
-            HTTP_RESPONSE_BYTES.inc(sent_bytes)
-        return
     _pending_in_flight -= 1
     key = (status, method, kind)
     child = _REQUEST_CHILDREN.get(key) or _request_child(key)
@@ -194,14 +191,16 @@ def request_finished(status: int, method: bytes, kind: str, duration: float,
 def event_queued() -> None:
     """Add one to ``scarfgw_events_queued_total``."""
     global _pending_events_queued
-    if MULTIPROCESS:
-        EVENTS_QUEUED.inc()
-    else:
-        _pending_events_queued += 1
+    _pending_events_queued += 1
 
 
-def _flush() -> None:
-    """Add the pending updates to the metrics (done before every read of the registry)."""
+def flush() -> None:
+    """Add the pending updates to the metrics.
+
+    A single process does this before every read of the registry. With workers each process
+    must call it every :data:`FLUSH_INTERVAL_SECONDS` and before it exits (the service
+    does), because another process reads the values from their files.
+    """
     global _pending_in_flight, _pending_duration_sum, _pending_response_bytes
     global _pending_events_queued
     if _pending_requests:
@@ -226,6 +225,8 @@ def _flush() -> None:
     if _pending_events_queued:
         EVENTS_QUEUED.inc(_pending_events_queued)
         _pending_events_queued = 0
+    if MULTIPROCESS and _depth_source is not None:
+        EVENTS_QUEUE_DEPTH.set(_depth_source())
 
 
 class CertificateExpiry(Collector):

@@ -59,6 +59,8 @@ class GatewayService(MultiService):
         self.stopping = False
         self.ports: dict[str, IListeningPort] = {}
         self.gateway_factories: list[GatewayFactory] = []
+        self._metrics_flush = task.LoopingCall(metrics.flush)
+        self._metrics_flush.clock = reactor
         self.writer = EventWriter(
             reactor,
             build_sinks(config.events.sinks, reactor),
@@ -97,8 +99,14 @@ class GatewayService(MultiService):
         self._bind()
 
     def startService(self) -> None:
-        """Start the writer, bind the listeners (unless done already), then report ready."""
+        """Start the writer, bind the listeners (unless done already), then report ready.
+
+        With workers, this process's metrics are written to the shared files every
+        ``metrics.FLUSH_INTERVAL_SECONDS``.
+        """
         super().startService()
+        if metrics.MULTIPROCESS:
+            self._metrics_flush.start(metrics.FLUSH_INTERVAL_SECONDS, now=False)
         self._bind().addCallbacks(self._bound, self._bind_failed)
         if hasattr(self.reactor, "callWhenRunning"):
             self.reactor.callWhenRunning(self._install_signal_handlers)
@@ -269,6 +277,9 @@ class GatewayService(MultiService):
             for sock in sockets:
                 sock.close()
         yield super().stopService()
+        if self._metrics_flush.running:
+            self._metrics_flush.stop()
+        metrics.flush()
         yield self.proxy.close()
         if self.geoip is not None:
             self.geoip.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,9 @@ class Options(usage.Options):
         except ConfigError as exc:
             raise usage.UsageError(f"invalid config: {exc}") from None
         if self.loaded.workers > 1 and METRICS_DIR_VARIABLE not in os.environ:
-            os.environ[METRICS_DIR_VARIABLE] = tempfile.mkdtemp(prefix="scarfgw-metrics-")
+            folder = tempfile.mkdtemp(prefix="scarfgw-metrics-")
+            os.environ[METRICS_DIR_VARIABLE] = folder
+            atexit.register(shutil.rmtree, folder, True)
 
 
 def makeService(options: Options, reactor: Any = None) -> GatewayService:

@@ -36,10 +36,8 @@ from twisted.python.failure import Failure
 from scarfgw.analytics.sinks import DelayedCall, Scheduler, Sink
 from scarfgw.metrics import (
     EVENTS_DROPPED,
-    EVENTS_QUEUE_DEPTH,
     EVENTS_SPOOLED,
     EVENTS_WRITTEN,
-    MULTIPROCESS,
     event_queued,
     watch_queue_depth,
 )
@@ -339,7 +337,6 @@ class _Lane:
                            sink=self.sink.name, error=error)
         self.batch = None
         self.failures = 0
-        self.writer.update_depth()
         self.pump()
 
     def _failed(self, failure: Failure) -> None:
@@ -464,8 +461,6 @@ class EventWriter(Service):
             event_queued()
             for lane in self._lanes:
                 lane.push(line)
-            if MULTIPROCESS:
-                self.update_depth()
             if self._timer is None and self.running:
                 self._timer = self.clock.callLater(self.flush_interval, self._flush_due)
         except Exception:
@@ -479,12 +474,6 @@ class EventWriter(Service):
     def depth(self) -> int:
         """The most events any sink holds only in memory (``scarfgw_events_queue_depth``)."""
         return max((lane.held for lane in self._lanes), default=0)
-
-    def update_depth(self) -> None:
-        """Write the queue-depth gauge after a change (multiprocess mode; a single process
-        reads :meth:`depth` at scrape time)."""
-        if MULTIPROCESS:
-            EVENTS_QUEUE_DEPTH.set(self.depth())
 
     def startService(self) -> None:
         """Start sending: spooled events from an earlier run first, then new ones."""
@@ -522,7 +511,6 @@ class EventWriter(Service):
     def _close_sinks(self, _: object, deadline: DelayedCall) -> Deferred[None]:
         if deadline.active():
             deadline.cancel()
-        self.update_depth()
         closing = DeferredList(
             [maybeDeferred(lane.sink.close) for lane in self._lanes], consumeErrors=True
         )

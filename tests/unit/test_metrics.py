@@ -118,8 +118,9 @@ def test_queue_depth_is_read_at_scrape_time() -> None:
     assert metrics.REGISTRY.get_sample_value("scarfgw_events_queue_depth") == 0
 
 
-def test_multiprocess_mode_writes_every_update_through(tmp_path: Path) -> None:
+def test_multiprocess_mode_writes_the_files_on_flush(tmp_path: Path) -> None:
     worker = textwrap.dedent("""
+        import sys
         from scarfgw import metrics
         assert metrics.MULTIPROCESS
         metrics.request_started()
@@ -127,10 +128,12 @@ def test_multiprocess_mode_writes_every_update_through(tmp_path: Path) -> None:
         metrics.request_finished(307, b"GET", "docker", 0.0004, 0)
         metrics.request_finished(200, b"GET", "file", 0.3, 1000)
         metrics.event_queued()
-        metrics.watch_queue_depth(lambda: 99)
-        metrics.EVENTS_QUEUE_DEPTH.set(4)
-        import sys
-        sys.stdout.write("done\\n")
+        metrics.watch_queue_depth(lambda: 4)
+        sys.stdout.write("updated\\n")
+        sys.stdout.flush()
+        sys.stdin.readline()
+        metrics.flush()
+        sys.stdout.write("flushed\\n")
         sys.stdout.flush()
         sys.stdin.read()
     """)
@@ -140,17 +143,20 @@ def test_multiprocess_mode_writes_every_update_through(tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-c", worker], env=env, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
     try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "done\n"
-        # The worker is alive and was never scraped: the files must hold everything already.
+        assert process.stdout is not None and process.stdin is not None
+        assert process.stdout.readline() == "updated\n"
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(tmp_path))
-
         def value(name: str, **labels: str) -> float | None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(tmp_path))
             return registry.get_sample_value(name, labels)
+
+        assert not value("scarfgw_http_request_duration_seconds_count")
+        process.stdin.write("flush\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == "flushed\n"
 
         assert value("scarfgw_http_requests_total", code="307", method="GET",
                      kind="docker") == 1
