@@ -300,6 +300,8 @@ class GatewayChannel(Protocol):
         self.last_activity = 0.0
         self.head_started: float | None = None
         self.direct = False
+        self.advancing = False
+        self.lost = False
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -442,16 +444,26 @@ class GatewayChannel(Protocol):
 
     def _next(self) -> None:
         """Start the next waiting request if none is being answered; pause reading while
-        requests wait."""
-        while self.current is None and self.waiting and self.transport is not None:
-            item = self.waiting.popleft()
-            if isinstance(item, _Refused):
-                self.waiting.clear()
-                self._answer_refused(item)
-                return
-            self.current = item
-            self.factory.handle(item)
-        if self.transport is None:
+        requests wait.
+
+        Requests answered at once are taken in this loop, not by recursion from
+        :meth:`request_done`, so any number of pipelined requests costs constant stack.
+        """
+        if self.advancing:
+            return
+        self.advancing = True
+        try:
+            while self.current is None and self.waiting and not self.lost:
+                item = self.waiting.popleft()
+                if isinstance(item, _Refused):
+                    self.waiting.clear()
+                    self._answer_refused(item)
+                    return
+                self.current = item
+                self.factory.handle(item)
+        finally:
+            self.advancing = False
+        if self.lost:
             return
         if self.waiting and not self.paused:
             self.paused = True
@@ -504,6 +516,7 @@ class GatewayChannel(Protocol):
         factory = self.factory
         factory.connections.dec()
         factory.channels.discard(self)
+        self.lost = True
         self.closing = True
         self.waiting.clear()
         current, self.current = self.current, None

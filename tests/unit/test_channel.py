@@ -225,3 +225,10 @@ def test_draining_closes_idle_connections_but_lets_a_request_finish() -> None:
     pending[0].respond(200)
     assert b"Connection: close" in busy_transport.value()
     assert busy_transport.disconnecting
+
+
+def test_thousands_of_pipelined_requests_in_one_read_are_all_answered() -> None:
+    channel, transport, _ = connect()
+    channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
+    assert len(responses(transport)) == 3000
+    assert not transport.disconnecting
