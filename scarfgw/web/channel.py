@@ -7,12 +7,18 @@ is written straight to the transport, head and body in one write when the whole 
 known. Limits answer clearly: header fields over :data:`MAX_FIELD_BYTES`, a header block over
 :data:`MAX_HEAD_BYTES` or :data:`MAX_HEADERS` fields get 431, a target over
 :data:`MAX_TARGET_BYTES` 414, a body over the configured limit 413 (at once, then the
-connection closes), anything unparsable 400. A connection idle, or slow to send a request
-head, for the factory's timeout is closed by one sweep per listener.
+connection closes), anything unparsable 400. One sweep per listener cuts connections that
+stayed idle, took longer than the factory's timeout to send a request, or did not read any
+of their pending response for that long.
 """
 
 from __future__ import annotations
 
+import fcntl
+import re
+import socket
+import struct
+import termios
 from collections import deque
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
@@ -33,8 +39,10 @@ MAX_FIELD_BYTES = 16 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 MAX_TARGET_BYTES = 16 * 1024
+PARSE_SLICE = 16 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PHRASE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
 class _StopReading(Exception):
@@ -54,8 +62,9 @@ _status_lines: dict[int, bytes] = {}
 
 
 def status_line(status: int, phrase: bytes | None = None) -> bytes:
-    """``HTTP/1.1 <status> <phrase>\\r\\n`` (the standard phrase unless one is given)."""
-    if phrase is not None:
+    """``HTTP/1.1 <status> <phrase>\\r\\n``: the given phrase if it is a valid reason phrase
+    (no CR, LF or other control bytes), else the standard one."""
+    if phrase is not None and _PHRASE.fullmatch(phrase):
         return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
     line = _status_lines.get(status)
     if line is None:
@@ -145,9 +154,8 @@ class GatewayRequest:
 
     def respond(self, status: int, headers: Iterable[tuple[bytes, bytes]] = (),
                 body: bytes = b"") -> None:
-        """Send a whole response: status, headers (Content-Length added unless given), body.
-
-        For HEAD, and for 204/304, no body bytes are sent.
+        """Send a whole response: status, headers (Content-Length added unless given, or the
+        status is 1xx, 204 or 304), body. For HEAD, and for 204/304, no body bytes are sent.
         """
         if self.disconnected or self.finished:
             return
@@ -157,7 +165,7 @@ class GatewayRequest:
             if len(name) == 14 and name.lower() == b"content-length":
                 has_length = True
             fields.append(_field(name, value))
-        if not has_length:
+        if not has_length and status >= 200 and status not in _NO_BODY_STATUSES:
             fields.append(b"Content-Length: %d\r\n" % len(body))
         if not (self.method == b"HEAD" or status in _NO_BODY_STATUSES):
             fields.append(b"\r\n")
@@ -194,7 +202,10 @@ class GatewayRequest:
     def _send_head(self, status: int, phrase: bytes | None, fields: list[bytes]) -> None:
         self.startedWriting = True
         channel = self.channel
-        closing = b"Connection: close\r\n" if channel.last_response(self) else b""
+        if channel.last_response(self):
+            closing = b"Connection: close\r\n"
+        else:
+            closing = b"Connection: keep-alive\r\n" if self.version == "1.0" else b""
         channel.send(b"".join([status_line(status, phrase), channel.factory.date.current(),
                                closing, *fields]))
 
@@ -273,6 +284,31 @@ class GatewayRequest:
             cast(ITCPTransport, transport).abortConnection()
 
 
+def _kernel_unsent(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue the peer has not acknowledged (Linux ``TIOCOUTQ``;
+    0 where that cannot be asked)."""
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, AttributeError, ValueError):
+        return 0
+    return int(struct.unpack("i", answer)[0])
+
+
+def _pending_output(transport: object) -> tuple[int, int, int] | None:
+    """Response bytes the client has not received yet, in Twisted's buffer and the kernel's
+    send queue, with what changes whenever some leave (buffer identity and offset); ``None``
+    when there are none or the transport does not say. Under TLS the TCP transport
+    underneath is asked."""
+    tcp_transport = transport if isinstance(transport, tcp.Connection) else getattr(
+        transport, "transport", None)
+    if not isinstance(tcp_transport, tcp.Connection):
+        return None
+    buffered: Any = tcp_transport
+    pending = (len(buffered.dataBuffer) - buffered.offset + buffered._tempDataLen
+               + _kernel_unsent(buffered.socket))
+    return (pending, id(buffered.dataBuffer), buffered.offset) if pending else None
+
+
 def _sends_directly(transport: object) -> bool:
     """True for a plain (not TLS) TCP transport with the buffers :meth:`GatewayChannel.send`
     looks at."""
@@ -295,13 +331,18 @@ class GatewayChannel(Protocol):
         self.closing = False
         self.current: GatewayRequest | None = None
         self.waiting: deque[GatewayRequest | _Refused] = deque()
+        self.unparsed = b""
         self.paused = False
         self.first_data = True
         self.last_activity = 0.0
-        self.head_started: float | None = None
+        self.receiving_since: float | None = None
+        self.continue_pending = False
         self.direct = False
         self.advancing = False
         self.lost = False
+        self._began_in_feed = False
+        self._output_key: tuple[int, int, int] | None = None
+        self._output_since = 0.0
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -341,7 +382,7 @@ class GatewayChannel(Protocol):
         transport.write(data)
 
     def dataReceived(self, data: bytes) -> None:
-        """Parse ``data``; answer complete requests in order."""
+        """Take ``data``; parse and answer as far as the requests ahead of it allow."""
         if self.first_data:
             self.first_data = False
             if data and data[0] == TLS_HANDSHAKE_RECORD and not self.factory.tls:
@@ -350,10 +391,17 @@ class GatewayChannel(Protocol):
         if self.closing:
             return
         self.last_activity = self.factory.clock.seconds()
+        self.unparsed = self.unparsed + data if self.unparsed else data
+        self._advance()
+
+    def _feed(self, chunk: bytes) -> None:
+        """Parse ``chunk``; complete requests join ``waiting``, problems a refusal."""
+        self._began_in_feed = False
         try:
-            self.parser.feed_data(data)
-            if self.head_started is not None:
-                self._head_bytes += len(data)
+            self.parser.feed_data(chunk)
+            if (self.receiving_since is not None and self._message is None
+                    and not self._began_in_feed):
+                self._head_bytes += len(chunk)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     raise _Refused(431, "request header fields too large")
         except _Refused as refused:
@@ -365,20 +413,30 @@ class GatewayChannel(Protocol):
             elif not isinstance(context, _StopReading):
                 raise
         except httptools.HttpParserUpgrade:
-            self.closing = True
+            self._upgraded()
         except httptools.HttpParserError as error:
             self._refuse(_Refused(400, f"bad request: {error}"))
-        self._next()
 
     def _refuse(self, refused: _Refused) -> None:
         self.closing = True
         self.waiting.append(refused)
 
+    def _upgraded(self) -> None:
+        """llhttp stops after a request asking for ``Upgrade``: answer it, then close. One
+        that also carries a body was handed over without it, so it is refused instead."""
+        self.closing = True
+        last = self.waiting[-1] if self.waiting else None
+        if isinstance(last, GatewayRequest) and any(
+            (name.lower() == b"content-length" and value.strip() not in (b"", b"0"))
+            or name.lower() == b"transfer-encoding" for name, value in last.header_pairs
+        ):
+            self.waiting[-1] = _Refused(400, "Upgrade with a request body is not supported")
+
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self.head_started = self.factory.clock.seconds()
-        self._head_bytes = 0
+        self.receiving_since = self.factory.clock.seconds()
+        self._began_in_feed = True
 
     def on_url(self, part: bytes) -> None:
         self._target_bytes += len(part)
@@ -387,6 +445,8 @@ class GatewayChannel(Protocol):
         self._target.append(part)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._message is not None:
+            return  # a trailer field of a chunked body: not part of the request head
         size = len(name) + len(value)
         if size > MAX_FIELD_BYTES:
             raise _Refused(431, "request header field too large")
@@ -398,7 +458,6 @@ class GatewayChannel(Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        self.head_started = None
         target = self._target[0] if len(self._target) == 1 else b"".join(self._target)
         request = GatewayRequest(self, parser.get_method(), target, self._fields,
                                  parser.get_http_version(), parser.should_keep_alive())
@@ -410,11 +469,9 @@ class GatewayChannel(Protocol):
             lowered = name.lower()
             if lowered == b"content-length" and value.isdigit() and int(value) > limit:
                 self._too_large(request)
-                return
             if lowered == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
-        if expects_continue and request.version == "1.1" and self.current is None:
-            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+        self.continue_pending = expects_continue and request.version == "1.1"
 
     def _too_large(self, request: GatewayRequest) -> None:
         """Hand the request over now, marked too large; read nothing more on this connection."""
@@ -422,6 +479,8 @@ class GatewayChannel(Protocol):
         request.keep_alive = False
         self.waiting.append(request)
         self._reset_message()
+        self.receiving_since = None
+        self.continue_pending = False
         self.closing = True
         raise _StopReading()
 
@@ -438,38 +497,57 @@ class GatewayChannel(Protocol):
         request = self._message
         if request is not None:
             self.waiting.append(request)
+        self.receiving_since = None
+        self.continue_pending = False
         self._reset_message()
 
     # answering
 
-    def _next(self) -> None:
-        """Start the next waiting request if none is being answered; pause reading while
-        requests wait.
+    def _advance(self) -> None:
+        """Answer waiting requests in order and parse more input while none waits; pause
+        reading while there is a backlog.
 
-        Requests answered at once are taken in this loop, not by recursion from
-        :meth:`request_done`, so any number of pipelined requests costs constant stack.
+        Input is parsed :data:`PARSE_SLICE` bytes at a time and only while no complete
+        request waits, so a burst of pipelined requests is held as bytes, not as request
+        objects. Requests answered at once are taken by this loop, not by recursion from
+        :meth:`request_done`, so their number costs no stack.
         """
         if self.advancing:
             return
         self.advancing = True
         try:
-            while self.current is None and self.waiting and not self.lost:
-                item = self.waiting.popleft()
-                if isinstance(item, _Refused):
-                    self.waiting.clear()
-                    self._answer_refused(item)
-                    return
-                self.current = item
-                self.factory.handle(item)
+            while not self.lost:
+                if self.current is None and self.waiting:
+                    item = self.waiting.popleft()
+                    if isinstance(item, _Refused):
+                        self.waiting.clear()
+                        self.unparsed = b""
+                        self._answer_refused(item)
+                        return
+                    self.current = item
+                    self.factory.handle(item)
+                elif not self.waiting and self.unparsed and not self.closing:
+                    chunk = self.unparsed[:PARSE_SLICE]
+                    self.unparsed = self.unparsed[PARSE_SLICE:]
+                    self._feed(chunk)
+                else:
+                    break
+            if (self.continue_pending and self.current is None and not self.waiting
+                    and not self.lost):
+                self.continue_pending = False
+                self.send(_CONTINUE)
         finally:
             self.advancing = False
         if self.lost:
             return
-        if self.waiting and not self.paused:
+        backlog = bool(self.waiting or self.unparsed) and not self.closing
+        if backlog and not self.paused:
             self.paused = True
             cast(IPushProducer, self.transport).pauseProducing()
-        elif not self.waiting and self.paused:
+        elif not backlog and self.paused:
             self.paused = False
+            if self.receiving_since is not None:
+                self.receiving_since = self.factory.clock.seconds()
             cast(IPushProducer, self.transport).resumeProducing()
 
     def _answer_refused(self, refused: _Refused) -> None:
@@ -493,8 +571,11 @@ class GatewayChannel(Protocol):
             if self.transport is not None:
                 self.transport.loseConnection()
             return
-        self.last_activity = self.factory.clock.seconds()
-        self._next()
+        now = self.factory.clock.seconds()
+        self.last_activity = now
+        if self.receiving_since is not None:
+            self.receiving_since = now  # the client may have waited for this answer
+        self._advance()
 
     def last_response(self, request: GatewayRequest) -> bool:
         """True when the connection closes after ``request``'s response."""
@@ -502,14 +583,25 @@ class GatewayChannel(Protocol):
 
     @property
     def idle(self) -> bool:
-        """True between requests: nothing being answered, waiting, or half received."""
-        return self.current is None and not self.waiting and self.head_started is None
+        """True between requests: nothing being answered, waiting, or partly received."""
+        return self.current is None and not self.waiting and self.receiving_since is None
 
     def stale(self, now: float, timeout: float) -> bool:
-        """True when idle (or sending a request head) for longer than ``timeout``."""
-        if self.head_started is not None and now - self.head_started > timeout:
-            return True
-        return self.current is None and now - self.last_activity > timeout
+        """True when the connection should be cut: output the client has not read from for
+        ``timeout``, a request it has been sending for longer than that while nothing was
+        answered, or no request for that long."""
+        output = _pending_output(self.transport)
+        if output is not None:
+            if output != self._output_key:
+                self._output_key, self._output_since = output, now
+                return False
+            return now - self._output_since > timeout
+        self._output_key = None
+        if self.current is not None or self.paused:
+            return False
+        if self.receiving_since is not None:
+            return now - self.receiving_since > timeout
+        return not self.waiting and now - self.last_activity > timeout
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Uncount the connection; tell a request still being answered."""

@@ -195,6 +195,8 @@ class Gateway:
             client_ip = client_address(peer, chain, trusted)
         else:
             chain, host_value, proto, client_ip = [], headers.get("host"), None, peer
+        if "host" in headers and len(headers.get_all("host")) > 1:
+            raise BadRequest("more than one Host header")
         # llhttp admits only visible ASCII in the target
         path, mark, query = request.uri.partition(b"?")
         if path[:1] != b"/":
@@ -203,6 +205,9 @@ class Gateway:
             authority_and_path = path.split(b"://", 1)[1]
             slash = authority_and_path.find(b"/")
             path = b"/" if slash == -1 else authority_and_path[slash:]
+            # RFC 9112 3.2.2: an absolute-form target's authority replaces Host
+            authority = authority_and_path[:slash if slash != -1 else None]
+            host_value = authority.rpartition(b"@")[2].decode("ascii")
         host = routing_host(host_value or "")
         if not host.isascii():
             raise BadRequest("Host must be ASCII (use the IDNA form)")

@@ -98,6 +98,12 @@ def test_malformed_requests_get_clear_answers(tmp_path: Path) -> Any:
     assert too_big_head.status == 431
     long_target = yield raw_request(port, "GET", "/" + "a" * 17000, [("Host", "cr.example.test")])
     assert long_target.status == 414
+    two_hosts = yield raw_request(port, "GET", MANIFEST, [("Host", "cr.example.test"),
+                                                          ("Host", "other.test")])
+    assert two_hosts.status == 400
+    absolute = yield raw_request(port, "GET", "http://cr.example.test" + MANIFEST,
+                                 [("Host", "other.test"), ("User-Agent", "docker/27.0")])
+    assert absolute.status == 307  # RFC 9112 3.2.2: the target's authority, not Host
     big_body = b'{"a": 1}' + b" " * 4096
     too_big = yield raw_request(port, "POST", "/events", [("Host", "t.example.test")], big_body)
     assert too_big.status == 413

@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from scarfgw.web.channel import GatewayChannel, GatewayFactory, GatewayRequest
+from scarfgw.web.channel import PARSE_SLICE, GatewayChannel, GatewayFactory, GatewayRequest
 
 Handler = Callable[[GatewayRequest], None]
 
@@ -231,4 +231,125 @@ def test_thousands_of_pipelined_requests_in_one_read_are_all_answered() -> None:
     channel, transport, _ = connect()
     channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
     assert len(responses(transport)) == 3000
+    assert not transport.disconnecting
+
+
+def test_a_pipelined_burst_is_held_as_bytes_while_a_request_is_answered() -> None:
+    pending: list[GatewayRequest] = []
+    channel, transport, _ = connect(pending.append)
+    burst = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" * 20_000  # 580 KB in one read
+    channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + burst)
+    assert len(channel.waiting) <= PARSE_SLICE // 20
+    assert len(channel.unparsed) > len(burst) - 2 * PARSE_SLICE
+    assert transport.producerState == "paused"
+    pending.pop(0).respond(200)
+    while pending:
+        pending.pop(0).respond(200)
+    assert len(responses(transport)) == 20_001
+    assert transport.producerState == "producing"
+
+
+def test_complete_requests_before_a_split_head_do_not_count_against_its_size() -> None:
+    channel, transport, _ = connect()
+    request = b"GET /x HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 200 + b"\r\n\r\n"
+    burst = request * (70_000 // len(request))
+    channel.dataReceived(burst + request[:20])
+    channel.dataReceived(request[20:])
+    assert len(responses(transport)) == len(burst) // len(request) + 1
+    assert b" 431 " not in transport.value()
+
+
+def test_a_request_head_waiting_behind_a_slow_answer_is_not_timed_out() -> None:
+    pending: list[GatewayRequest] = []
+    channel, transport, clock = connect(pending.append, timeout=8)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /c HTTP/1.1\r\n")
+    clock.advance(30)
+    assert not closed(transport)
+    pending[0].respond(200)
+    pending[1].respond(200)
+    clock.advance(4)
+    assert not closed(transport)
+    clock.advance(8)
+    assert closed(transport)
+
+
+def test_a_body_trickled_in_times_out_and_counts_as_busy_when_draining() -> None:
+    channel, transport, clock = connect(timeout=8)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n")
+    assert not channel.idle
+    for _ in range(6):
+        clock.advance(2)
+        channel.dataReceived(b"a")
+    assert closed(transport)
+
+
+def test_trailer_fields_of_a_chunked_body_are_not_request_headers() -> None:
+    handled: list[GatewayRequest] = []
+
+    def handle(request: GatewayRequest) -> None:
+        handled.append(request)
+        request.respond(200)
+
+    channel, _, _ = connect(handle)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"2\r\nab\r\n0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+    assert handled[0].body == b"ab"
+    assert [name for name, _ in handled[0].header_pairs] == [b"Host", b"Transfer-Encoding"]
+
+
+def test_100_continue_waits_for_the_answers_ahead_of_it() -> None:
+    pending: list[GatewayRequest] = []
+    channel, transport, _ = connect(pending.append)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\n"
+                         b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    assert b"100 Continue" not in transport.value()
+    pending[0].respond(200)
+    out = transport.value()
+    assert out.index(b"HTTP/1.1 200 OK") < out.index(b"HTTP/1.1 100 Continue")
+    channel.dataReceived(b"ok")
+    assert pending[1].body == b"ok"
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_content_length_is_invented_for_204_and_304(status: int) -> None:
+    channel, transport, _ = connect(lambda r: r.respond(status, [(b"ETag", b'"1"')]))
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"Content-Length" not in transport.value()
+    assert transport.value().endswith(b'ETag: "1"\r\n\r\n')
+
+
+def test_upgrade_requests_are_answered_then_closed_and_with_a_body_refused() -> None:
+    handled: list[GatewayRequest] = []
+
+    def handle(request: GatewayRequest) -> None:
+        handled.append(request)
+        request.respond(200)
+
+    channel, transport, _ = connect(handle)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+                         b"\r\n")
+    assert responses(transport) == [b"HTTP/1.1 200 OK"] and transport.disconnecting
+    channel, transport, _ = connect(handle)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+                         b"Content-Length: 4\r\n\r\nbody")
+    assert responses(transport) == [b"HTTP/1.1 400 Bad Request"]
+    assert len(handled) == 1
+
+
+def test_an_upstream_phrase_with_control_bytes_is_replaced() -> None:
+    def handle(request: GatewayRequest) -> None:
+        request.start(200, [(b"Content-Length", b"0")], b"OK\rSet-Cookie: x=1")
+        request.finish()
+
+    channel, transport, _ = connect(handle)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\nDate: ")
+    assert b"Set-Cookie" not in transport.value()
+
+
+def test_http10_keep_alive_is_confirmed_in_the_response() -> None:
+    channel, transport, _ = connect()
+    channel.dataReceived(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    assert b"Connection: keep-alive\r\n" in transport.value()
     assert not transport.disconnecting
