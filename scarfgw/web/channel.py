@@ -40,6 +40,8 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 MAX_TARGET_BYTES = 16 * 1024
 PARSE_SLICE = 16 * 1024
+SWEEP_MAX_INTERVAL = 5.0
+"""Seconds between timeout sweeps at most: a connection is cut at most this late."""
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PHRASE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
@@ -650,7 +652,7 @@ class GatewayFactory(Factory):
 
     def startFactory(self) -> None:
         """Start sweeping idle connections."""
-        self._sweep.start(max(self.timeout / 4, 0.05), now=False)
+        self._sweep.start(min(max(self.timeout / 4, 0.05), SWEEP_MAX_INTERVAL), now=False)
 
     def stopFactory(self) -> None:
         """Stop sweeping."""

@@ -353,3 +353,11 @@ def test_http10_keep_alive_is_confirmed_in_the_response() -> None:
     channel.dataReceived(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
     assert b"Connection: keep-alive\r\n" in transport.value()
     assert not transport.disconnecting
+
+
+def test_with_the_default_timeout_an_idle_connection_goes_within_five_seconds_of_it() -> None:
+    _, transport, clock = connect(timeout=60)
+    clock.pump([5] * 12)
+    assert not closed(transport)
+    clock.pump([5, 1])
+    assert closed(transport)
