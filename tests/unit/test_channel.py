@@ -29,6 +29,23 @@ def connect(handle: Handler = redirect, max_body: int = 64, timeout: float = 60.
     return channel, transport, clock
 
 
+def recorder(status: Callable[[GatewayRequest], int] = lambda request: 200
+             ) -> tuple[list[GatewayRequest], Handler]:
+    """A handler that keeps each request and answers it with ``status(request)``."""
+    handled: list[GatewayRequest] = []
+
+    def handle(request: GatewayRequest) -> None:
+        handled.append(request)
+        request.respond(status(request))
+
+    return handled, handle
+
+
+def too_large_or_ok(request: GatewayRequest) -> int:
+    """413 for a request whose body was over the limit, else 200."""
+    return 413 if request.body_too_large else 200
+
+
 def closed(transport: StringTransport) -> bool:
     """Whether the channel aborted the connection (read anew each time)."""
     return bool(transport.disconnected)
@@ -104,12 +121,7 @@ def test_response_header_values_cannot_split_the_response() -> None:
 )
 def test_refused_requests_get_a_status_and_the_connection_closes(raw: bytes, status: bytes
                                                                   ) -> None:
-    handled: list[GatewayRequest] = []
-
-    def handle(request: GatewayRequest) -> None:
-        handled.append(request)
-        request.respond(413 if request.body_too_large else 200)
-
+    handled, handle = recorder(too_large_or_ok)
     channel, transport, _ = connect(handle)
     channel.dataReceived(raw + b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
     assert responses(transport)[0].split(b" ")[1] == status
@@ -128,18 +140,13 @@ def test_a_head_trickled_in_cannot_grow_past_the_limit() -> None:
 
 
 def test_expect_continue_is_answered_unless_the_body_is_too_large() -> None:
-    bodies: list[bytes] = []
-
-    def handle(request: GatewayRequest) -> None:
-        bodies.append(request.body)
-        request.respond(413 if request.body_too_large else 200)
-
+    handled, handle = recorder(too_large_or_ok)
     channel, transport, _ = connect(handle)
     channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                          b"Content-Length: 4\r\n\r\n")
     assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
     channel.dataReceived(b"data")
-    assert bodies == [b"data"]
+    assert [request.body for request in handled] == [b"data"]
     channel, transport, _ = connect(handle)
     channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                          b"Content-Length: 1000\r\n\r\n")
@@ -149,16 +156,11 @@ def test_expect_continue_is_answered_unless_the_body_is_too_large() -> None:
 
 
 def test_a_chunked_body_over_the_limit_is_cut_short() -> None:
-    statuses: list[bool] = []
-
-    def handle(request: GatewayRequest) -> None:
-        statuses.append(request.body_too_large)
-        request.respond(413)
-
+    handled, handle = recorder(too_large_or_ok)
     channel, transport, _ = connect(handle, max_body=10)
     channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                          b"8\r\n12345678\r\n8\r\n12345678\r\n")
-    assert statuses == [True]
+    assert [request.body_too_large for request in handled] == [True]
     assert transport.disconnecting
 
 
@@ -285,12 +287,7 @@ def test_a_body_trickled_in_times_out_and_counts_as_busy_when_draining() -> None
 
 
 def test_trailer_fields_of_a_chunked_body_are_not_request_headers() -> None:
-    handled: list[GatewayRequest] = []
-
-    def handle(request: GatewayRequest) -> None:
-        handled.append(request)
-        request.respond(200)
-
+    handled, handle = recorder()
     channel, _, _ = connect(handle)
     channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                          b"2\r\nab\r\n0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
@@ -320,12 +317,7 @@ def test_no_content_length_is_invented_for_204_and_304(status: int) -> None:
 
 
 def test_upgrade_requests_are_answered_then_closed_and_with_a_body_refused() -> None:
-    handled: list[GatewayRequest] = []
-
-    def handle(request: GatewayRequest) -> None:
-        handled.append(request)
-        request.respond(200)
-
+    handled, handle = recorder()
     channel, transport, _ = connect(handle)
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
                          b"\r\n")
