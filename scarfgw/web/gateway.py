@@ -188,15 +188,17 @@ class Gateway:
         headers = Headers.from_pairs(request.header_pairs)
         peer = request.client_host
         trusted = self.trusted
+        hosts = headers.get_all("host")
+        if len(hosts) > 1:
+            raise BadRequest("more than one Host header")
+        host_value = hosts[0] if hosts else None
         if peer in trusted:
             chain = forwarded_chain(headers.get_all("x-forwarded-for"))
-            host_value = headers.get("x-forwarded-host") or headers.get("host")
+            host_value = headers.get("x-forwarded-host") or host_value
             proto = headers.get("x-forwarded-proto")
             client_ip = client_address(peer, chain, trusted)
         else:
-            chain, host_value, proto, client_ip = [], headers.get("host"), None, peer
-        if "host" in headers and len(headers.get_all("host")) > 1:
-            raise BadRequest("more than one Host header")
+            chain, proto, client_ip = [], None, peer
         # llhttp admits only visible ASCII in the target
         path, mark, query = request.uri.partition(b"?")
         if path[:1] != b"/":
