@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from scarfgw.service import GatewayService
 
 
-
 class Options(usage.Options):
     """Options of ``twistd scarfgw``."""
 
@@ -48,13 +47,16 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
 
     The service module (and with it prometheus-client) is imported only now: with several
     workers the metrics must live in a directory shared by the processes, which
-    prometheus-client reads from the environment when it is first imported.
+    prometheus-client reads from the environment when it is first imported. The C
+    allocator is tuned for the proxy's buffers here too (:mod:`scarfgw.allocator`).
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    from scarfgw.allocator import tune_allocator
     from scarfgw.service import GatewayService
 
+    tune_allocator()
     return GatewayService(options.loaded, reactor, options["config"],
                           spawn_workers=options.loaded.workers)

@@ -32,7 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from twisted.internet import reactor
 
+    from scarfgw.allocator import tune_allocator
     from scarfgw.service import GatewayService
+
+    tune_allocator()
 
     inherited: dict[str, SharedSocket] = dict(args.inherit)
     service = GatewayService(config, reactor, args.config, worker_index=args.index,
