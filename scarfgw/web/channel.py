@@ -78,11 +78,18 @@ def status_line(status: int, phrase: bytes | None = None) -> bytes:
     return line
 
 
-def _field(name: bytes, value: bytes) -> bytes:
-    """One header line; CR and LF in a value become spaces (no response splitting)."""
-    if b"\r" in value or b"\n" in value:
-        value = value.replace(b"\r", b" ").replace(b"\n", b" ")
-    return name + b": " + value + b"\r\n"
+def _head_fields(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], int | None]:
+    """Header lines, CR and LF in values made spaces (no response splitting), and the
+    Content-Length among them, if any."""
+    fields = []
+    length = None
+    for name, value in headers:
+        if b"\r" in value or b"\n" in value:
+            value = value.replace(b"\r", b" ").replace(b"\n", b" ")
+        elif len(name) == 14 and name.lower() == b"content-length" and value.strip().isdigit():
+            length = int(value)
+        fields.append(name + b": " + value + b"\r\n")
+    return fields, length
 
 
 class _DateHeader:
@@ -143,7 +150,7 @@ class GatewayRequest:
 
     @property
     def transport(self) -> Any:
-        """The connection's transport (``None`` once it is gone)."""
+        """The connection's transport."""
         return self.channel.transport
 
     def isSecure(self) -> bool:
@@ -161,22 +168,20 @@ class GatewayRequest:
         """
         if self.disconnected or self.finished:
             return
-        fields = []
-        has_length = False
-        for name, value in headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                has_length = True
-            fields.append(_field(name, value))
-        if not has_length and status >= 200 and status not in _NO_BODY_STATUSES:
+        fields, length = _head_fields(headers)
+        if length is None and status >= 200 and status not in _NO_BODY_STATUSES:
             fields.append(b"Content-Length: %d\r\n" % len(body))
+        fields.append(b"\r\n")
         if not (self.method == b"HEAD" or status in _NO_BODY_STATUSES):
-            fields.append(b"\r\n")
             fields.append(body)
             self.sentLength = len(body)
-        else:
-            fields.append(b"\r\n")
         self._send_head(status, None, fields)
         self._done()
+
+    def respond_text(self, status: int, message: str) -> None:
+        """Send a whole plain-text response: ``message`` and a newline."""
+        self.respond(status, [(b"Content-Type", b"text/plain; charset=utf-8")],
+                     message.encode() + b"\n")
 
     def start(self, status: int, headers: Iterable[tuple[bytes, bytes]],
               phrase: bytes | None = None) -> None:
@@ -185,11 +190,7 @@ class GatewayRequest:
         The body is framed by its Content-Length when one is given, else chunked (HTTP/1.1
         clients) or ended by closing the connection (HTTP/1.0).
         """
-        fields = []
-        for name, value in headers:
-            if name.lower() == b"content-length" and value.strip().isdigit():
-                self._length_left = int(value)
-            fields.append(_field(name, value))
+        fields, self._length_left = _head_fields(headers)
         if self.method == b"HEAD" or status in _NO_BODY_STATUSES or status < 200:
             self._length_left = 0
         elif self._length_left is None:
@@ -275,15 +276,11 @@ class GatewayRequest:
 
     def unregisterProducer(self) -> None:
         """Detach the producer registered by :meth:`registerProducer`."""
-        transport = self.transport
-        if transport is not None:
-            transport.unregisterProducer()
+        self.transport.unregisterProducer()
 
     def abort(self) -> None:
         """Cut the client off (a response cannot be completed)."""
-        transport = self.transport
-        if transport is not None:
-            cast(ITCPTransport, transport).abortConnection()
+        self.transport.abortConnection()
 
 
 def _kernel_unsent(sock: socket.socket) -> int:
@@ -296,6 +293,11 @@ def _kernel_unsent(sock: socket.socket) -> int:
     return int(struct.unpack("i", answer)[0])
 
 
+def _queued(connection: Any) -> int:
+    """Bytes a TCP transport holds in Twisted's buffers, not yet given to the kernel."""
+    return int(len(connection.dataBuffer) - connection.offset + connection._tempDataLen)
+
+
 def _pending_output(transport: object) -> tuple[int, int, int] | None:
     """Response bytes the client has not received yet, in Twisted's buffer and the kernel's
     send queue, with what changes whenever some leave (buffer identity and offset); ``None``
@@ -305,17 +307,15 @@ def _pending_output(transport: object) -> tuple[int, int, int] | None:
         transport, "transport", None)
     if not isinstance(tcp_transport, tcp.Connection):
         return None
-    buffered: Any = tcp_transport
-    pending = (len(buffered.dataBuffer) - buffered.offset + buffered._tempDataLen
-               + _kernel_unsent(buffered.socket))
-    return (pending, id(buffered.dataBuffer), buffered.offset) if pending else None
+    pending = _queued(tcp_transport) + _kernel_unsent(tcp_transport.socket)
+    return (pending, id(tcp_transport.dataBuffer), tcp_transport.offset) if pending else None
 
 
 def _sends_directly(transport: object) -> bool:
     """True for a plain (not TLS) TCP transport with the buffers :meth:`GatewayChannel.send`
     looks at."""
     return (isinstance(transport, tcp.Connection) and not transport.TLS
-            and hasattr(transport, "_tempDataLen") and hasattr(transport, "dataBuffer"))
+            and hasattr(transport, "_tempDataLen"))
 
 
 class GatewayChannel(Protocol):
@@ -374,8 +374,8 @@ class GatewayChannel(Protocol):
         ``write`` so the order and Twisted's flow control stay as they are.
         """
         transport: Any = self.transport
-        if (self.direct and not transport.dataBuffer and not transport._tempDataLen
-                and transport.connected and not transport.disconnecting):
+        if (self.direct and transport.connected and not transport.disconnecting
+                and not _queued(transport)):
             sent = transport.writeSomeData(data)
             if isinstance(sent, int):
                 if sent == len(data):
@@ -553,14 +553,10 @@ class GatewayChannel(Protocol):
             cast(IPushProducer, self.transport).resumeProducing()
 
     def _answer_refused(self, refused: _Refused) -> None:
-        body = refused.message.encode() + b"\n"
-        factory = self.factory
-        self.send(b"".join([
-            status_line(refused.status), factory.date.current(), b"Connection: close\r\n",
-            b"Content-Type: text/plain; charset=utf-8\r\n",
-            b"Content-Length: %d\r\n\r\n" % len(body), body]))
+        """Answer a refusal as the connection's last response (it then closes)."""
+        self.current = GatewayRequest(self, b"", b"", [], "1.1", keep_alive=False)
+        self.current.respond_text(refused.status, refused.message)
         metrics.count_request(refused.status, b"OTHER", "none")
-        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def request_done(self, request: GatewayRequest) -> None:
         """``request``'s response is complete: close, or go on with the next request."""
@@ -570,8 +566,7 @@ class GatewayChannel(Protocol):
         if self.last_response(request):
             self.closing = True
             self.waiting.clear()
-            if self.transport is not None:
-                self.transport.loseConnection()
+            self.transport.loseConnection()  # type: ignore[union-attr]
             return
         now = self.factory.clock.seconds()
         self.last_activity = now
@@ -614,7 +609,7 @@ class GatewayChannel(Protocol):
         self.closing = True
         self.waiting.clear()
         current, self.current = self.current, None
-        if current is not None and not current.finished:
+        if current is not None:
             current.connection_lost(reason)
 
 
@@ -667,9 +662,7 @@ class GatewayFactory(Factory):
             channel.transport.loseConnection()  # type: ignore[union-attr]
 
     def close_stale(self) -> None:
-        """Close connections idle, or slow with a request head, for longer than the timeout."""
+        """Cut the connections :meth:`GatewayChannel.stale` gives up on."""
         now = self.clock.seconds()
         for channel in [c for c in self.channels if c.stale(now, self.timeout)]:
-            transport = channel.transport
-            if transport is not None:
-                cast(ITCPTransport, transport).abortConnection()
+            cast(ITCPTransport, channel.transport).abortConnection()

@@ -7,59 +7,24 @@ reload) does. Events are handed to the writer after the response has finished.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 from twisted.logger import Logger
 
 from scarfgw import metrics
 from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
 from scarfgw.analytics.geoip import GeoIP
+from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect
 from scarfgw.rules.request import Headers, RequestView, routing_host
+from scarfgw.tls.manager import TLSService
 from scarfgw.web.accesslog import AccessLog
 from scarfgw.web.channel import GatewayRequest
 from scarfgw.web.clientinfo import TrustedProxies, client_address, forwarded_chain
-from scarfgw.web.proxy import CLIENT_CLOSED
+from scarfgw.web.proxy import CLIENT_CLOSED, StreamingProxy
 
 log = Logger()
-
-
-class EventSink(Protocol):
-    """Where finished requests' events go (the analytics writer)."""
-
-    def submit(self, event: dict) -> None:
-        """Accept one event without blocking."""
-
-
-class Forwarder(Protocol):
-    """Streams a proxied request to its backend (see :mod:`scarfgw.web.proxy`)."""
-
-    def forward(
-        self,
-        request: GatewayRequest,
-        view: RequestView,
-        decision: Proxy,
-        forwarded_for: Sequence[str],
-        public_origin: str,
-        done: Callable[[int], None],
-    ) -> None:
-        """Answer ``request`` from the backend; call ``done(status)`` once it has finished.
-
-        ``public_origin`` is ``scheme://host[:port]`` as the client addressed the gateway.
-        """
-
-
-class TLSFrontend(Protocol):
-    """What the shell needs from certificate management (see :mod:`scarfgw.tls.manager`)."""
-
-    def http01_response(self, token: str) -> bytes | None:
-        """The key authorization for an HTTP-01 challenge token, if one is pending."""
-
-    def has_certificate(self, domain: str) -> bool:
-        """True once ``domain`` has a certificate installed (plain HTTP then redirects)."""
-
 
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 _AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
@@ -107,8 +72,8 @@ class RequestContext:
 class Gateway:
     """Answers gateway requests according to the current config."""
 
-    def __init__(self, config: Config, events: EventSink, forwarder: Forwarder, clock: object,
-                 tls: TLSFrontend | None = None, https_port: int = 443,
+    def __init__(self, config: Config, events: EventWriter, forwarder: StreamingProxy,
+                 clock: object, tls: TLSService | None = None, https_port: int = 443,
                  geoip: GeoIP | None = None, access_log: AccessLog | None = None) -> None:
         self.enrich = geoip.lookup if geoip is not None else None
         self.access_log = access_log
@@ -290,6 +255,5 @@ class Gateway:
 
     def _respond_plain(self, request: GatewayRequest, status: int, message: str, started: float
                        ) -> None:
-        request.respond(status, [(b"Content-Type", b"text/plain; charset=utf-8")],
-                        message.encode() + b"\n")
+        request.respond_text(status, message)
         self._account(request, status, "none", started)
