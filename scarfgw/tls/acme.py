@@ -8,7 +8,6 @@ retried with the nonce they carry; every other problem is raised as :class:`Acme
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import json
 from collections.abc import Callable
@@ -80,11 +79,7 @@ def ari_cert_id(cert: x509.Certificate) -> str:
     """The RFC 9773 certificate identifier: base64url(AKI keyIdentifier).base64url(serial)."""
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     serial = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 8) // 8, "big")
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-    return f"{b64(aki.key_identifier or b'')}.{b64(serial)}"
+    return f"{b64encode(aki.key_identifier or b'').decode()}.{b64encode(serial).decode()}"
 
 
 class AcmeClient:
@@ -226,8 +221,9 @@ class AcmeClient:
         for authz_url in order.authorizations:
             await self._authorize(domain, authz_url, kind, responder)
         order = await self._poll(order_url, messages.Order.from_json, (messages.STATUS_PENDING,))
+        pem = key_pem(key)
         if order.status == messages.STATUS_READY:
-            csr = x509.load_pem_x509_csr(crypto_util.make_csr(key_pem(key), [domain]))
+            csr = x509.load_pem_x509_csr(crypto_util.make_csr(pem, [domain]))
             await self._post(order.finalize, messages.CertificateRequest(csr=csr).json_dumps()
                              .encode())
             order = await self._poll(order_url, messages.Order.from_json,
@@ -235,7 +231,7 @@ class AcmeClient:
         if order.status != messages.STATUS_VALID or not order.certificate:
             raise AcmeProblem(f"order {order_url} for {domain} ended {order.status}", order.error)
         _, chain = await self._post(order.certificate, b"", accept=PEM_CHAIN)
-        return load_keyed_chain(key_pem(key), chain)
+        return load_keyed_chain(pem, chain)
 
     async def renewal_window(self, cert: x509.Certificate) -> tuple[float, float, float | None]:
         """ARI: the CA's suggested window (start, end) and its Retry-After, in Unix seconds.
