@@ -66,13 +66,17 @@ class _Domain:
     ari_renew_at: float | None = None
     order_failures: int = 0
     verify_failures: int = 0
-    awaiting_verification: bool = False
     timer: IDelayedCall | None = None
     running: defer.Deferred[float] | None = None
 
     def next_renewal(self) -> float:
         """The CA's suggestion (ARI) when there is one, else the lifetime-based time."""
         return self.ari_renew_at if self.ari_renew_at is not None else self.renew_at
+
+    @property
+    def awaiting_verification(self) -> bool:
+        """True while the last ownership check failed (a reload re-checks at once)."""
+        return self.verify_failures > 0
 
 
 def _trust_root(ca_bundle: str) -> Any:
@@ -90,8 +94,7 @@ class TLSService(Service):
     """Owns the SNI contexts and keeps a valid certificate installed for every domain."""
 
     def __init__(self, reactor: Any, config: TLSConfig, domains: frozenset[str],
-                 clock: Any = None, treq_client: Any = None,
-                 timing: Timing | None = None, issuer: Issuer | None = None,
+                 clock: Any = None, timing: Timing | None = None, issuer: Issuer | None = None,
                  follower: bool = False) -> None:
         self.follower = follower
         self.reactor = reactor
@@ -107,7 +110,7 @@ class TLSService(Service):
         self._follow_loop: task.LoopingCall | None = None
         self._generation = b""
         self.verifier = self._verifier(reactor, config)
-        self._http = treq_client
+        self._http: HTTPClient | None = None
         self._pool: HTTPConnectionPool | None = None
         self._issuer = issuer
         self._http01: dict[str, bytes] = {}
@@ -122,7 +125,7 @@ class TLSService(Service):
             raise ValueError("tls.verification.secret is required with mode txt")
         return OwnershipCheck(reactor, verification.secret, verification.resolver)
 
-    # -- the shell's side (TLSFrontend) and the listener's ---------------------------------
+    # -- the gateway's side and the listener's ---------------------------------------------
 
     def http01_response(self, token: str) -> bytes | None:
         """The key authorization for a pending HTTP-01 token (ours, or published in storage
@@ -238,8 +241,6 @@ class TLSService(Service):
         if self.follower:
             self._load_stored(state)
             return
-        if state.timer is not None and state.timer.active():
-            state.timer.cancel()
         state.timer = None
         running = defer.Deferred.fromCoroutine(self._pass(state))
         state.running = running
@@ -343,7 +344,6 @@ class TLSService(Service):
             proved, result = False, "error"
             log.warn("{domain}: ownership lookup failed: {error}", domain=state.name, error=exc)
         metrics.DOMAIN_VERIFICATIONS.labels(result).inc()
-        state.awaiting_verification = not proved
         if proved:
             state.verify_failures = 0
             return True
