@@ -94,6 +94,11 @@ def verifications(result: str) -> float:
         "scarfgw_domain_verifications_total", {"result": result}) or 0.0
 
 
+def verified_get(pebble: Pebble, domain: str, path: str) -> Any:
+    """GET ``path`` over https with SNI ``domain``, verified against pebble's root (in a thread)."""
+    return threads.deferToThread(https_get, pebble.tls_port, domain, path, pebble.root_pem)
+
+
 @pytest_twisted.inlineCallbacks
 def wait_for(condition: Any, timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
@@ -121,8 +126,7 @@ def issue_and_check(tmp_path: Path, pebble: Pebble, fake_dns: FakeDNS, domain: s
         yield wait_for(lambda: gateway.service.tls.has_certificate(domain))
         print(f"{challenge}: certificate for {domain} in {time.monotonic() - started:.3f} s")
         assert orders("success") == before + 1
-        answer = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/dl/a.tgz",
-                                             pebble.root_pem)
+        answer = yield verified_get(pebble, domain, "/dl/a.tgz")
         check_pebble_certificate(answer.leaf, pebble, domain)
         assert answer.alpn == "http/1.1"
         assert answer.status == 307
@@ -167,8 +171,7 @@ def test_unverified_domain_gets_no_order_until_its_record_appears(tmp_path, pebb
         assert plain.status == 307
         publish_ownership(fake_dns, domain)
         yield wait_for(lambda: gateway.service.tls.has_certificate(domain))
-        answer = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/dl/a.tgz",
-                                             pebble.root_pem)
+        answer = yield verified_get(pebble, domain, "/dl/a.tgz")
         check_pebble_certificate(answer.leaf, pebble, domain)
     finally:
         yield gateway.stop()
@@ -182,16 +185,14 @@ def test_restart_reuses_the_stored_certificate(tmp_path, pebble, fake_dns):
     first = yield start_gateway(tmp_path, config)
     try:
         yield wait_for(lambda: first.service.tls.has_certificate(domain))
-        served = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/x",
-                                             pebble.root_pem)
+        served = yield verified_get(pebble, domain, "/x")
     finally:
         yield first.stop()
     before = orders("success") + orders("failure")
     second = yield start_gateway(tmp_path, config)
     try:
         assert second.service.tls.has_certificate(domain)
-        again = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/x",
-                                            pebble.root_pem)
+        again = yield verified_get(pebble, domain, "/x")
         assert again.leaf.serial_number == served.leaf.serial_number
         yield deferLater(0.5)
         assert orders("success") + orders("failure") == before
@@ -215,8 +216,7 @@ def test_renewal_replaces_a_near_expiry_certificate_without_dropping_connections
         old = yield threads.deferToThread(client.get, "/a")
         assert old.leaf.serial_number == forced.leaf.serial_number
         yield wait_for(lambda: gateway.service.tls.store.load(domain).leaf != forced.leaf)
-        renewed = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/b",
-                                              pebble.root_pem)
+        renewed = yield verified_get(pebble, domain, "/b")
         check_pebble_certificate(renewed.leaf, pebble, domain)
         assert renewed.leaf.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
         still = yield threads.deferToThread(client.get, "/c")
@@ -271,8 +271,7 @@ def test_two_instances_sharing_storage_order_a_domain_once(tmp_path, pebble, fak
             service.startService()
         yield wait_for(lambda: all(service.has_certificate(domain) for service in services))
         assert orders("success") + orders("failure") == before + 1
-        answer = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/",
-                                             pebble.root_pem)
+        answer = yield verified_get(pebble, domain, "/")
         check_pebble_certificate(answer.leaf, pebble, domain)
         assert answer.status == 200
     finally:
@@ -300,8 +299,7 @@ def test_workers_answer_validations_and_serve_the_certificate(tmp_path, pebble, 
         while True:
             assert process.poll() is None, log.read_text()
             try:
-                answer = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/a",
-                                                     pebble.root_pem)
+                answer = yield verified_get(pebble, domain, "/a")
                 break
             except OSError:
                 assert time.monotonic() < deadline, log.read_text()
@@ -310,8 +308,7 @@ def test_workers_answer_validations_and_serve_the_certificate(tmp_path, pebble, 
         yield deferLater(2.5)  # a worker reloads stored certificates within follow_interval
         answers = []
         for _ in range(12):
-            answer = yield threads.deferToThread(https_get, pebble.tls_port, domain, "/dl/x",
-                                                 pebble.root_pem)
+            answer = yield verified_get(pebble, domain, "/dl/x")
             answers.append(answer)
         assert {a.leaf.serial_number for a in answers} == {answers[0].leaf.serial_number}
         assert all(a.status == 307 for a in answers)

@@ -55,10 +55,10 @@ class FakeVerifier:
         return domain in self.proved
 
 
-def make(tmp_path, domains, clock, issuer, timing=TIMING) -> TLSService:
+def make(tmp_path, domains, clock, issuer, timing=TIMING, follower=False) -> TLSService:
     config = TLSConfig(storage=str(tmp_path), verification=VerificationConfig(mode="none"))
     return TLSService(clock, config, frozenset(domains), clock=clock, timing=timing,
-                      issuer=issuer)
+                      issuer=issuer, follower=follower)
 
 
 def advance(clock: Clock, seconds: float, step: float = 600.0) -> None:
@@ -235,9 +235,7 @@ def test_challenges_are_published_and_withdrawn(tmp_path):
 def test_a_follower_orders_nothing_and_serves_what_the_primary_stores(tmp_path):
     clock = Clock()
     issuer = FakeIssuer(clock, 90 * DAY)
-    config = TLSConfig(storage=str(tmp_path), verification=VerificationConfig(mode="none"))
-    follower = TLSService(clock, config, frozenset({"a.test"}), clock=clock, timing=TIMING,
-                          issuer=issuer, follower=True)
+    follower = make(tmp_path, {"a.test"}, clock, issuer, follower=True)
     follower.startService()
     assert not follower.has_certificate("a.test") and issuer.calls == []
     primary = make(tmp_path, {"a.test"}, clock, issuer)
