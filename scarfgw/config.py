@@ -227,7 +227,7 @@ def _endpoint(section: Fields, key: str, default: str | None) -> str | None:
     if key not in section.data:
         section.used.add(key)
         return default
-    value = section.nullable_string(key)
+    value = section.optional_string(key)
     if value is not None and ":" not in value:
         raise section.error(
             key, f"expected a Twisted endpoint string like 'tcp:8080', got {value!r}"

@@ -55,3 +55,19 @@ class Rule(Protocol):
     def match(self, request: RequestView) -> Decision | None:
         """A decision, or ``None`` to let the next rule try."""
         ...
+
+
+class ListOrderRule:
+    """Sorting and merging for rule kinds that keep their list order and never merge."""
+
+    __slots__ = ()
+
+    sort_descending = False
+
+    def sort_key(self) -> int:
+        """Constant: rules of this kind keep their list order."""
+        return 0
+
+    def merge(self, following: Rule) -> Rule | None:
+        """These rules never merge."""
+        return None

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scarfgw.rules.base import Rule
+from scarfgw.rules.base import ListOrderRule, Rule
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect, Respond
 from scarfgw.rules.fields import Fields
 from scarfgw.rules.imagepattern import ImagePattern
@@ -101,23 +101,19 @@ class RegistryBackend:
         return token_path(self.registry) if self.token_realm == "rewrite" else None
 
 
-class _DockerRule:
+class _DockerRule(ListOrderRule):
     """The matcher shared by both docker kinds; subclasses recognise image names.
+
+    Docker rules keep their list order (spec 3.3); only docker-v1 rules merge.
 
     Rules are slotted and not mutated after construction (docker-v1 only memoises matches).
     """
 
     __slots__ = ("backend", "domain")
 
-    sort_descending = False
-
     def __init__(self, domain: str, backend: RegistryBackend) -> None:
         self.domain = domain
         self.backend = backend
-
-    def sort_key(self) -> int:
-        """Constant: docker rules keep their list order (spec 3.3)."""
-        return 0
 
     def _recognise(self, image: tuple[str, ...]) -> _Match | None:
         raise NotImplementedError
@@ -237,10 +233,6 @@ class DockerV2Rule(_DockerRule):
 
     def _recognise(self, image: tuple[str, ...]) -> _Match | None:
         return self._found if self.pattern.matches(image) else None
-
-    def merge(self, following: Rule) -> Rule | None:
-        """docker-v2 rules never merge."""
-        return None
 
 
 def _parse_backend(fields: Fields) -> RegistryBackend:

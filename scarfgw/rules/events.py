@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hmac
 
-from scarfgw.rules.base import Rule
+from scarfgw.rules.base import ListOrderRule, Rule
 from scarfgw.rules.bodyjson import parse_json_objects, parse_single_json
 from scarfgw.rules.decision import Decision, Respond
 from scarfgw.rules.fields import Fields
@@ -26,23 +26,7 @@ _SCARF_JS_PATH = ("package-event", "install")
 _JSON_HEADERS = (("Content-Type", "application/json"),)
 
 
-class _ListOrderRule:
-    """Sorting and merging for rule kinds that keep their list order and never merge."""
-
-    __slots__ = ()
-
-    sort_descending = False
-
-    def sort_key(self) -> int:
-        """Constant: rules of this kind keep their list order."""
-        return 0
-
-    def merge(self, following: Rule) -> Rule | None:
-        """These rules never merge."""
-        return None
-
-
-class TelemetryRule(_ListOrderRule):
+class TelemetryRule(ListOrderRule):
     """telemetry-v1: ``POST`` JSON objects to a fixed path, optionally with a bearer token.
 
     ``tokens`` is ``None`` when anyone may post; an empty tuple rejects everybody. Tokens
@@ -93,7 +77,7 @@ class TelemetryRule(_ListOrderRule):
         return accepted
 
 
-class PixelRule(_ListOrderRule):
+class PixelRule(ListOrderRule):
     """The tracking pixel: ``GET /a.png[/...]`` answers a fixed image and records ``x-pxid``."""
 
     __slots__ = ("_headers", "content_type", "domain", "image")
@@ -138,7 +122,7 @@ def pixel_id(request: RequestView) -> str:
     return ""
 
 
-class ScarfJsRule(_ListOrderRule):
+class ScarfJsRule(ListOrderRule):
     """The npm install-event endpoint ``/package-event/install[/<package>]``.
 
     The body is validated before the method (Oddity O17): invalid JSON is 422 whatever

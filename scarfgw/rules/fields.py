@@ -64,10 +64,6 @@ class Fields:
             raise self.error(key, f"expected a string or null, got {_describe(value)}")
         return value
 
-    def nullable_string(self, key: str) -> str | None:
-        """A string or null (missing is accepted as null, design stance on Oddity O21)."""
-        return self.optional_string(key)
-
     def boolean(self, key: str, default: bool) -> bool:
         """A boolean that may be missing or null."""
         value = self._get(key, required=False)

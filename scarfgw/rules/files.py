@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scarfgw.rules.base import Rule
+from scarfgw.rules.base import ListOrderRule, Rule
 from scarfgw.rules.bodyjson import parse_json_objects
 from scarfgw.rules.decision import Capture, Decision, Redirect, Respond
 from scarfgw.rules.fields import Fields
@@ -57,7 +57,7 @@ def forward_query(target: str, request_query: Sequence[QueryEntry]) -> str:
     combined: dict[str, str | None] = {}
     for name, value in (*parse_query(parts.query or ""), *request_query):
         combined.setdefault(name, value)
-    return parts._replace(query=render_query(list(combined.items()))).render()
+    return parts._replace(query=render_query(combined.items())).render()
 
 
 def translate_pcre(pattern: str) -> str:
@@ -149,18 +149,16 @@ class FileV2Rule:
 
 
 @dataclass(slots=True)
-class CatchAllRule:
-    """A catch-all-v1 rule: redirect everything to another domain, or answer 200."""
+class CatchAllRule(ListOrderRule):
+    """A catch-all-v1 rule: redirect everything to another domain, or answer 200.
+
+    Catch-alls keep their list order.
+    """
 
     domain: str
     package_id: str
     target_domain: str | None
     rule_type: str = field(default="catch-all-v1", init=False)
-    sort_descending: bool = field(default=False, init=False)
-
-    def sort_key(self) -> Any:
-        """Constant: catch-alls keep their list order."""
-        return 0
 
     def merge(self, following: Rule) -> Rule | None:
         """Adjacent catch-alls collapse into ``following``: the list is in reverse manifest
@@ -237,7 +235,8 @@ def _template(fields: Fields, key: str) -> UriTemplate:
 
 
 def _outgoing(fields: Fields) -> UriTemplate | None:
-    if fields.nullable_string("outgoing-url") is None:
+    """The outgoing template; missing is accepted as null (design stance on Oddity O21)."""
+    if fields.optional_string("outgoing-url") is None:
         return None
     return _template(fields, "outgoing-url")
 

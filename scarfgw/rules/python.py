@@ -35,7 +35,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
-from scarfgw.rules.base import Rule
+from scarfgw.rules.base import ListOrderRule, Rule
 from scarfgw.rules.decision import Capture, Decision, Redirect, Respond
 from scarfgw.rules.fields import Fields
 from scarfgw.rules.request import RequestView
@@ -203,11 +203,13 @@ class Index:
         )
 
 
-class PythonIndex:
-    """The python-v1 rule: one declaration, or the merge of two adjacent python rules."""
+class PythonIndex(ListOrderRule):
+    """The python-v1 rule: one declaration, or the merge of two adjacent python rules.
+
+    Python rules keep their list order among themselves.
+    """
 
     rule_type = "python-v1"
-    sort_descending = False
     __slots__ = ("_index", "_source", "domain")
 
     def __init__(
@@ -216,10 +218,6 @@ class PythonIndex:
         self.domain = domain
         self._source = source
         self._index: Index | None = None
-
-    def sort_key(self) -> int:
-        """Python rules keep their list order among themselves."""
-        return 0
 
     def merge(self, following: Rule) -> Rule | None:
         """Spec 3.3: one index; on a collision ``self`` (earlier in the list) wins."""
@@ -270,8 +268,7 @@ class PythonIndex:
 
 
 def _canonical_redirect(url: str, request: RequestView) -> Redirect:
-    location = url if request.raw_query is None else f"{url}?{request.raw_query}"
-    return Redirect(location, KIND, status=301)
+    return Redirect(url + request.query_with_mark, KIND, status=301)
 
 
 _HTML_EXACT = frozenset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import quote, unquote_plus
 
 QueryEntry = tuple[str, str | None]
@@ -34,12 +35,13 @@ def parse_query(raw_query: str) -> list[QueryEntry]:
     return entries
 
 
-def query_escape(text: str) -> str:
-    """Percent-encode everything but ``A-Z a-z 0-9 - _ . ~`` (UTF-8, upper-case hex)."""
-    return text if _UNRESERVED_ONLY.fullmatch(text) else quote(text, safe="-_.~")
+def query_escape(text: str, safe: str = "") -> str:
+    """Percent-encode everything but ``A-Z a-z 0-9 - _ . ~`` and the characters of ``safe``
+    (UTF-8, upper-case hex); unreserved-only text is returned without calling ``quote``."""
+    return text if _UNRESERVED_ONLY.fullmatch(text) else quote(text, safe=safe)
 
 
-def render_query(entries: list[QueryEntry]) -> str:
+def render_query(entries: Iterable[QueryEntry]) -> str:
     """Render entries as ``name=value&name`` with :func:`query_escape` (no leading ``?``)."""
     return "&".join(
         query_escape(name) if value is None else f"{query_escape(name)}={query_escape(value)}"

@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote
 
-from scarfgw.rules.query import QueryEntry, parse_query
+from scarfgw.rules.query import QueryEntry, parse_query, query_escape
 
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _RESERVED_TEXT = ":/?#[]@!$&'()*+,;="
@@ -47,8 +47,6 @@ _UCS_RANGES = (
 )
 """RFC 6570 ``ucschar`` and ``iprivate``: the non-ASCII characters allowed in literals."""
 
-_UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9._~-]*")
-"""Values ``quote`` leaves unchanged whatever its ``safe`` set (checked first: cheaper)."""
 _VARSPEC = re.compile(
     r"(?P<name>(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2})+(?:\.(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2})+)*)"
     r"(?:(?P<explode>\*)|:(?P<prefix>[1-9][0-9]{0,3}))?"
@@ -349,8 +347,7 @@ def _expand_expression(expression: Expression, values: Mapping[str, str]) -> str
             return None
         if spec.prefix is not None:
             value = value[: spec.prefix]
-        encoded = (value if _UNRESERVED_ONLY.fullmatch(value)
-                   else quote(value, safe=operator.safe))
+        encoded = query_escape(value, operator.safe)
         if not operator.named:
             items.append(encoded)
         elif encoded or operator.equals_when_empty:
