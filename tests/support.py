@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -58,6 +59,19 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def wait_ready(admin: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll the admin ``/readyz`` until it answers 200; fail if ``process`` exits or 15 s pass."""
+    for _ in range(300):
+        assert process.poll() is None, log.read_text()
+        try:
+            if http_get(f"http://127.0.0.1:{admin}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("gateway never became ready:\n" + log.read_text())
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
@@ -79,10 +93,6 @@ class RawResponse:
             if key.lower() == name.lower():
                 return value
         return None
-
-    def header_all(self, name: str) -> list[str]:
-        """Every value of ``name``."""
-        return [value for key, value in self.headers if key.lower() == name.lower()]
 
 
 class _Collector(protocol.Protocol):
@@ -194,6 +204,12 @@ def gateway_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     return config
 
 
+def docker_rule(domain: str, registry: str) -> dict[str, Any]:
+    """A docker-v1 rule for library/hello on ``domain``, whose registry is ``registry``."""
+    return {"type": "docker-v1", "domain": domain, "repository-name": "library/hello",
+            "registry": registry, "package-id": "p1"}
+
+
 def loopback_listeners(http: int, admin: int) -> dict[str, str]:
     """A ``listen`` section on fixed loopback ports (for twistd subprocesses)."""
     return {"http": f"tcp:{http}:interface=127.0.0.1", "admin": f"tcp:{admin}:interface=127.0.0.1"}
@@ -244,6 +260,14 @@ class RecordedRequest:
     headers: list[tuple[str, str]]
 
 
+def record_request(request: server.Request) -> RecordedRequest:
+    """What ``request`` asked for: method, path, query (None without ``?``), raw headers."""
+    path, mark, query = request.uri.decode().partition("?")
+    pairs = [(name.decode(), value.decode())
+             for name, values in request.requestHeaders.getAllRawHeaders() for value in values]
+    return RecordedRequest(request.method.decode(), path, query if mark else None, pairs)
+
+
 class _FakeUpstream(resource.Resource):
     isLeaf = True
 
@@ -255,12 +279,7 @@ class _FakeUpstream(resource.Resource):
         self.received: list[RecordedRequest] = []
 
     def render(self, request: server.Request) -> bytes:
-        path, mark, query = request.uri.decode().partition("?")
-        pairs = [(name.decode(), value.decode())
-                 for name, values in request.requestHeaders.getAllRawHeaders()
-                 for value in values]
-        self.received.append(RecordedRequest(request.method.decode(), path,
-                                             query if mark else None, pairs))
+        self.received.append(record_request(request))
         request.setResponseCode(self.status)
         for name, value in self.headers.items():
             request.setHeader(name, value)

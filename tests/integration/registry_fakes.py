@@ -11,16 +11,9 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import resource, server
 
-from tests.support import RecordedRequest
+from tests.support import RecordedRequest, record_request
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
-
-
-def _record(request: server.Request) -> RecordedRequest:
-    path, mark, query = request.uri.decode().partition("?")
-    pairs = [(name.decode(), value.decode())
-             for name, values in request.requestHeaders.getAllRawHeaders() for value in values]
-    return RecordedRequest(request.method.decode(), path, query if mark else None, pairs)
 
 
 class _Scripted(resource.Resource):
@@ -32,7 +25,7 @@ class _Scripted(resource.Resource):
         self.received: list[RecordedRequest] = []
 
     def render(self, request: server.Request) -> bytes:
-        recorded = _record(request)
+        recorded = record_request(request)
         self.received.append(recorded)
         status, headers, body = self.answers.get(recorded.path, (404, [], b""))
         request.setResponseCode(status)

@@ -19,7 +19,14 @@ import pytest_twisted
 from twisted.internet import defer
 
 from scarfgw.metrics import REGISTRY
-from tests.support import deferLater, free_port, gateway_config, raw_request, start_gateway
+from tests.support import (
+    deferLater,
+    docker_rule,
+    free_port,
+    gateway_config,
+    raw_request,
+    start_gateway,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -138,8 +145,7 @@ def test_outage_in_the_middle_of_a_load_loses_and_duplicates_nothing(
         tmp_path: Path, clickhouse: ClickHouse) -> Any:
     insert = urllib.parse.quote("INSERT INTO scarfgw_events FORMAT JSONEachRow")
     sink = {"type": "http", "url": f"{clickhouse.url}?query={insert}&{SETTINGS}", "timeout": 2}
-    rule = {"type": "docker-v1", "domain": "cr.example.test", "repository-name": "library/hello",
-            "registry": "registry.example.test", "package-id": "p1"}
+    rule = docker_rule("cr.example.test", "registry.example.test")
     config = gateway_config(tmp_path, rules=[rule])
     config["events"].update(sinks=[sink], batch_size=100, queue_limit=500)
     gateway = yield start_gateway(tmp_path, config)

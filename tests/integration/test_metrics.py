@@ -13,6 +13,7 @@ from twisted.internet import defer
 
 from tests.support import (
     deferLater,
+    docker_rule,
     free_port,
     gateway_config,
     get,
@@ -27,11 +28,6 @@ Sample = tuple[str, frozenset[tuple[str, str]]]
 
 MANIFEST = "/v2/library/hello/manifests/latest"
 BODY = b"m" * 1000
-
-
-def _docker_rule(domain: str, registry: str) -> dict[str, Any]:
-    return {"type": "docker-v1", "domain": domain, "repository-name": "library/hello",
-            "registry": registry, "package-id": "p1"}
 
 
 @defer.inlineCallbacks
@@ -55,8 +51,8 @@ def test_metrics_count_the_requests_sent(tmp_path: Path) -> Any:
     upstream = yield start_fake_upstream(200, {"Content-Type": "application/json"}, BODY)
     config = gateway_config(
         tmp_path,
-        rules=[_docker_rule("cr.example.test", "registry.example.test"),
-               _docker_rule("down.example.test", "down.example.test")],
+        rules=[docker_rule("cr.example.test", "registry.example.test"),
+               docker_rule("down.example.test", "down.example.test")],
         proxy={"upstreams": {"registry.example.test": upstream.url,
                              "down.example.test": f"http://127.0.0.1:{free_port()}"}},
     )

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from tests.support import (
+    docker_rule,
     free_port,
     jsonl_events,
     loopback_listeners,
     start_twistd,
+    wait_ready,
     write_config,
 )
 
@@ -46,11 +48,6 @@ class _SlowUpstream(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
-
-
-def _docker_rule(domain: str, registry: str) -> dict[str, Any]:
-    return {"type": "docker-v1", "domain": domain, "repository-name": "library/hello",
-            "registry": registry, "package-id": "p1"}
 
 
 def _client(port: int, headers: dict[str, str], statuses: list[int], deadline: float) -> None:
@@ -91,8 +88,8 @@ def test_sigterm_during_load_loses_no_event(tmp_path: Path) -> None:
     http_port, admin_port = free_port(), free_port()
     config = {
         "listen": loopback_listeners(http_port, admin_port),
-        "rules": [_docker_rule("cr.example.test", "registry.example.test"),
-                  _docker_rule("slow.example.test", "slow.example.test")],
+        "rules": [docker_rule("cr.example.test", "registry.example.test"),
+                  docker_rule("slow.example.test", "slow.example.test")],
         "proxy": {"upstreams": {"slow.example.test": f"http://127.0.0.1:{upstream.server_port}"}},
         "shutdown_grace_period": 10,
         "events": jsonl_events(tmp_path, 0.2),
@@ -101,11 +98,7 @@ def test_sigterm_during_load_loses_no_event(tmp_path: Path) -> None:
     log = tmp_path / "twistd.log"
     process = start_twistd(config_path, log)
     try:
-        for _ in range(300):
-            if _readiness(admin_port) == 200:
-                break
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.05)
+        wait_ready(admin_port, process, log)
         deadline = time.monotonic() + 60
         pulls: list[list[int]] = [[] for _ in range(CLIENTS)]
         docker = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}

@@ -22,20 +22,9 @@ from tests.support import (
     loopback_listeners,
     start_twistd,
     twistd_env,
+    wait_ready,
     write_config,
 )
-
-
-def _wait_ready(admin: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        assert process.poll() is None, log.read_text()
-        try:
-            if http_get(f"http://127.0.0.1:{admin}/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("gateway never became ready:\n" + log.read_text())
 
 
 def _docker_rule(image: str) -> dict[str, Any]:
@@ -53,7 +42,7 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "twistd.log"
     process = start_twistd(config_path, log)
     try:
-        _wait_ready(admin, process, log)
+        wait_ready(admin, process, log)
         docker = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}
         status, headers, _ = http_get(f"http://127.0.0.1:{http}/v2/library/one/manifests/1", docker)
         assert status == 307
@@ -95,9 +84,8 @@ def test_twistd_refuses_bad_config(tmp_path: Path) -> None:
     )
     process = start_twistd(config_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = process.communicate(timeout=60)
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    assert result.returncode != 0
-    output = (result.stdout + result.stderr).decode()
+    assert process.returncode != 0
+    output = (stdout + stderr).decode()
     assert f"{config_path}: rules[0].incoming-path: required key is missing" in output
     assert "Traceback" not in output
 
@@ -135,7 +123,7 @@ def test_workers_share_sockets_reload_together_and_are_replaced(tmp_path: Path) 
     url = f"http://127.0.0.1:{http}/v2/library/two/manifests/1"
     answered = 0
     try:
-        _wait_ready(admin, process, log)
+        wait_ready(admin, process, log)
         for _ in range(100):
             if len(_worker_pids() - before) == 1:
                 break

@@ -124,8 +124,6 @@ def test_privacy_headers(dnt, gpc, suppressed):
 def test_format_time_matches_datetime_including_rounding_edges():
     from datetime import UTC, datetime
 
-    from scarfgw.analytics.event import format_time
-
     for moment in (1580900410.8039997, 1.9999999, 1.9999996, 0.0005, 1e9 + 0.9995, 1763805600.0,
                    1763805600.123, 1763805659.9999):
         expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")

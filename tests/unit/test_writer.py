@@ -19,11 +19,12 @@ from scarfgw.metrics import REGISTRY
 class FakeSink:
     """Records every attempt; fails while ``down`` or ``fail_times`` > 0; hangs if ``hang``."""
 
-    def __init__(self, clock: Clock, name: str = "fake", fail_times: int = 0) -> None:
+    def __init__(self, clock: Clock, name: str = "fake", fail_times: int = 0,
+                 down: bool = False) -> None:
         self.name = name
         self.clock = clock
         self.fail_times = fail_times
-        self.down = False
+        self.down = down
         self.hang = False
         self.attempts: list[float] = []
         self.batches: list[list[bytes]] = []
@@ -196,8 +197,7 @@ def test_sink_raising_synchronously_is_a_failure(tmp_path, clock):
 
 
 def test_spools_past_queue_limit_and_replays_in_order(tmp_path, clock):
-    sink = FakeSink(clock)
-    sink.down = True
+    sink = FakeSink(clock, down=True)
     writer = make_writer(tmp_path, [sink], clock)
     spooled = metric("scarfgw_events_spooled_total")
     submit_range(writer, 0, 30)
@@ -224,8 +224,7 @@ def test_spool_replayed_before_newer_events_while_they_keep_coming(tmp_path, clo
 
 
 def test_drops_counted_when_spool_is_full(tmp_path, clock):
-    sink = FakeSink(clock)
-    sink.down = True
+    sink = FakeSink(clock, down=True)
     line_bytes = len(serialise({"n": 10})) + 1
     writer = make_writer(tmp_path, [sink], clock, spool_max_bytes=12 * line_bytes)
     dropped = metric("scarfgw_events_dropped_total", reason="spool_full")
@@ -256,8 +255,7 @@ def test_stop_flushes_everything(tmp_path, clock):
 
 
 def test_stop_spools_at_once_when_sink_is_down(tmp_path, clock):
-    sink = FakeSink(clock)
-    sink.down = True
+    sink = FakeSink(clock, down=True)
     writer = make_writer(tmp_path, [sink], clock)
     submit_range(writer, 0, 5)
     clock.advance(1.0)
@@ -290,8 +288,7 @@ def test_events_submitted_after_stop_are_spooled(tmp_path, clock):
 
 
 def test_restart_replays_the_spool_first(tmp_path, clock):
-    down = FakeSink(clock)
-    down.down = True
+    down = FakeSink(clock, down=True)
     first = make_writer(tmp_path, [down], clock)
     submit_range(first, 0, 20)
     first.stopService()
@@ -307,8 +304,7 @@ def test_restart_replays_the_spool_first(tmp_path, clock):
 
 
 def test_restart_resumes_from_recorded_offset(tmp_path, clock):
-    down = FakeSink(clock)
-    down.down = True
+    down = FakeSink(clock, down=True)
     first = make_writer(tmp_path, [down], clock)
     submit_range(first, 0, 9)
     first.stopService()
@@ -441,11 +437,7 @@ def test_jsonl_sink_failure_is_reported(tmp_path):
     blocker.write_text("")
     sink = JsonlSink(blocker / "events.jsonl", reactor=InlineReactor())
     failures: list[Failure] = []
-
-    def record(failure: Failure) -> None:
-        failures.append(failure)
-
-    sink.write([b"{}"]).addErrback(record)
+    sink.write([b"{}"]).addErrback(failures.append)
     assert failures and failures[0].check(OSError)
 
 
