@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from run import REPO, free_port
+
 PATH = "/v2/library/big/blobs/sha256:" + "0" * 64
 NGINX_COMMON = """
 worker_processes 1;
@@ -47,13 +47,6 @@ server {{ listen 127.0.0.1:{port};
   location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
     proxy_buffering on; proxy_buffers 32 64k; proxy_buffer_size 64k;
     proxy_max_temp_file_size 0; }} }}"""
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -105,7 +98,7 @@ def scarfgw(folder: Path, port: int, origin: int, core: int) -> Iterator[int]:
         ["taskset", "-c", str(core), str(twistd), "--pidfile=", "-n",
          "--logfile", str(folder / "twistd.log"), "scarfgw", "--config",
          str(folder / "scarfgw.yaml")],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=folder)
+        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=folder)
     try:
         wait_for(f"http://127.0.0.1:{port}/", process)
         yield process.pid

@@ -201,10 +201,14 @@ class Server:
     proc: subprocess.Popen[bytes]
     tls_port: int | None = None  # the HTTPS listener, with --https
 
+    def pids(self) -> list[int]:
+        """The server's process and all its descendants (e.g. the gateway's workers)."""
+        return [self.proc.pid, *_descendants(self.proc.pid)]
+
     def rss_mib(self) -> float:
         """Resident memory of the server's process tree, in MiB."""
         total = 0
-        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+        for pid in self.pids():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
@@ -561,12 +565,17 @@ def run_wrk(url: str, script: Path, duration: float) -> Sample:
             "--timeout", "5s", "--latency", "-s", str(script), url]
     output = subprocess.run(argv, capture_output=True, text=True, check=True,
                             timeout=duration + 30).stdout
+    rps, errors = wrk_rps_errors(output)
+    return Sample(rps, _latency(output, "50"), _latency(output, "99"), errors)
+
+
+def wrk_rps_errors(output: str) -> tuple[float, int]:
+    """Requests/sec and the sum of the socket errors in wrk's ``output``."""
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     socket_errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
-    return Sample(float(rps.group(1)) if rps else 0.0, _latency(output, "50"),
-                  _latency(output, "99"), errors)
+    return float(rps.group(1)) if rps else 0.0, errors
 
 
 def median_sample(samples: list[Sample]) -> Sample:

@@ -29,23 +29,18 @@ from run import (
     CONNECTIONS,
     REPO,
     Server,
-    _descendants,
     check,
     lua_script,
     make_rows,
     request_headers,
     start_gateway,
     stop_children,
+    wrk_rps_errors,
 )
 
 CORES = "0,1"
 WORKER_COUNTS = (1, 2)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def tree_pids(server: Server) -> list[int]:
-    """The gateway's primary process and all its descendants (the workers)."""
-    return [server.proc.pid, *_descendants(server.proc.pid)]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -76,7 +71,7 @@ def connection_spread(server: Server) -> list[int]:
         if fields[1].endswith(port) and fields[3] == "01":  # local port, ESTABLISHED
             inodes.add(f"socket:[{fields[9]}]")
     spread: list[int] = []
-    for pid in tree_pids(server):
+    for pid in server.pids():
         count = 0
         try:
             for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -113,23 +108,20 @@ def measure(server: Server, script: Path, duration: float, threads: int) -> Run:
     argv = ["taskset", "-c", CORES, "wrk", f"-t{threads}", f"-c{CONNECTIONS}",
             f"-d{duration:g}s", "--timeout", "5s", "-s", str(script),
             f"http://127.0.0.1:{server.port}/"]
-    gateway_before = cpu_seconds(tree_pids(server))
+    gateway_before = cpu_seconds(server.pids())
     wrk_before = children_cpu_seconds()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     time.sleep(duration / 2)
     spread = connection_spread(server)
     output, _ = proc.communicate(timeout=duration + 30)
-    gateway_cpu = cpu_seconds(tree_pids(server)) - gateway_before
+    gateway_cpu = cpu_seconds(server.pids()) - gateway_before
     wrk_cpu = children_cpu_seconds() - wrk_before
     if proc.returncode != 0:
         raise SystemExit(f"wrk failed ({proc.returncode}):\n{output}")
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    rps, errors = wrk_rps_errors(output)
     requests = re.search(r"(\d+) requests in", output)
-    socket_errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
-    return Run(float(rps.group(1)) if rps else 0.0, int(requests.group(1)) if requests else 0,
-               errors, gateway_cpu, wrk_cpu, spread)
+    return Run(rps, int(requests.group(1)) if requests else 0, errors, gateway_cpu, wrk_cpu,
+               spread)
 
 
 def print_table(results: dict[int, list[Run]], duration: float) -> None:
