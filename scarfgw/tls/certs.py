@@ -6,11 +6,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from twisted.internet import ssl
 
 ACME_IDENTIFIER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 
@@ -70,6 +73,15 @@ def load_keyed_chain(key_data: bytes, chain_data: bytes) -> KeyedChain:
     if chain[0].public_key() != key.public_key():
         raise ValueError("certificate does not match its private key")
     return KeyedChain(key, chain)
+
+
+def trust_root(ca_bundle: str) -> Any:
+    """Trust in every certificate of the PEM bundle ``ca_bundle`` (Twisted's
+    ``Certificate.loadPEM`` would read only the first)."""
+    pems = x509.load_pem_x509_certificates(Path(ca_bundle).read_bytes())
+    return ssl.trustRootFromCertificates(
+        [ssl.Certificate.loadPEM(cert.public_bytes(serialization.Encoding.PEM)) for cert in pems]
+    )
 
 
 def self_signed(

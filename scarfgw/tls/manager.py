@@ -13,15 +13,13 @@ import random
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet import defer, ssl, task
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -30,7 +28,13 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from scarfgw import metrics
 from scarfgw.config import TLSConfig
 from scarfgw.tls.acme import AcmeClient, AcmeProblem, ChallengeResponder
-from scarfgw.tls.certs import KeyedChain, alpn_challenge_cert, new_key, self_signed
+from scarfgw.tls.certs import (
+    KeyedChain,
+    alpn_challenge_cert,
+    new_key,
+    self_signed,
+    trust_root,
+)
 from scarfgw.tls.schedule import Timing, ari_time, backoff, renewal_time
 from scarfgw.tls.sni import SNIServerOptions
 from scarfgw.tls.store import CertStore
@@ -77,13 +81,6 @@ class _Domain:
     def awaiting_verification(self) -> bool:
         """True while the last ownership check failed (a reload re-checks at once)."""
         return self.verify_failures > 0
-
-
-def _trust_root(ca_bundle: str) -> Any:
-    pems = x509.load_pem_x509_certificates(Path(ca_bundle).read_bytes())
-    return ssl.trustRootFromCertificates(
-        [ssl.Certificate.loadPEM(cert.public_bytes(serialization.Encoding.PEM)) for cert in pems]
-    )
 
 
 def _normalized(domains: Iterable[str]) -> frozenset[str]:
@@ -391,7 +388,7 @@ class TLSService(Service):
     def _treq(self) -> Any:
         if self._http is None:
             ca_bundle = self.config.acme.ca_bundle
-            policy = (BrowserLikePolicyForHTTPS(trustRoot=_trust_root(ca_bundle)) if ca_bundle
+            policy = (BrowserLikePolicyForHTTPS(trustRoot=trust_root(ca_bundle)) if ca_bundle
                       else BrowserLikePolicyForHTTPS())
             self._pool = HTTPConnectionPool(self.reactor)
             self._http = HTTPClient(Agent(self.reactor, contextFactory=policy, pool=self._pool))

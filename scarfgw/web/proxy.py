@@ -32,7 +32,6 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol
-from twisted.internet.ssl import Certificate
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -53,6 +52,7 @@ from scarfgw.config import ProxyConfig
 from scarfgw.rules.decision import Proxy
 from scarfgw.rules.docker import token_path
 from scarfgw.rules.request import RequestView
+from scarfgw.tls.certs import trust_root
 from scarfgw.web.channel import GatewayRequest
 from scarfgw.web.errors import registry_error
 
@@ -260,10 +260,7 @@ class StreamingProxy:
         self.upstreams = UpstreamMap(dict(config.upstreams))
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = config.max_connections_per_host
-        trust = None
-        if config.ca_bundle:
-            with open(config.ca_bundle, "rb") as handle:
-                trust = Certificate.loadPEM(handle.read())
+        trust = trust_root(config.ca_bundle) if config.ca_bundle else None
         endpoints = _Endpoints(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust),
                                config.connect_timeout)
         self.agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self.pool)

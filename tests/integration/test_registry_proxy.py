@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from twisted.internet import defer, protocol, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from scarfgw.rules.docker import token_path
+from scarfgw.tls.certs import self_signed
 from tests.integration.registry_fakes import (
     PausingClient,
     start_blob_upstream,
@@ -169,7 +171,10 @@ def test_skopeo_pulls_with_basic_credentials_from_a_tls_registry(
     tmp_path: Path, image: OCIImage, basic_registry: tuple[Registry, Path]
 ) -> Any:
     upstream, ca_path = basic_registry
-    gateway = yield start_proxy(tmp_path, upstream.url, ca_bundle=str(ca_path))
+    bundle = tmp_path / "bundle.pem"  # an unrelated CA first: every certificate is trusted
+    bundle.write_bytes(self_signed("other-ca.test", time.time(), 3600).chain_pem()
+                       + ca_path.read_bytes())
+    gateway = yield start_proxy(tmp_path, upstream.url, ca_bundle=str(bundle))
     source = f"docker://127.0.0.1:{gateway.port}/{IMAGE}:latest"
     creds = ("--src-creds", "testuser:testpass")
     try:
