@@ -48,6 +48,7 @@ class _Flushed(Collector):
 def _register(metric: Any) -> None:
     REGISTRY.register(_Flushed(metric))
 
+
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
