@@ -91,8 +91,8 @@ class JsonlSink:
     Each batch is one ``write`` on an ``O_APPEND`` descriptor, run in ``threadpool`` (default:
     the reactor's); with ``fsync`` every batch is synced before it counts as written. A write
     that fails half-way is cut back, so the file never holds a partial line; an exclusive
-``flock`` around each batch keeps that true when several workers append to one file. ``reopen`` only
-    raises a flag: the next write, in the thread, closes and reopens the file.
+    ``flock`` around each batch keeps that true when several workers append to one file.
+    ``reopen`` only raises a flag: the next write, in the thread, closes and reopens the file.
     """
 
     def __init__(
