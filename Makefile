@@ -2,17 +2,29 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= etc/scarfgw.yaml
+COMPILED_STAMP := build/.compiled
 
-.PHONY: run test venv bench
+.PHONY: run test venv bench pure
 
-$(VENV)/.installed: setup.cfg pyproject.toml $(shell find scarfgw twisted -name '*.py')
+# The venv holds the dependencies and an editable (pure) install of this checkout; the modules
+# listed in setup.py's COMPILED are then compiled with mypyc next to their sources, where
+# twistd, the tests and the benchmarks import them (`make pure` removes them again).
+$(VENV)/.installed: setup.py setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet ".[test]"
+	SCARFGW_PURE=1 $(PY) -m pip install --quiet --config-settings editable_mode=compat -e ".[test]"
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $@
 
-venv: $(VENV)/.installed
+$(COMPILED_STAMP): $(VENV)/.installed $(shell find scarfgw -name '*.py')
+	$(PY) setup.py --quiet build_ext --inplace
+	touch *__mypyc*.so $$(find scarfgw -name '*.so') $@
+
+venv: $(COMPILED_STAMP)
+
+pure:
+	find scarfgw -name '*.so' -delete
+	rm -f *__mypyc*.so $(COMPILED_STAMP)
 
 run: venv
 	mkdir -p var

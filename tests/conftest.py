@@ -6,6 +6,39 @@ from pathlib import Path
 
 import pytest
 
+PACKAGE = Path(__file__).resolve().parent.parent / "scarfgw"
+
+
+def _compiled_modules() -> list[tuple[Path, Path]]:
+    """``(source, extension)`` of each module compiled in place by mypyc (``make venv``)."""
+    pairs = []
+    for extension in sorted(PACKAGE.rglob("*.so")):
+        source = extension.with_name(extension.name.split(".", 1)[0] + ".py")
+        if source.exists():
+            pairs.append((source, extension))
+    return pairs
+
+
+def pytest_report_header() -> str:
+    """Say whether the run tests the compiled modules or pure Python."""
+    count = len(_compiled_modules())
+    return (f"scarfgw: {count} modules compiled with mypyc" if count
+            else "scarfgw: pure Python (no compiled modules)")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test compiled modules built before a compiled module's source last changed:
+    Python would import the stale extension, not the edited source."""
+    pairs = _compiled_modules()
+    if not pairs:
+        return
+    built = min(extension.stat().st_mtime for _, extension in pairs)
+    edited = [str(source.relative_to(PACKAGE.parent)) for source, _ in pairs
+              if source.stat().st_mtime > built]
+    if edited:
+        pytest.exit(f"compiled modules are older than {', '.join(edited)}: "
+                    "run `make venv` to rebuild them (or `make pure`)", returncode=2)
+
 
 @pytest.fixture
 def geoip_databases(tmp_path: Path) -> list[Path]:

@@ -138,6 +138,6 @@ def build_event(
     if _COMMON_KEYS.isdisjoint(capture):
         event.update(capture)
     else:
-        for key, value in capture.items():
-            event.setdefault(key, value)
+        for name, captured in capture.items():
+            event.setdefault(name, captured)
     return event

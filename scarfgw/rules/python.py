@@ -31,7 +31,6 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -113,10 +112,45 @@ def _capture(
     )
 
 
-class Project:
+class Pages:
+    """A page pair (PEP 503 HTML, PEP 691 JSON), each rendered on first use and kept.
+
+    Plain attributes rather than ``functools.cached_property``: compiled by mypyc, a
+    ``cached_property`` becomes a plain property and would render the page on every request.
+    """
+
+    def __init__(self) -> None:
+        self._html: Page | None = None
+        self._json: Page | None = None
+
+    @property
+    def html_page(self) -> Page:
+        """The HTML page (rendered once)."""
+        if self._html is None:
+            self._html = self.render_html()
+        return self._html
+
+    @property
+    def json_page(self) -> Page:
+        """The JSON page (rendered once)."""
+        if self._json is None:
+            self._json = self.render_json()
+        return self._json
+
+    def render_html(self) -> Page:
+        """Render the HTML page."""
+        raise NotImplementedError
+
+    def render_json(self) -> Page:
+        """Render the JSON page."""
+        raise NotImplementedError
+
+
+class Project(Pages):
     """A project of the index: display name, normalised name, package-id, files by name."""
 
     def __init__(self, name: str, package_id: str) -> None:
+        super().__init__()
         self.name = name
         self.normalised = normalise(name)
         self.package_id = package_id
@@ -127,8 +161,7 @@ class Project:
         """The index URL of one of the project's files (no fragment)."""
         return self.url + _path_piece(file.filename)
 
-    @cached_property
-    def html_page(self) -> Page:
+    def render_html(self) -> Page:
         """The PEP 503 project page; ETag over its backend URLs and bytes (spec 4.4)."""
         lines = [f"<!DOCTYPE html><html><body><h1>{html.escape(self.name)}</h1>\n"]
         for file in self.files.values():
@@ -146,8 +179,7 @@ class Project:
         urls = "".join(file.backend_url for file in self.files.values()).encode("utf-8")
         return Page(body, _etag(b"scarf-python-package", urls, body), HTML_TYPE)
 
-    @cached_property
-    def json_page(self) -> Page:
+    def render_json(self) -> Page:
         """The PEP 691 project page."""
         files: list[dict[str, Any]] = []
         for file in self.files.values():
@@ -166,10 +198,11 @@ class Project:
         )
 
 
-class Index:
+class Index(Pages):
     """The merged index of a domain: projects by normalised name, in list order."""
 
     def __init__(self, declarations: Iterable[Declaration]) -> None:
+        super().__init__()
         self.projects: dict[str, Project] = {}
         for declaration in declarations:
             key = normalise(declaration.package_name)
@@ -180,8 +213,7 @@ class Index:
                 )
             project.files.setdefault(declaration.file.filename, declaration.file)
 
-    @cached_property
-    def html_page(self) -> Page:
+    def render_html(self) -> Page:
         """The PEP 503 root page; ETag over its bytes (spec 4.4)."""
         lines = ["<!DOCTYPE html><html><body>\n"]
         lines.extend(
@@ -192,8 +224,7 @@ class Index:
         body = "".join(lines).encode("utf-8")
         return Page(body, _etag(b"scarf-python-rule", body), HTML_TYPE)
 
-    @cached_property
-    def json_page(self) -> Page:
+    def render_json(self) -> Page:
         """The PEP 691 root page."""
         return _render_json(
             {
@@ -344,7 +375,7 @@ def not_modified(request: RequestView, etag: str) -> bool:
     return False
 
 
-def _page(request: RequestView, pages: Project | Index, captures: tuple[Capture, ...]) -> Respond:
+def _page(request: RequestView, pages: Pages, captures: tuple[Capture, ...]) -> Respond:
     choice = negotiate(request)
     if choice is None:
         return Respond(406, KIND, headers=(_VARY,))

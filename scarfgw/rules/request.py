@@ -66,8 +66,7 @@ class Headers:
         names = _NAMES
         for name, value in pairs:
             index.setdefault(names.get(name) or _header_name(name), []).append(value)
-        headers = cls.__new__(cls)
-        headers._values = {}
+        headers = cls()
         headers._raw = index
         return headers
 
