@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.python import usage
 
 from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.reactor import install_unless_chosen
 from scarfgw.workers import METRICS_DIR_VARIABLE
 
 if TYPE_CHECKING:
@@ -31,7 +32,9 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        """Load and validate the config now, so a bad file stops twistd with a clear line."""
+        """Load and validate the config now, so a bad file stops twistd with a clear line;
+        install the gateway's reactor unless ``--reactor`` chose one."""
+        install_unless_chosen()
         try:
             self.loaded: Config = load_config(self["config"])
         except ConfigError as exc:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from scarfgw.config import ConfigError, load_config
+from scarfgw.reactor import install_unless_chosen
 from scarfgw.workers import READY_LINE, SharedSocket, parse_inherit_argument
 
 
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"invalid config: {exc}", file=sys.stderr)
         return 1
+    install_unless_chosen()
     from twisted.internet import reactor
 
     from scarfgw.allocator import tune_allocator

@@ -72,9 +72,26 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
+    assert "reactor class: scarfgw.reactor.GatewayReactor" in log.read_text()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["image"] for e in events] == ["library/one", "library/two", "library/two"]
     assert all(e["status"] == 307 and e["pull"] for e in events)
+
+
+def test_a_reactor_chosen_with_twistd_reactor_is_kept(tmp_path: Path) -> None:
+    http, admin = free_port(), free_port()
+    config = {"workers": 1, "listen": loopback_listeners(http, admin),
+              "rules": [_docker_rule("library/one")], "events": jsonl_events(tmp_path, 30)}
+    log = tmp_path / "twistd.log"
+    process = start_twistd(write_config(tmp_path, config), log, twistd_args=["--reactor=poll"])
+    try:
+        wait_ready(admin, process, log)
+        docker = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}
+        assert http_get(f"http://127.0.0.1:{http}/v2/library/one/manifests/1", docker)[0] == 307
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    assert "reactor class: twisted.internet.pollreactor.PollReactor" in log.read_text()
 
 
 def test_twistd_refuses_bad_config(tmp_path: Path) -> None:
