@@ -128,7 +128,7 @@ class Spool:
             accepted += 1
         if not accepted:
             return 0
-        data = b"".join(line + b"\n" for line in lines[:accepted])
+        data = b"".join([line + b"\n" for line in lines[:accepted]])
         if self._segments and self._sizes[self._segments[-1]] < self._segment_bytes:
             seq = self._segments[-1]
         else:

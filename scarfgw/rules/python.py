@@ -312,7 +312,7 @@ def _accept_ranges(request: RequestView) -> list[tuple[str, float]]:
     ranges: list[tuple[str, float]] = []
     for value in request.headers.get_all("accept"):
         for item in value.split(","):
-            media, *params = (part.strip() for part in item.split(";"))
+            media, *params = [part.strip() for part in item.split(";")]
             media = "*/*" if media == "*" else media.lower()
             if "/" not in media:
                 continue

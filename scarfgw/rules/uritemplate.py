@@ -40,7 +40,7 @@ _UCS_RANGES = (
     (0xE000, 0xF8FF),
     (0xF900, 0xFDCF),
     (0xFDF0, 0xFFEF),
-    *((plane << 16, (plane << 16) + 0xFFFD) for plane in range(1, 14)),
+    *[(plane << 16, (plane << 16) + 0xFFFD) for plane in range(1, 14)],
     (0xE1000, 0xEFFFD),
     (0xF0000, 0xFFFFD),
     (0x100000, 0x10FFFD),

@@ -376,11 +376,13 @@ class GatewayChannel(Protocol):
         transport: Any = self.transport
         if (self.direct and transport.connected and not transport.disconnecting
                 and not _queued(transport)):
-            sent = transport.writeSomeData(data)
-            if isinstance(sent, int):
-                if sent == len(data):
-                    return
-                data = data[sent:]
+            try:
+                sent: int = transport.socket.send(data)
+            except OSError:
+                sent = 0  # full, interrupted or broken: ``write`` queues it, or reports the loss
+            if sent == len(data):
+                return
+            data = data[sent:]
         transport.write(data)
 
     def dataReceived(self, data: bytes) -> None:
