@@ -57,7 +57,7 @@ def forward_query(target: str, request_query: Sequence[QueryEntry]) -> str:
     combined: dict[str, str | None] = {}
     for name, value in (*parse_query(parts.query or ""), *request_query):
         combined.setdefault(name, value)
-    return parts._replace(query=render_query(combined.items())).render()
+    return parts.render_with_query(render_query(combined.items()))
 
 
 def translate_pcre(pattern: str) -> str:

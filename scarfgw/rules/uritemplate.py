@@ -115,12 +115,17 @@ class UriParts(NamedTuple):
 
     def render(self) -> str:
         """Recompose the reference (RFC 3986 section 5.3)."""
+        return self.render_with_query(self.query)
+
+    def render_with_query(self, query: str | None) -> str:
+        """Recompose the reference with ``query`` in place of its own (cheaper than
+        ``_replace``, which the compiled code would call as interpreted Python)."""
         text = "" if self.scheme is None else self.scheme + ":"
         if self.authority is not None:
             text += "//" + self.authority
         text += self.path
-        if self.query is not None:
-            text += "?" + self.query
+        if query is not None:
+            text += "?" + query
         if self.fragment is not None:
             text += "#" + self.fragment
         return text
