@@ -8,7 +8,8 @@ COMPILED_STAMP := build/.compiled
 
 # The venv holds the dependencies and an editable (pure) install of this checkout; the modules
 # listed in setup.py's COMPILED are then compiled with mypyc next to their sources, where
-# twistd, the tests and the benchmarks import them (`make pure` removes them again).
+# twistd, the tests and the benchmarks import them. `make pure` removes them again;
+# SCARFGW_PURE=1 (e.g. `SCARFGW_PURE=1 make test`) runs everything as plain Python.
 $(VENV)/.installed: setup.py setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -17,10 +18,19 @@ $(VENV)/.installed: setup.py setup.cfg pyproject.toml
 	touch $@
 
 $(COMPILED_STAMP): $(VENV)/.installed $(shell find scarfgw -name '*.py')
-	$(PY) setup.py --quiet build_ext --inplace
-	touch *__mypyc*.so $$(find scarfgw -name '*.so') $@
+	@if $(PY) setup.py --quiet build_ext --inplace; then \
+	  touch *__mypyc*.so $$(find scarfgw -name '*.so') && mkdir -p build && touch $@; \
+	else \
+	  echo "warning: mypyc could not compile (it needs gcc and the Python headers);" \
+	       "running pure Python, at about half the throughput" >&2; \
+	  $(MAKE) --no-print-directory pure; \
+	fi
 
+ifdef SCARFGW_PURE
+venv: $(VENV)/.installed pure
+else
 venv: $(COMPILED_STAMP)
+endif
 
 pure:
 	find scarfgw -name '*.so' -delete

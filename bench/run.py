@@ -606,6 +606,12 @@ def print_table(rows: list[Row], results: dict[tuple[str, str], list[Sample]],
                 f"{med.p99_ms:7.2f} {med.errors:6d} {ratio:>7}")
 
 
+def build_kind(source: Path) -> str:
+    """Whether the checkout's request path is compiled by mypyc (``make venv``) or pure."""
+    count = sum(1 for _ in (source / "scarfgw").rglob("*.so"))
+    return f"{count} modules compiled with mypyc" if count else "pure Python, not compiled"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the servers, check their answers, run the interleaved rounds, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -693,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
                 sample = run_wrk(*scripts[row.name, name], duration)
                 results.setdefault((row.name, name), []).append(sample)
     print(f"\n{CONNECTIONS} connections, {rounds} x {duration:g} s per cell, median; python "
-          f"{args.python}; source {args.source}; load average after: {os.getloadavg()}")
+          f"{args.python}; source {args.source} ({build_kind(Path(args.source))}); "
+          f"load average after: {os.getloadavg()}")
     print_table(rows, results, print)
     print("RSS MiB: " + ", ".join(f"{n} {s.rss_mib():.0f}" for n, s in started.items()))
     if args.json:

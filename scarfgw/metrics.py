@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
 MULTIPROCESS: bool = values.ValueClass is not values.MutexValue
 """True when values live in ``PROMETHEUS_MULTIPROC_DIR`` files (several workers)."""
@@ -49,7 +49,7 @@ def _register(metric: Any) -> None:
     REGISTRY.register(_Flushed(metric))
 
 
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def method_label(method: str) -> str:
@@ -57,13 +57,13 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "OTHER"
 
 
-HTTP_REQUESTS = Counter(
+HTTP_REQUESTS: Final = Counter(
     "scarfgw_http_requests", "Requests answered, by status code, method and rule kind.",
     ["code", "method", "kind"], registry=None,
 )
 _register(HTTP_REQUESTS)
-_REQUEST_CHILDREN: dict[tuple[int, bytes, str], Any] = {}
-_REQUEST_CHILDREN_LIMIT = 1024
+_REQUEST_CHILDREN: Final[dict[tuple[int, bytes, str], Any]] = {}
+_REQUEST_CHILDREN_LIMIT: Final = 1024
 
 
 def _request_child(key: tuple[int, bytes, str]) -> Any:
@@ -84,115 +84,121 @@ def count_request(status: int, method: bytes, kind: str) -> None:
     _request_child((status, method, kind)).inc()
 
 
-_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                     10, 30, 60, 300)
-HTTP_REQUEST_DURATION = Histogram(
+_DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                            1, 2.5, 5, 10, 30, 60, 300)
+HTTP_REQUEST_DURATION: Final = Histogram(
     "scarfgw_http_request_duration_seconds",
     "Time from request received to response finished.",
     buckets=_DURATION_BUCKETS,
     registry=None,
 )
 _register(HTTP_REQUEST_DURATION)
-HTTP_IN_FLIGHT = Gauge(
+HTTP_IN_FLIGHT: Final = Gauge(
     "scarfgw_http_requests_in_flight", "Requests being answered.", registry=None,
     multiprocess_mode="livesum",
 )
 _register(HTTP_IN_FLIGHT)
-OPEN_CONNECTIONS = Gauge(
+OPEN_CONNECTIONS: Final = Gauge(
     "scarfgw_open_connections", "Open client connections per listener.", ["listener"],
     registry=REGISTRY, multiprocess_mode="livesum",
 )
-HTTP_RESPONSE_BYTES = Counter(
+HTTP_RESPONSE_BYTES: Final = Counter(
     "scarfgw_http_response_bytes", "Response body bytes sent to clients.", registry=None,
 )
 _register(HTTP_RESPONSE_BYTES)
-UPSTREAM_DURATION = Histogram(
+UPSTREAM_DURATION: Final = Histogram(
     "scarfgw_upstream_request_duration_seconds",
     "Time until an upstream answered with response headers.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
-UPSTREAM_ERRORS = Counter(
+UPSTREAM_ERRORS: Final = Counter(
     "scarfgw_upstream_errors", "Upstream requests that failed, by reason.", ["reason"],
     registry=REGISTRY,
 )
-EVENTS_QUEUED = Counter(
+EVENTS_QUEUED: Final = Counter(
     "scarfgw_events_queued", "Analytics events accepted by the writer.", registry=None,
 )
 _register(EVENTS_QUEUED)
-EVENTS_WRITTEN = Counter(
+EVENTS_WRITTEN: Final = Counter(
     "scarfgw_events_written", "Analytics events a sink confirmed.", ["sink"], registry=REGISTRY,
 )
-EVENTS_SPOOLED = Counter(
+EVENTS_SPOOLED: Final = Counter(
     "scarfgw_events_spooled", "Analytics events written to the disk spool.", registry=REGISTRY,
 )
-EVENTS_DROPPED = Counter(
+EVENTS_DROPPED: Final = Counter(
     "scarfgw_events_dropped", "Analytics events lost, by reason.", ["reason"], registry=REGISTRY,
 )
-EVENTS_QUEUE_DEPTH = Gauge(
+EVENTS_QUEUE_DEPTH: Final = Gauge(
     "scarfgw_events_queue_depth", "Analytics events held in memory.", registry=REGISTRY,
     multiprocess_mode="livesum",
 )
-CONFIG_RELOADS = Counter(
+CONFIG_RELOADS: Final = Counter(
     "scarfgw_config_reloads", "Configuration reloads, by result.", ["result"], registry=REGISTRY,
 )
-CONFIG_LAST_RELOAD_SUCCESS = Gauge(
+CONFIG_LAST_RELOAD_SUCCESS: Final = Gauge(
     "scarfgw_config_last_reload_success_timestamp_seconds",
     "Unix time of the last successful configuration load.", registry=REGISTRY,
     multiprocess_mode="max",
 )
 
 
-FLUSH_INTERVAL_SECONDS = 1.0
+FLUSH_INTERVAL_SECONDS: Final = 1.0
 """How often a process with workers writes its pending updates (see :func:`flush`)."""
 
-_depth_source: Callable[[], float] | None = None
+_DURATION_BOUNDS: Final = (*map(float, _DURATION_BUCKETS), float("inf"))
+
+
+class _Pending:
+    """Updates not yet added to the metrics (see the module docstring), and the source of
+    the queue depth. One Final instance: compiled, its fields are plain C fields, where
+    reassigned module globals would be dict lookups on every request."""
+
+    def __init__(self) -> None:
+        self.requests: dict[Any, int] = {}
+        self.durations = [0] * len(_DURATION_BOUNDS)
+        self.duration_sum = 0.0
+        self.in_flight = 0
+        self.response_bytes = 0
+        self.events_queued = 0
+        self.depth_source: Callable[[], float] | None = None
+
+
+_PENDING: Final = _Pending()
 
 
 def watch_queue_depth(depth: Callable[[], float]) -> None:
     """Make ``scarfgw_events_queue_depth`` report ``depth()`` (the latest caller wins): read
     at scrape time in a single process, written by :func:`flush` with several."""
-    global _depth_source
-    _depth_source = depth
+    _PENDING.depth_source = depth
     if not MULTIPROCESS:
         EVENTS_QUEUE_DEPTH.set_function(depth)
 
 
-# Updates not yet added to the metrics (see the module docstring).
-_pending_requests: dict[Any, int] = {}
-_DURATION_BOUNDS = (*map(float, _DURATION_BUCKETS), float("inf"))
-_pending_durations = [0] * len(_DURATION_BOUNDS)
-_pending_duration_sum = 0.0
-_pending_in_flight = 0
-_pending_response_bytes = 0
-_pending_events_queued = 0
-
-
 def request_started() -> None:
     """Count a request in ``scarfgw_http_requests_in_flight`` until :func:`request_finished`."""
-    global _pending_in_flight
-    _pending_in_flight += 1
+    _PENDING.in_flight += 1
 
 
 def request_finished(status: int, method: bytes, kind: str, duration: float,
                      sent_bytes: int) -> None:
     """Account one answered request (after :func:`request_started`): in flight, requests
     total by code/method/kind, duration histogram, response bytes."""
-    global _pending_in_flight, _pending_duration_sum, _pending_response_bytes
-    _pending_in_flight -= 1
+    pending = _PENDING
+    pending.in_flight -= 1
     key = (status, method, kind)
     child = _REQUEST_CHILDREN.get(key) or _request_child(key)
-    _pending_requests[child] = _pending_requests.get(child, 0) + 1
-    _pending_durations[bisect_left(_DURATION_BOUNDS, duration)] += 1
-    _pending_duration_sum += duration
+    requests = pending.requests
+    requests[child] = requests.get(child, 0) + 1
+    pending.durations[bisect_left(_DURATION_BOUNDS, duration)] += 1
+    pending.duration_sum += duration
     if sent_bytes:
-        _pending_response_bytes += sent_bytes
+        pending.response_bytes += sent_bytes
 
 
 def event_queued() -> None:
     """Add one to ``scarfgw_events_queued_total``."""
-    global _pending_events_queued
-    _pending_events_queued += 1
+    _PENDING.events_queued += 1
 
 
 def flush() -> None:
@@ -202,32 +208,32 @@ def flush() -> None:
     must call it every :data:`FLUSH_INTERVAL_SECONDS` and before it exits (the service
     does), because another process reads the values from their files.
     """
-    global _pending_in_flight, _pending_duration_sum, _pending_response_bytes
-    global _pending_events_queued
-    if _pending_requests:
-        for child, count in _pending_requests.items():
+    pending = _PENDING
+    if pending.requests:
+        for child, count in pending.requests.items():
             child.inc(count)
-        _pending_requests.clear()
-    if any(_pending_durations):
+        pending.requests.clear()
+    durations = pending.durations
+    if any(durations):
         # Histogram.observe() for many observations at once: its bucket and sum values.
         buckets = HTTP_REQUEST_DURATION._buckets
-        for index, count in enumerate(_pending_durations):
+        for index, count in enumerate(durations):
             if count:
                 buckets[index].inc(count)
-                _pending_durations[index] = 0
-        HTTP_REQUEST_DURATION._sum.inc(_pending_duration_sum)
-        _pending_duration_sum = 0.0
-    if _pending_in_flight:
-        HTTP_IN_FLIGHT.inc(_pending_in_flight)
-        _pending_in_flight = 0
-    if _pending_response_bytes:
-        HTTP_RESPONSE_BYTES.inc(_pending_response_bytes)
-        _pending_response_bytes = 0
-    if _pending_events_queued:
-        EVENTS_QUEUED.inc(_pending_events_queued)
-        _pending_events_queued = 0
-    if MULTIPROCESS and _depth_source is not None:
-        EVENTS_QUEUE_DEPTH.set(_depth_source())
+                durations[index] = 0
+        HTTP_REQUEST_DURATION._sum.inc(pending.duration_sum)
+        pending.duration_sum = 0.0
+    if pending.in_flight:
+        HTTP_IN_FLIGHT.inc(pending.in_flight)
+        pending.in_flight = 0
+    if pending.response_bytes:
+        HTTP_RESPONSE_BYTES.inc(pending.response_bytes)
+        pending.response_bytes = 0
+    if pending.events_queued:
+        EVENTS_QUEUED.inc(pending.events_queued)
+        pending.events_queued = 0
+    if MULTIPROCESS and pending.depth_source is not None:
+        EVENTS_QUEUE_DEPTH.set(pending.depth_source())
 
 
 class CertificateExpiry(Collector):
@@ -253,12 +259,12 @@ class CertificateExpiry(Collector):
         yield family
 
 
-TLS_CERT_NOT_AFTER = CertificateExpiry()
+TLS_CERT_NOT_AFTER: Final = CertificateExpiry()
 REGISTRY.register(TLS_CERT_NOT_AFTER)
-ACME_ORDERS = Counter(
+ACME_ORDERS: Final = Counter(
     "scarfgw_acme_orders", "ACME orders, by result.", ["result"], registry=REGISTRY,
 )
-DOMAIN_VERIFICATIONS = Counter(
+DOMAIN_VERIFICATIONS: Final = Counter(
     "scarfgw_domain_verifications", "Domain ownership checks, by result.", ["result"],
     registry=REGISTRY,
 )

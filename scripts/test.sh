@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(pebble docker-registry skopeo nginx wrk apache2-utils curl clickhouse-server)
+DEBIAN_PACKAGES=(pebble docker-registry skopeo nginx wrk apache2-utils curl clickhouse-server gcc)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# mypyc compiles against the headers of the python3 that builds .venv
+python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(
+    os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || missing+=(python3-dev)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian packages: ${missing[*]}"
@@ -20,6 +23,10 @@ if ((${#missing[@]})); then
 fi
 
 make --no-print-directory venv
-.venv/bin/ruff check scarfgw twisted tests bench
+if [ -z "${SCARFGW_PURE:-}" ] && [ -z "$(find scarfgw -name '*.so' -print -quit)" ]; then
+  echo "error: the mypyc-compiled modules did not build (SCARFGW_PURE=1 tests pure Python)" >&2
+  exit 1
+fi
+.venv/bin/ruff check scarfgw twisted tests bench setup.py
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Final
 
-_PRODUCT = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)/v?([0-9][0-9A-Za-z.+_~-]{0,31})")
+_PRODUCT: Final = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)/v?([0-9][0-9A-Za-z.+_~-]{0,31})")
 
-RUNTIMES = {
+RUNTIMES: Final = {
     "docker": "docker",
     "containerd": "containerd",
     "libpod": "podman",

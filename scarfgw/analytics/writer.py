@@ -24,7 +24,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import orjson
 from twisted.application.service import Service
@@ -42,10 +42,10 @@ from scarfgw.metrics import (
     watch_queue_depth,
 )
 
-_log = Logger()
+_log: Final = Logger()
 
-_SEGMENTS_PER_SPOOL = 16
-_TAIL_CHUNK = 65536
+_SEGMENTS_PER_SPOOL: Final = 16
+_TAIL_CHUNK: Final = 65536
 
 
 def serialise(event: dict[str, Any]) -> bytes:

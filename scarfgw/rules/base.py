@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from scarfgw.rules.decision import Decision
 from scarfgw.rules.request import RequestView
 
-KIND_ORDER = (
+KIND_ORDER: Final = (
     "scarf-js-v1",
     "docker-v1",
     "docker-v2",

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
-_WHITESPACE = " \t\n\r\x0b\x0c\u00a0"
+_WHITESPACE: Final = " \t\n\r\x0b\x0c\u00a0"
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def parse_json_objects(body: bytes, limit_bytes: int = 256, max_objects: int = 10) -> list[dict]:

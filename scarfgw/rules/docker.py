@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from scarfgw.rules.base import ListOrderRule, Rule
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect, Respond
@@ -22,9 +23,9 @@ from scarfgw.rules.fields import Fields
 from scarfgw.rules.imagepattern import ImagePattern
 from scarfgw.rules.request import RequestView
 
-TOKEN_REALMS = ("pass-through", "rewrite")
+TOKEN_REALMS: Final = ("pass-through", "rewrite")
 """Values of the per-rule ``token-realm`` key (scarfgw extension); the first is the default."""
-TOKEN_PATH = "/v2/token"
+TOKEN_PATH: Final = "/v2/token"
 """Prefix of the gateway's own token endpoints for ``token-realm: rewrite`` rules."""
 
 
@@ -34,9 +35,9 @@ def token_path(registry: str) -> str:
     not name the backend."""
     return f"{TOKEN_PATH}/{hashlib.sha256(registry.encode()).hexdigest()[:16]}"
 
-_REGISTRY_ALIASES = {"registry.hub.docker.com": "registry-1.docker.io"}
-_OBJECTS = {"manifests": "manifest", "blobs": "blob", "tags": "tag"}
-_REDIRECT_UA_SUBSTRINGS = (
+_REGISTRY_ALIASES: Final = {"registry.hub.docker.com": "registry-1.docker.io"}
+_OBJECTS: Final = {"manifests": "manifest", "blobs": "blob", "tags": "tag"}
+_REDIRECT_UA_SUBSTRINGS: Final = (
     "Docker-Client",
     "containerd/1.4.9",
     "containerd/1.5.5",
@@ -84,7 +85,7 @@ class _Match:
     auto_create_rule: str | None
 
 
-_NO_MATCH = _Match(None, None)
+_NO_MATCH: Final = _Match(None, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+from typing import Final
 
 from scarfgw.rules.base import ListOrderRule, Rule
 from scarfgw.rules.bodyjson import parse_json_objects, parse_single_json
@@ -15,15 +16,15 @@ from scarfgw.rules.decision import Decision, Respond
 from scarfgw.rules.fields import Fields
 from scarfgw.rules.request import RequestView, decode_segments
 
-DEFAULT_MAX_BODY_BYTES = 256
-DEFAULT_MAX_EVENTS = 10
+DEFAULT_MAX_BODY_BYTES: Final = 256
+DEFAULT_MAX_EVENTS: Final = 10
 
-_BEARER = "Bearer "
-_UNAUTHORIZED = Respond(status=401, kind="telemetry")
-_INVALID_JSON = Respond(status=422, kind="scarfjs")
-_METHOD_NOT_ALLOWED = Respond(status=405, kind="scarfjs")
-_SCARF_JS_PATH = ("package-event", "install")
-_JSON_HEADERS = (("Content-Type", "application/json"),)
+_BEARER: Final = "Bearer "
+_UNAUTHORIZED: Final = Respond(status=401, kind="telemetry")
+_INVALID_JSON: Final = Respond(status=422, kind="scarfjs")
+_METHOD_NOT_ALLOWED: Final = Respond(status=405, kind="scarfjs")
+_SCARF_JS_PATH: Final = ("package-event", "install")
+_JSON_HEADERS: Final = (("Content-Type", "application/json"),)
 
 
 class TelemetryRule(ListOrderRule):

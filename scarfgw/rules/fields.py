@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
-_MISSING = object()
+_MISSING: Final = object()
 
 
 class RuleError(ValueError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from scarfgw.rules.base import ListOrderRule, Rule
 from scarfgw.rules.bodyjson import parse_json_objects
@@ -24,14 +24,14 @@ from scarfgw.rules.query import QueryEntry, parse_query, query_escape, render_qu
 from scarfgw.rules.request import RequestView
 from scarfgw.rules.uritemplate import UriTemplate, parse_absolute_uri, parse_template
 
-BODY_LIMIT = 256
+BODY_LIMIT: Final = 256
 """Bytes of a file-v1 request body parsed for events (fixed in Haskell)."""
 
-MAX_BODY_EVENTS = 10
+MAX_BODY_EVENTS: Final = 10
 """Objects of a file-v1 request body turned into events (fixed in Haskell)."""
 
-_UNUSED_KEYS = ("package-name", "owner")
-_PCRE_TOKEN = re.compile(
+_UNUSED_KEYS: Final = ("package-name", "owner")
+_PCRE_TOKEN: Final = re.compile(
     r"\\k(?:<(?P<angle>\w+)>|'(?P<quote>\w+)'|\{(?P<brace>\w+)\})"
     r"|\\."
     r"|\[\^?\]?(?:\\.|[^\]\\])*\]"

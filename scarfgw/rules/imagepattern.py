@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Final
 
-_ESCAPABLE = frozenset("*{},")
-_SPECIAL = frozenset("*{},/\\")
+_ESCAPABLE: Final = frozenset("*{},")
+_SPECIAL: Final = frozenset("*{},/\\")
 
 
 class _Parser:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from scarfgw.rules.base import Rule
 from scarfgw.rules.docker import parse_docker_v1, parse_docker_v2
@@ -12,7 +12,7 @@ from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.files import parse_catch_all, parse_file_v1, parse_file_v2
 from scarfgw.rules.python import parse_python_v1
 
-PARSERS: dict[str, Callable[[Fields], Rule]] = {
+PARSERS: Final[dict[str, Callable[[Fields], Rule]]] = {
     "docker-v1": parse_docker_v1,
     "docker-v2": parse_docker_v2,
     "file-v1": parse_file_v1,

@@ -31,7 +31,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from scarfgw.rules.base import ListOrderRule, Rule
@@ -39,14 +39,14 @@ from scarfgw.rules.decision import Capture, Decision, Redirect, Respond
 from scarfgw.rules.fields import Fields
 from scarfgw.rules.request import RequestView
 
-KIND = "python"
-HTML_TYPE = "text/html"
-JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-API_VERSION = "1.0"
+KIND: Final = "python"
+HTML_TYPE: Final = "text/html"
+JSON_TYPE: Final = "application/vnd.pypi.simple.v1+json"
+API_VERSION: Final = "1.0"
 
-_VARY = ("Vary", "Accept")
-_NORMALISE = re.compile(r"[-_.]+")
-_PATH_SAFE = "!$&'()*+,;=:@-._~"
+_VARY: Final = ("Vary", "Accept")
+_NORMALISE: Final = re.compile(r"[-_.]+")
+_PATH_SAFE: Final = "!$&'()*+,;=:@-._~"
 
 
 def normalise(name: str) -> str:
@@ -302,10 +302,10 @@ def _canonical_redirect(url: str, request: RequestView) -> Redirect:
     return Redirect(url + request.query_with_mark, KIND, status=301)
 
 
-_HTML_EXACT = frozenset(
+_HTML_EXACT: Final = frozenset(
     {HTML_TYPE, "application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.latest+html"}
 )
-_JSON_EXACT = frozenset({JSON_TYPE, "application/vnd.pypi.simple.latest+json"})
+_JSON_EXACT: Final = frozenset({JSON_TYPE, "application/vnd.pypi.simple.latest+json"})
 
 
 def _accept_ranges(request: RequestView) -> list[tuple[str, float]]:

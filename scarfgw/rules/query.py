@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Final
 from urllib.parse import quote, unquote_plus
 
 QueryEntry = tuple[str, str | None]
 """A query parameter: name and value; ``None`` when the piece had no ``=``."""
 
-_SPLIT = re.compile(r"[&;]")
-_UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9._~-]*")
+_SPLIT: Final = re.compile(r"[&;]")
+_UNRESERVED_ONLY: Final = re.compile(r"[A-Za-z0-9._~-]*")
 
 
 def _unquote_plus(text: str) -> str:

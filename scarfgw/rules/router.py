@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from scarfgw.rules.base import KIND_ORDER, Rule
 from scarfgw.rules.decision import Decision, Respond
 from scarfgw.rules.request import RequestView
 
-REGISTRY_NOT_FOUND = (
+REGISTRY_NOT_FOUND: Final = (
     b'{"errors":[{"code":"NAME_UNKNOWN","detail":{},'
     b'"message":"repository name not known to registry"}]}'
 )
 
-_NOT_FOUND = Respond(status=404, kind="none")
-_REGISTRY_NOT_FOUND = Respond(
+_NOT_FOUND: Final = Respond(status=404, kind="none")
+_REGISTRY_NOT_FOUND: Final = Respond(
     status=404,
     kind="none",
     headers=(("Content-Type", "application/json"),),

@@ -24,18 +24,18 @@ import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Final, NamedTuple
 from urllib.parse import quote
 
 from scarfgw.rules.query import QueryEntry, parse_query, query_escape
 
-_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
-_RESERVED_TEXT = ":/?#[]@!$&'()*+,;="
-_ALLOWED = _UNRESERVED | frozenset(_RESERVED_TEXT)
-_HEX = frozenset(string.hexdigits)
-_NOT_LITERAL = frozenset("\"'%<>\\^`{|}")
-_RESERVED_OPERATORS = frozenset("=,!@|")
-_UCS_RANGES = (
+_UNRESERVED: Final = frozenset(string.ascii_letters + string.digits + "-._~")
+_RESERVED_TEXT: Final = ":/?#[]@!$&'()*+,;="
+_ALLOWED: Final = _UNRESERVED | frozenset(_RESERVED_TEXT)
+_HEX: Final = frozenset(string.hexdigits)
+_NOT_LITERAL: Final = frozenset("\"'%<>\\^`{|}")
+_RESERVED_OPERATORS: Final = frozenset("=,!@|")
+_UCS_RANGES: Final = (
     (0xA0, 0xD7FF),
     (0xE000, 0xF8FF),
     (0xF900, 0xFDCF),
@@ -47,7 +47,7 @@ _UCS_RANGES = (
 )
 """RFC 6570 ``ucschar`` and ``iprivate``: the non-ASCII characters allowed in literals."""
 
-_VARSPEC = re.compile(
+_VARSPEC: Final = re.compile(
     r"(?P<name>(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2})+(?:\.(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2})+)*)"
     r"(?:(?P<explode>\*)|:(?P<prefix>[1-9][0-9]{0,3}))?"
 )
@@ -66,7 +66,7 @@ class Operator:
     equals_when_empty: bool
 
 
-_OPERATORS: dict[str, Operator] = {
+_OPERATORS: Final[dict[str, Operator]] = {
     "": Operator("", ",", _UNRESERVED, "", named=False, equals_when_empty=False),
     "+": Operator("", ",", _ALLOWED, _RESERVED_TEXT, named=False, equals_when_empty=False),
     "#": Operator("#", ",", _ALLOWED, _RESERVED_TEXT, named=False, equals_when_empty=False),
@@ -260,7 +260,7 @@ def _build(text: str, parts: tuple[Part, ...]) -> UriTemplate:
     )
 
 
-_FAST_CLASSES = {
+_FAST_CLASSES: Final = {
     id(_OPERATORS[""]): "[A-Za-z0-9._~-]",
     id(_OPERATORS["+"]): "[A-Za-z0-9._~:/?#\\[\\]@!$&'()*+,;=-]",
 }
@@ -531,26 +531,26 @@ def _undefine(state: _State | None, specs: Sequence[VarSpec]) -> _State | None:
 
 # --- RFC 3986 -----------------------------------------------------------------------------
 
-_PCT = r"%[0-9A-Fa-f]{2}"
-_UNRESERVED_CLASS = r"A-Za-z0-9\-._~"
-_SUB_DELIMS = r"!$&'()*+,;="
-_PCHAR = rf"(?:[{_UNRESERVED_CLASS}{_SUB_DELIMS}:@]|{_PCT})"
-_SEGMENT_NZ_NC = rf"(?:[{_UNRESERVED_CLASS}{_SUB_DELIMS}@]|{_PCT})+"
-_QUERY = rf"(?:{_PCHAR}|[/?])*"
-_AUTHORITY = (
+_PCT: Final = r"%[0-9A-Fa-f]{2}"
+_UNRESERVED_CLASS: Final = r"A-Za-z0-9\-._~"
+_SUB_DELIMS: Final = r"!$&'()*+,;="
+_PCHAR: Final = rf"(?:[{_UNRESERVED_CLASS}{_SUB_DELIMS}:@]|{_PCT})"
+_SEGMENT_NZ_NC: Final = rf"(?:[{_UNRESERVED_CLASS}{_SUB_DELIMS}@]|{_PCT})+"
+_QUERY: Final = rf"(?:{_PCHAR}|[/?])*"
+_AUTHORITY: Final = (
     rf"(?:(?:[{_UNRESERVED_CLASS}{_SUB_DELIMS}:]|{_PCT})*@)?"
     rf"(?:\[(?P<ip>[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[{_UNRESERVED_CLASS}{_SUB_DELIMS}:]+)\]"
     rf"|(?:[{_UNRESERVED_CLASS}{_SUB_DELIMS}]|{_PCT})*)"
     r"(?::[0-9]*)?"
 )
-_PATH_TAIL = rf"(?:/{_PCHAR}*)*"
-_TAIL = rf"(?:\?(?P<query>{_QUERY}))?(?:#(?P<fragment>{_QUERY}))?"
-_ABSOLUTE_URI = re.compile(
+_PATH_TAIL: Final = rf"(?:/{_PCHAR}*)*"
+_TAIL: Final = rf"(?:\?(?P<query>{_QUERY}))?(?:#(?P<fragment>{_QUERY}))?"
+_ABSOLUTE_URI: Final = re.compile(
     rf"(?P<scheme>[A-Za-z][A-Za-z0-9+\-.]*):"
     rf"(?://(?P<authority>{_AUTHORITY})(?P<apath>{_PATH_TAIL})"
     rf"|(?P<path>/(?:{_PCHAR}+{_PATH_TAIL})?|{_PCHAR}+{_PATH_TAIL}|)){_TAIL}"
 )
-_RELATIVE_REF = re.compile(
+_RELATIVE_REF: Final = re.compile(
     rf"(?://(?P<authority>{_AUTHORITY})(?P<apath>{_PATH_TAIL})"
     rf"|(?P<path>/(?:{_PCHAR}+{_PATH_TAIL})?|{_SEGMENT_NZ_NC}{_PATH_TAIL}|)){_TAIL}"
 )

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Final
 
 from twisted.logger import Logger
 
 from scarfgw.analytics.event import origin_network
 
-_FORMAT = "{method} {host}{path} {status} {sent_bytes} B {duration_ms} ms ({kind})"
+_FORMAT: Final = "{method} {host}{path} {status} {sent_bytes} B {duration_ms} ms ({kind})"
 
 
 class AccessLog:

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import httptools
 from twisted.internet import defer, tcp
@@ -34,17 +34,17 @@ from twisted.python.failure import Failure
 
 from scarfgw import metrics
 
-TLS_HANDSHAKE_RECORD = 0x16
-MAX_FIELD_BYTES = 16 * 1024
-MAX_HEAD_BYTES = 64 * 1024
-MAX_HEADERS = 100
-MAX_TARGET_BYTES = 16 * 1024
-PARSE_SLICE = 16 * 1024
-SWEEP_MAX_INTERVAL = 5.0
+TLS_HANDSHAKE_RECORD: Final = 0x16
+MAX_FIELD_BYTES: Final = 16 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024
+MAX_HEADERS: Final = 100
+MAX_TARGET_BYTES: Final = 16 * 1024
+PARSE_SLICE: Final = 16 * 1024
+SWEEP_MAX_INTERVAL: Final = 5.0
 """Seconds between timeout sweeps at most: a connection is cut at most this late."""
-_NO_BODY_STATUSES = frozenset({204, 304})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_PHRASE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PHRASE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
 class _StopReading(Exception):
@@ -60,7 +60,7 @@ class _Refused(Exception):
         self.message = message
 
 
-_status_lines: dict[int, bytes] = {}
+_status_lines: Final[dict[int, bytes]] = {}
 
 
 def status_line(status: int, phrase: bytes | None = None) -> bytes:

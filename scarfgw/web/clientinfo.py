@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import Final
 
 from scarfgw.config import IPNetwork
 
-_CACHE_LIMIT = 4096
+_CACHE_LIMIT: Final = 4096
 
 
 class TrustedProxies:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Final
 
 from twisted.logger import Logger
 
@@ -24,10 +25,10 @@ from scarfgw.web.channel import GatewayRequest
 from scarfgw.web.clientinfo import TrustedProxies, client_address, forwarded_chain
 from scarfgw.web.proxy import CLIENT_CLOSED, StreamingProxy
 
-log = Logger()
+log: Final = Logger()
 
-ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
-_AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+ACME_CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
+_AUTHORITY: Final = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 
 class BadRequest(Exception):
