@@ -470,10 +470,11 @@ class GatewayChannel(Protocol):
         self._body_budget = limit
         expects_continue = False
         for name, value in self._fields:
-            lowered = name.lower()
-            if lowered == b"content-length" and value.isdigit() and int(value) > limit:
+            size = len(name)  # compared first: most fields are neither, and lower() allocates
+            if (size == 14 and name.lower() == b"content-length" and value.isdigit()
+                    and int(value) > limit):
                 self._too_large(request)
-            if lowered == b"expect" and value.lower() == b"100-continue":
+            if size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
         self.continue_pending = expects_continue and request.version == "1.1"
 
