@@ -44,6 +44,7 @@ SWEEP_MAX_INTERVAL: Final = 5.0
 """Seconds between timeout sweeps at most: a connection is cut at most this late."""
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_CONTENT: Final = b"Content-Length: 0\r\n"
 _PHRASE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
@@ -88,7 +89,7 @@ def _head_fields(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], i
             value = value.replace(b"\r", b" ").replace(b"\n", b" ")
         elif len(name) == 14 and name.lower() == b"content-length" and value.strip().isdigit():
             length = int(value)
-        fields.append(name + b": " + value + b"\r\n")
+        fields.append(b"".join((name, b": ", value, b"\r\n")))
     return fields, length
 
 
@@ -170,7 +171,7 @@ class GatewayRequest:
             return
         fields, length = _head_fields(headers)
         if length is None and status >= 200 and status not in _NO_BODY_STATUSES:
-            fields.append(b"Content-Length: %d\r\n" % len(body))
+            fields.append(b"Content-Length: %d\r\n" % len(body) if body else _NO_CONTENT)
         fields.append(b"\r\n")
         if not (self.method == b"HEAD" or status in _NO_BODY_STATUSES):
             fields.append(body)
