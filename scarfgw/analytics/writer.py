@@ -42,7 +42,7 @@ from scarfgw.metrics import (
     watch_queue_depth,
 )
 
-_log: Final = Logger()
+_log: Final = Logger(namespace=__name__)  # compiled code has no frame to name it by
 
 _SEGMENTS_PER_SPOOL: Final = 16
 _TAIL_CHUNK: Final = 65536

@@ -21,11 +21,13 @@ class Fields:
     """Reads keys of one rule object; remembers which keys were read.
 
     ``path`` is the object's own key path (``rules[3]``, ``""`` for the top level);
-    ``preread`` names keys already consumed by the caller (a rule's ``type``).
+    ``preread`` names keys already consumed by the caller (a rule's ``type``). Keys are
+    typed ``Any``: YAML reads some (``on``, ``1``) as booleans or numbers, and compiled code
+    checks what it is told.
     """
 
     def __init__(
-        self, data: Mapping[str, Any], path: str, preread: tuple[str, ...] = ("type",)
+        self, data: Mapping[Any, Any], path: str, preread: tuple[str, ...] = ("type",)
     ) -> None:
         self.data = data
         self.path = path
@@ -126,8 +128,9 @@ class Fields:
         return value
 
     def unused(self) -> list[str]:
-        """Keys present in the rule that no reader asked for (warned about, not fatal)."""
-        return sorted(k for k in self.data if k not in self.used)
+        """Keys present in the rule that no reader asked for (warned about, not fatal); YAML
+        reads keys such as ``on:`` or ``1:`` as booleans or numbers, named here as text."""
+        return sorted(str(k) for k in self.data if k not in self.used)
 
     def reject_unknown(self) -> None:
         """Raise for the first key no reader asked for (strict sections of scarfgw's own)."""

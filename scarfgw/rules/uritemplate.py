@@ -453,29 +453,39 @@ def _match_variable(
         yield end, (value, spec.prefix)
 
 
+MAX_RUNS: Final = 64
+"""Alternations of plain and percent-encoded text a value may have (``a%20b`` has three).
+
+The candidates are enumerated recursively, one level per run: without a bound a 16 KiB
+path of ``a%41a%41...`` costs thousands of nested generators (Python stops at its recursion
+limit; compiled code has no such limit and may exhaust the C stack) and quadratic time.
+A longer value is not matched (the rule declines).
+"""
+
+
 def _values(allowed: frozenset[str], subject: str, position: int) -> Iterator[tuple[int, str]]:
     """Candidate values at ``position`` in preference order, the empty value last."""
     if position < len(subject) and subject[position] in allowed:
-        yield from _unencoded_run(allowed, subject, position, "")
+        yield from _unencoded_run(allowed, subject, position, "", 1)
     elif _is_escape(subject, position):
-        yield from sorted(_escape_run(allowed, subject, position, ""))
+        yield from sorted(_escape_run(allowed, subject, position, "", 1))
     yield position, ""
 
 
 def _unencoded_run(
-    allowed: frozenset[str], subject: str, start: int, decoded: str
+    allowed: frozenset[str], subject: str, start: int, decoded: str, runs: int
 ) -> Iterator[tuple[int, str]]:
     end = start
     while end < len(subject) and subject[end] in allowed:
         end += 1
         value = decoded + subject[start:end]
-        if _is_escape(subject, end):
-            yield from _escape_run(allowed, subject, end, value)
+        if runs < MAX_RUNS and _is_escape(subject, end):
+            yield from _escape_run(allowed, subject, end, value, runs + 1)
         yield end, value
 
 
 def _escape_run(
-    allowed: frozenset[str], subject: str, start: int, decoded: str
+    allowed: frozenset[str], subject: str, start: int, decoded: str, runs: int
 ) -> Iterator[tuple[int, str]]:
     end = start
     octets = bytearray()
@@ -486,8 +496,8 @@ def _escape_run(
             value = decoded + octets.decode("utf-8")
         except UnicodeDecodeError:
             continue
-        if end < len(subject) and subject[end] in allowed:
-            yield from _unencoded_run(allowed, subject, end, value)
+        if runs < MAX_RUNS and end < len(subject) and subject[end] in allowed:
+            yield from _unencoded_run(allowed, subject, end, value, runs + 1)
         yield end, value
 
 

@@ -25,7 +25,7 @@ from scarfgw.web.channel import GatewayRequest
 from scarfgw.web.clientinfo import TrustedProxies, client_address, forwarded_chain
 from scarfgw.web.proxy import CLIENT_CLOSED, StreamingProxy
 
-log: Final = Logger()
+log: Final = Logger(namespace=__name__)  # compiled code has no frame to name it by
 
 ACME_CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
 _AUTHORITY: Final = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")

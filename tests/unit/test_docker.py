@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from scarfgw.rules.base import Rule
 from scarfgw.rules.decision import Proxy, Redirect, Respond
@@ -393,3 +394,13 @@ def test_different_registries_last_declared_wins() -> None:
 def test_v1_is_tried_before_v2() -> None:
     decision = route([v2("library/*"), v1("library/hello")], "/v2/library/hello/manifests/1")
     assert only_capture(decision)["package"] == "pkg-library/hello"
+
+
+def test_yaml_keys_read_as_booleans_or_numbers_are_reported_as_text():
+    rule = yaml.safe_load("{type: docker-v1, domain: d, repository-name: i, registry: r,"
+                          " package-id: p, on: 1, 2: x}")
+    fields = Fields(rule, "rules[0]")
+    parse_docker_v1(fields)
+    assert fields.unused() == ["2", "True"]
+    with pytest.raises(RuleError, match="unknown key"):
+        fields.reject_unknown()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any, cast
 
+import pytest
 from twisted.logger import ILogObserver, Logger, LogLevel
 
 from scarfgw.logging import event_as_json_line
@@ -51,3 +53,12 @@ def test_values_json_cannot_hold() -> None:
 
     [line] = _logged(lambda log: log.info("y", obj=object()))
     assert json.loads(line)["obj"].startswith("<object object at")
+
+
+@pytest.mark.parametrize(("module", "name"), [
+    ("scarfgw.web.gateway", "log"), ("scarfgw.analytics.writer", "_log")])
+def test_compiled_modules_log_under_their_own_name(module: str, name: str) -> None:
+    """Twisted names a Logger after the calling frame, which compiled code does not have:
+    gateway failures and sink errors were logged as ``importlib._bootstrap``."""
+    logger = getattr(importlib.import_module(module), name)
+    assert logger.namespace == module

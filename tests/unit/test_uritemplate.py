@@ -295,3 +295,10 @@ def test_fast_path_stays_off_where_it_does_not_reach():
         assert parse_template(text)._fast is None
     assert parse_template("/{x}")._fast is not None
     assert parse_template("/{x}").match("/a%20b") == {"x": "a b"}, "escapes use the full matcher"
+
+
+def test_values_alternating_plain_and_escaped_text_are_bounded():
+    template = parse_template("/files/{name}")
+    assert template.match("/files/" + "a%41" * 20) == {"name": "aA" * 20}
+    many = "/files/" + "a%41" * 4000  # a 16 KiB target; was RecursionError, or (compiled)
+    assert template.match(many) is None  # thousands of nested generators on the C stack
