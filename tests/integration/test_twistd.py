@@ -32,12 +32,19 @@ def _docker_rule(image: str) -> dict[str, Any]:
             "registry": "registry.example.test", "package-id": f"pkg-{image}"}
 
 
-def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
+def _one_image_config(tmp_path: Path, workers: int, flush_interval: float
+                      ) -> tuple[dict[str, Any], int, int]:
+    """A config serving ``library/one`` on loopback ports, and its http and admin ports."""
     http, admin = free_port(), free_port()
     config: dict[str, Any] = {
-        "workers": 1, "listen": loopback_listeners(http, admin),
-        "rules": [_docker_rule("library/one")], "events": jsonl_events(tmp_path, 30),
+        "workers": workers, "listen": loopback_listeners(http, admin),
+        "rules": [_docker_rule("library/one")], "events": jsonl_events(tmp_path, flush_interval),
     }
+    return config, http, admin
+
+
+def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
+    config, http, admin = _one_image_config(tmp_path, workers=1, flush_interval=30)
     config_path = write_config(tmp_path, config)
     log = tmp_path / "twistd.log"
     process = start_twistd(config_path, log)
@@ -79,9 +86,7 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
 
 
 def test_a_reactor_chosen_with_twistd_reactor_is_kept(tmp_path: Path) -> None:
-    http, admin = free_port(), free_port()
-    config = {"workers": 1, "listen": loopback_listeners(http, admin),
-              "rules": [_docker_rule("library/one")], "events": jsonl_events(tmp_path, 30)}
+    config, http, admin = _one_image_config(tmp_path, workers=1, flush_interval=30)
     log = tmp_path / "twistd.log"
     process = start_twistd(write_config(tmp_path, config), log, twistd_args=["--reactor=poll"])
     try:
@@ -127,11 +132,7 @@ def _worker_pids() -> set[int]:
 
 
 def test_workers_share_sockets_reload_together_and_are_replaced(tmp_path: Path) -> None:
-    http, admin = free_port(), free_port()
-    config: dict[str, Any] = {
-        "workers": 2, "listen": loopback_listeners(http, admin),
-        "rules": [_docker_rule("library/one")], "events": jsonl_events(tmp_path, 0.1),
-    }
+    config, http, admin = _one_image_config(tmp_path, workers=2, flush_interval=0.1)
     config_path = write_config(tmp_path, config)
     log = tmp_path / "twistd.log"
     before = _worker_pids()
