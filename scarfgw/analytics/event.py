@@ -28,9 +28,10 @@ _OCTETS: Final = tuple(str(octet) for octet in range(256))
 class _RequestIds:
     """This process's request-id prefix (random) and counter."""
 
+    prefix: str
+    count: int
+
     def __init__(self) -> None:
-        self.prefix = ""
-        self.count = 0
         self.reseed()
 
     def reseed(self) -> None:

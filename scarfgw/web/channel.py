@@ -79,6 +79,12 @@ def status_line(status: int, phrase: bytes | None = None) -> bytes:
     return line
 
 
+def _is_field(name: bytes, lowered: bytes) -> bool:
+    """``name`` is the field ``lowered`` in any letter case; the lengths are compared first,
+    as most names are not the one looked for and ``lower()`` allocates."""
+    return len(name) == len(lowered) and name.lower() == lowered
+
+
 def _head_fields(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], int | None]:
     """Header lines, CR and LF in values made spaces (no response splitting), and the
     Content-Length among them, if any."""
@@ -87,7 +93,7 @@ def _head_fields(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], i
     for name, value in headers:
         if b"\r" in value or b"\n" in value:
             value = value.replace(b"\r", b" ").replace(b"\n", b" ")
-        elif len(name) == 14 and name.lower() == b"content-length" and value.strip().isdigit():
+        elif _is_field(name, b"content-length") and value.strip().isdigit():
             length = int(value)
         fields.append(b"".join((name, b": ", value, b"\r\n")))
     return fields, length
@@ -432,8 +438,8 @@ class GatewayChannel(Protocol):
         self.closing = True
         last = self.waiting[-1] if self.waiting else None
         if isinstance(last, GatewayRequest) and any(
-            (name.lower() == b"content-length" and value.strip() not in (b"", b"0"))
-            or name.lower() == b"transfer-encoding" for name, value in last.header_pairs
+            (_is_field(name, b"content-length") and value.strip() not in (b"", b"0"))
+            or _is_field(name, b"transfer-encoding") for name, value in last.header_pairs
         ):
             self.waiting[-1] = _Refused(400, "Upgrade with a request body is not supported")
 
@@ -471,11 +477,9 @@ class GatewayChannel(Protocol):
         self._body_budget = limit
         expects_continue = False
         for name, value in self._fields:
-            size = len(name)  # compared first: most fields are neither, and lower() allocates
-            if (size == 14 and name.lower() == b"content-length" and value.isdigit()
-                    and int(value) > limit):
+            if _is_field(name, b"content-length") and value.isdigit() and int(value) > limit:
                 self._too_large(request)
-            if size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            if _is_field(name, b"expect") and value.lower() == b"100-continue":
                 expects_continue = True
         self.continue_pending = expects_continue and request.version == "1.1"
 
