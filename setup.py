@@ -11,14 +11,14 @@ from setuptools import setup
 
 COMPILED = [
     "scarfgw/rules/",
-    "scarfgw/web/channel.py",
-    "scarfgw/web/gateway.py",
-    "scarfgw/web/clientinfo.py",
-    "scarfgw/web/accesslog.py",
+    "scarfgw/http/channel.py",
+    "scarfgw/gateway/gateway.py",
+    "scarfgw/gateway/clientinfo.py",
+    "scarfgw/ops/accesslog.py",
     "scarfgw/analytics/event.py",
     "scarfgw/analytics/useragent.py",
     "scarfgw/analytics/writer.py",
-    "scarfgw/metrics.py",
+    "scarfgw/ops/metrics.py",
 ]
 
 if os.environ.get("SCARFGW_PURE"):

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 import yaml
 
 from scarfgw.analytics.sinks import sink_factories
-from scarfgw.endpoints import parse_tcp_endpoint
 from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
+from scarfgw.runtime.endpoints import parse_tcp_endpoint
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

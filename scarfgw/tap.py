@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from twisted.python import usage
 
 from scarfgw.config import Config, ConfigError, load_config
-from scarfgw.reactor import install_unless_chosen
-from scarfgw.workers import METRICS_DIR_VARIABLE
+from scarfgw.runtime.reactor import install_unless_chosen
+from scarfgw.runtime.workers import METRICS_DIR_VARIABLE
 
 if TYPE_CHECKING:
-    from scarfgw.service import GatewayService
+    from scarfgw.runtime.service import GatewayService
 
 
 class Options(usage.Options):
@@ -51,14 +51,14 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
     The service module (and with it prometheus-client) is imported only now: with several
     workers the metrics must live in a directory shared by the processes, which
     prometheus-client reads from the environment when it is first imported. The C
-    allocator is tuned for the proxy's buffers here too (:mod:`scarfgw.allocator`).
+    allocator is tuned for the proxy's buffers here too (:mod:`scarfgw.runtime.allocator`).
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    from scarfgw.allocator import tune_allocator
-    from scarfgw.service import GatewayService
+    from scarfgw.runtime.allocator import tune_allocator
+    from scarfgw.runtime.service import GatewayService
 
     tune_allocator()
     return GatewayService(options.loaded, reactor, options["config"],

@@ -21,7 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.web import resource, server
 
 from scarfgw.config import parse_config
-from scarfgw.service import GatewayService
+from scarfgw.runtime.service import GatewayService
 
 REPO = Path(__file__).parents[1]
 TWISTD = Path(sys.executable).parent / "twistd"

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scarfgw.analytics.sinks import DelayedCall, Scheduler, Sink
-from scarfgw.metrics import (
+from scarfgw.ops.metrics import (
     EVENTS_DROPPED,
     EVENTS_SPOOLED,
     EVENTS_WRITTEN,

@@ -25,8 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
-from scarfgw import metrics
 from scarfgw.config import TLSConfig
+from scarfgw.ops import metrics
 from scarfgw.tls.acme import AcmeClient, AcmeProblem, ChallengeResponder
 from scarfgw.tls.certs import (
     KeyedChain,

@@ -17,8 +17,8 @@ from twisted.internet import reactor, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import resource, server
 
-from scarfgw import metrics
 from scarfgw.config import AcmeConfig, TLSConfig, VerificationConfig
+from scarfgw.ops import metrics
 from scarfgw.tls import manager
 from scarfgw.tls.certs import self_signed
 from scarfgw.tls.listener import https_factory

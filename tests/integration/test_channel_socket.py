@@ -10,7 +10,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import reactor, threads
 
-from scarfgw.web.channel import GatewayFactory, GatewayRequest
+from scarfgw.http.channel import GatewayFactory, GatewayRequest
 
 BIG = bytes(range(256)) * 16384  # 4 MiB: far more than one send() takes
 

@@ -18,7 +18,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from scarfgw.metrics import REGISTRY
+from scarfgw.ops.metrics import REGISTRY
 from tests.support import (
     deferLater,
     docker_rule,

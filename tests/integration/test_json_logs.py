@@ -1,4 +1,4 @@
-"""``twistd --logger=scarfgw.logging.json_logger``: every stdout line of a real gateway's life
+"""``twistd --logger=scarfgw.ops.logging.json_logger``: every stdout line of a real gateway's life
 (start, a bad reload, SIGTERM) is one JSON object."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def test_twistd_writes_json_lines(tmp_path: Path) -> None:
                    "admin": f"tcp:{admin}:interface=127.0.0.1"},
         "events": jsonl_events(tmp_path, 1.0),
     })
-    process = start_twistd(config_path, twistd_args=["--logger=scarfgw.logging.json_logger"],
+    process = start_twistd(config_path, twistd_args=["--logger=scarfgw.ops.logging.json_logger"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for _ in range(300):
@@ -43,7 +43,8 @@ def test_twistd_writes_json_lines(tmp_path: Path) -> None:
     records = [json.loads(line) for line in lines]
     assert b"\x1e" not in stdout and stderr == b""
     messages = {(r["namespace"], r["level"], r["message"]) for r in records}
-    assert ("scarfgw.service", "info", "SIGTERM received: shutting down gracefully") in messages
+    assert ("scarfgw.runtime.service", "info",
+            "SIGTERM received: shutting down gracefully") in messages
     [refused] = [r for r in records if r["message"].startswith("config reload refused")]
     assert refused["level"] == "error"
     assert "listen.http" in refused["error"]

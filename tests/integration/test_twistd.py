@@ -79,7 +79,7 @@ def test_lifecycle_reload_and_sigterm(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
-    assert "reactor class: scarfgw.reactor.GatewayReactor" in log.read_text()
+    assert "reactor class: scarfgw.runtime.reactor.GatewayReactor" in log.read_text()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["image"] for e in events] == ["library/one", "library/two", "library/two"]
     assert all(e["status"] == 307 and e["pull"] for e in events)
@@ -127,7 +127,7 @@ def test_check_config_command(tmp_path: Path) -> None:
 
 
 def _worker_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "scarfgw.worker"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", "scarfgw.runtime.worker"], capture_output=True, text=True)
     return {int(pid) for pid in out.stdout.split()}
 
 

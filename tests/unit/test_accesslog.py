@@ -7,7 +7,7 @@ from typing import Any, cast
 import pytest
 from twisted.logger import ILogObserver, Logger, formatEvent
 
-from scarfgw.web.accesslog import AccessLog
+from scarfgw.ops.accesslog import AccessLog
 
 REQUEST: dict[str, Any] = {
     "method": "GET", "host": "cr.example.test", "path": "/v2/library/hello/manifests/latest",

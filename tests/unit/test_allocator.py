@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from scarfgw.allocator import tune_allocator
+from scarfgw.runtime.allocator import tune_allocator
 
 
 def test_glibc_accepts_the_thresholds() -> None:

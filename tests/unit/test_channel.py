@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from scarfgw.web.channel import PARSE_SLICE, GatewayChannel, GatewayFactory, GatewayRequest
+from scarfgw.http.channel import PARSE_SLICE, GatewayChannel, GatewayFactory, GatewayRequest
 
 Handler = Callable[[GatewayRequest], None]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from scarfgw.web.clientinfo import TrustedProxies, client_address, forwarded_chain
+from scarfgw.gateway.clientinfo import TrustedProxies, client_address, forwarded_chain
 
 TRUSTED = TrustedProxies([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")])
 

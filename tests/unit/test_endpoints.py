@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from scarfgw.endpoints import parse_tcp_endpoint, reuseport_sockets
+from scarfgw.runtime.endpoints import parse_tcp_endpoint, reuseport_sockets
 
 
 def test_parse_tcp_endpoints() -> None:

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 from twisted.logger import ILogObserver, Logger, LogLevel
 
-from scarfgw.logging import event_as_json_line
+from scarfgw.ops.logging import event_as_json_line
 
 
 def _logged(emit: Any) -> list[str]:
@@ -56,7 +56,7 @@ def test_values_json_cannot_hold() -> None:
 
 
 @pytest.mark.parametrize(("module", "name"), [
-    ("scarfgw.web.gateway", "log"), ("scarfgw.analytics.writer", "_log")])
+    ("scarfgw.gateway.gateway", "log"), ("scarfgw.analytics.writer", "_log")])
 def test_compiled_modules_log_under_their_own_name(module: str, name: str) -> None:
     """Twisted names a Logger after the calling frame, which compiled code does not have:
     gateway failures and sink errors were logged as ``importlib._bootstrap``."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from scarfgw import metrics
+from scarfgw.ops import metrics
 
 REQUESTS = [
     (307, b"GET", "docker", 0.0004, 0),
@@ -121,7 +121,7 @@ def test_queue_depth_is_read_at_scrape_time() -> None:
 def test_multiprocess_mode_writes_the_files_on_flush(tmp_path: Path) -> None:
     worker = textwrap.dedent("""
         import sys
-        from scarfgw import metrics
+        from scarfgw.ops import metrics
         assert metrics.MULTIPROCESS
         metrics.request_started()
         metrics.request_started()

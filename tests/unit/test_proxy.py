@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scarfgw.web.proxy import (
+from scarfgw.gateway.proxy import (
     UpstreamMap,
     bearer_realm,
     connection_tokens,

@@ -8,7 +8,7 @@ from typing import cast
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, globalLogPublisher
 
-from scarfgw.reactor import GatewayReactor, install_unless_chosen
+from scarfgw.runtime.reactor import GatewayReactor, install_unless_chosen
 
 
 class Echo(Protocol):

@@ -8,8 +8,8 @@ from typing import Any
 from acme import messages
 from twisted.internet.task import Clock
 
-from scarfgw import metrics
 from scarfgw.config import TLSConfig, VerificationConfig
+from scarfgw.ops import metrics
 from scarfgw.tls.acme import AcmeProblem
 from scarfgw.tls.certs import self_signed
 from scarfgw.tls.manager import TLSService

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 
 from scarfgw.analytics.sinks import HttpSink, JsonlSink, SinkError, build_sinks
 from scarfgw.analytics.writer import EventWriter, Spool, serialise
-from scarfgw.metrics import REGISTRY
+from scarfgw.ops.metrics import REGISTRY
 
 
 class FakeSink:

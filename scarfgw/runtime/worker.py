@@ -1,4 +1,4 @@
-"""Entry point of a worker process (``python -m scarfgw.worker``), started by the primary.
+"""Entry point of a worker process (``python -m scarfgw.runtime.worker``), started by the primary.
 
 A worker serves the listening sockets it inherited, with its own event writer (its spool
 under ``events.spool_dir/worker-N``) and certificates read from the shared TLS storage.
@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from scarfgw.config import ConfigError, load_config
-from scarfgw.reactor import install_unless_chosen
-from scarfgw.workers import READY_LINE, SharedSocket, parse_inherit_argument
+from scarfgw.runtime.reactor import install_unless_chosen
+from scarfgw.runtime.workers import READY_LINE, SharedSocket, parse_inherit_argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until SIGTERM; exit status 0 after a graceful stop."""
-    parser = argparse.ArgumentParser(prog="scarfgw.worker")
+    parser = argparse.ArgumentParser(prog="scarfgw.runtime.worker")
     parser.add_argument("--config", required=True)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--inherit", action="append", default=[], type=parse_inherit_argument)
@@ -34,8 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_unless_chosen()
     from twisted.internet import reactor
 
-    from scarfgw.allocator import tune_allocator
-    from scarfgw.service import GatewayService
+    from scarfgw.runtime.allocator import tune_allocator
+    from scarfgw.runtime.service import GatewayService
 
     tune_allocator()
 

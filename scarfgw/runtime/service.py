@@ -16,20 +16,20 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from scarfgw import metrics
 from scarfgw.analytics.geoip import GeoIP
 from scarfgw.analytics.sinks import build_sinks
 from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config, load_config
-from scarfgw.endpoints import reuseport_sockets
+from scarfgw.gateway.gateway import Gateway
+from scarfgw.gateway.proxy import StreamingProxy
+from scarfgw.http.channel import GatewayFactory
+from scarfgw.ops import metrics
+from scarfgw.ops.accesslog import AccessLog
+from scarfgw.ops.admin import admin_resource
+from scarfgw.runtime.endpoints import reuseport_sockets
+from scarfgw.runtime.workers import METRICS_DIR_VARIABLE, SharedSocket, WorkerPool
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
-from scarfgw.web.accesslog import AccessLog
-from scarfgw.web.admin import admin_resource
-from scarfgw.web.channel import GatewayFactory
-from scarfgw.web.gateway import Gateway
-from scarfgw.web.proxy import StreamingProxy
-from scarfgw.workers import METRICS_DIR_VARIABLE, SharedSocket, WorkerPool
 
 log = Logger()
 

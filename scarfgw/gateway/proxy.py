@@ -47,14 +47,14 @@ from twisted.web.http_headers import Headers as TwistedHeaders
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
-from scarfgw import metrics
 from scarfgw.config import ProxyConfig
+from scarfgw.gateway.errors import registry_error
+from scarfgw.http.channel import GatewayRequest
+from scarfgw.ops import metrics
 from scarfgw.rules.decision import Proxy
 from scarfgw.rules.docker import token_path
 from scarfgw.rules.request import RequestView
 from scarfgw.tls.certs import trust_root
-from scarfgw.web.channel import GatewayRequest
-from scarfgw.web.errors import registry_error
 
 log = Logger()
 

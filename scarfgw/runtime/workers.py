@@ -3,7 +3,7 @@
 The primary process (``twistd scarfgw``) binds one ``SO_REUSEPORT`` socket per process for
 each listener (while it still has its privileges), serves the first itself, owns ACME
 ordering and the admin listener, and runs ``workers - 1`` further processes
-(``python -m scarfgw.worker``), each inheriting its own sockets. The kernel spreads new
+(``python -m scarfgw.runtime.worker``), each inheriting its own sockets. The kernel spreads new
 connections over the sockets. A worker that dies is started again on the same sockets,
 which the primary keeps open, so no connection attempt is refused meanwhile. SIGHUP and
 SIGTERM are passed on to the workers.
@@ -119,7 +119,7 @@ class WorkerPool(Service):
 
     def _spawn(self, index: int) -> None:
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        args = [sys.executable, "-m", "scarfgw.worker", "--config", self.config_path,
+        args = [sys.executable, "-m", "scarfgw.runtime.worker", "--config", self.config_path,
                 "--index", str(index)]
         for offset, (name, shared) in enumerate(sorted(self.sockets[index].items())):
             child_fd = FIRST_INHERITED_FD + offset

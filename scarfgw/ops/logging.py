@@ -1,11 +1,11 @@
 """Structured logs: one JSON object per line on stdout, for ``twistd --logger``.
 
-Run ``twistd -n --logger=scarfgw.logging.json_logger scarfgw --config etc/scarfgw.yaml``
+Run ``twistd -n --logger=scarfgw.ops.logging.json_logger scarfgw --config etc/scarfgw.yaml``
 (``--logger`` overrides ``--logfile``/``--syslog``). Each line is a JSON object without a
 record separator (unlike Twisted's ``jsonFileLogObserver`` default, RFC 7464), ready for
 journald, Loki, Vector or ``jq``::
 
-    {"time": "2026-11-22T10:00:00.123Z", "level": "info", "namespace": "scarfgw.service",
+    {"time": "2026-11-22T10:00:00.123Z", "level": "info", "namespace": "scarfgw.runtime.service",
      "message": "SIGHUP received"}
 
 ``time`` is UTC with milliseconds; ``level`` is debug, info, warn, error or critical;
@@ -48,6 +48,6 @@ def event_as_json_line(event: LogEvent) -> str:
 
 
 def json_logger() -> ILogObserver:
-    """The observer factory for ``twistd --logger=scarfgw.logging.json_logger``."""
+    """The observer factory for ``twistd --logger=scarfgw.ops.logging.json_logger``."""
     observer: ILogObserver = FileLogObserver(sys.stdout, event_as_json_line)
     return observer

@@ -32,7 +32,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from scarfgw import metrics
+from scarfgw.ops import metrics
 
 TLS_HANDSHAKE_RECORD: Final = 0x16
 MAX_FIELD_BYTES: Final = 16 * 1024

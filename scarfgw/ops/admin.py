@@ -10,8 +10,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from scarfgw.metrics import REGISTRY, TLS_CERT_NOT_AFTER
-from scarfgw.workers import METRICS_DIR_VARIABLE
+from scarfgw.ops.metrics import REGISTRY, TLS_CERT_NOT_AFTER
+from scarfgw.runtime.workers import METRICS_DIR_VARIABLE
 
 
 class _Text(Resource):

@@ -2,7 +2,7 @@
 
 Events go through ``twisted.logger`` under the namespace ``scarfgw.access``, so they end up
 wherever twistd logs: text lines with ``--logfile``, JSON objects with
-``--logger=scarfgw.logging.json_logger`` (fields ``method``, ``host``, ``path``, ``status``,
+``--logger=scarfgw.ops.logging.json_logger`` (fields ``method``, ``host``, ``path``, ``status``,
 ``sent_bytes``, ``duration_ms``, ``kind``, ``user_agent``, ``network``). As in analytics
 events, the client address is only written as its network (/24 IPv4, /48 IPv6). The
 gateway keeps no ``AccessLog`` when the log is off, so a disabled log costs one ``is None``.

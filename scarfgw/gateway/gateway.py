@@ -12,18 +12,18 @@ from typing import Final
 
 from twisted.logger import Logger
 
-from scarfgw import metrics
 from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
 from scarfgw.analytics.geoip import GeoIP
 from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config
+from scarfgw.gateway.clientinfo import TrustedProxies, client_address, forwarded_chain
+from scarfgw.gateway.proxy import CLIENT_CLOSED, StreamingProxy
+from scarfgw.http.channel import GatewayRequest
+from scarfgw.ops import metrics
+from scarfgw.ops.accesslog import AccessLog
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect
 from scarfgw.rules.request import Headers, RequestView, routing_host
 from scarfgw.tls.manager import TLSService
-from scarfgw.web.accesslog import AccessLog
-from scarfgw.web.channel import GatewayRequest
-from scarfgw.web.clientinfo import TrustedProxies, client_address, forwarded_chain
-from scarfgw.web.proxy import CLIENT_CLOSED, StreamingProxy
 
 log: Final = Logger(namespace=__name__)  # compiled code has no frame to name it by
 

@@ -1,0 +1,1 @@
+"""Request -> rules -> decision -> response: the gateway, the streaming proxy, client info."""

@@ -1,0 +1,1 @@
+"""Insights, the read side of the events: engines, ingest, counting, API, badges, dashboard."""

@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics, the admin listener, JSON logs, the access log."""

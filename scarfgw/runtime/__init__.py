@@ -1,0 +1,1 @@
+"""Process wiring: the primary and its workers, listeners, signals, drain, reactor tuning."""

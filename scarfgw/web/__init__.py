@@ -1,1 +1,0 @@
-"""The Twisted shell around the pure core: HTTP in, decisions rendered, events out."""
