@@ -107,9 +107,18 @@ class AccessLogConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Edge limits for client requests."""
+    """Edge limits for client connections and requests.
+
+    ``max_connections`` is per listener and process (one more is closed at once);
+    ``client_timeout`` is how long a connection may stay idle, take to send one request, or
+    leave its pending response unread; ``listen_backlog`` is the kernel's queue of
+    connections not yet accepted.
+    """
 
     max_body_bytes: int = 65536
+    max_connections: int = 10_000
+    client_timeout: float = 60.0
+    listen_backlog: int = 1024
 
 
 @dataclass(frozen=True)
@@ -353,6 +362,9 @@ def _limits(top: Fields) -> LimitsConfig:
     section = _section(top, "limits")
     limits = LimitsConfig(
         max_body_bytes=section.positive_int("max_body_bytes", LimitsConfig.max_body_bytes),
+        max_connections=section.positive_int("max_connections", LimitsConfig.max_connections),
+        client_timeout=section.number("client_timeout", LimitsConfig.client_timeout),
+        listen_backlog=section.positive_int("listen_backlog", LimitsConfig.listen_backlog),
     )
     section.reject_unknown()
     return limits

@@ -116,7 +116,7 @@ def format_time(time: float) -> str:
 
 
 _COMMON_KEYS: Final = frozenset({"time", "request_id", "domain", "method", "path", "status",
-                                 "user_agent", "referer", "origin", "client"})
+                                 "user_agent", "referer", "origin", "client", "complete"})
 
 
 def build_event(
@@ -132,8 +132,10 @@ def build_event(
     referer: str | None,
     client_ip: str | None,
     enrich: Enricher | None = None,
+    complete: bool = True,
 ) -> dict[str, Any]:
-    """The event record: the common keys, then the capture's keys.
+    """The event record: the common keys, then the capture's keys, and ``"complete":
+    false`` when the response body was not delivered whole (the key is absent otherwise).
 
     A capture key never replaces a common key (``origin`` in particular stays the truncated
     network plus what ``enrich`` returns); the raw ``client_ip`` is not part of the result.
@@ -159,4 +161,6 @@ def build_event(
     else:
         for name, captured in capture.items():
             event.setdefault(name, captured)
+    if not complete:
+        event["complete"] = False
     return event

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
 from scarfgw.analytics.geoip import GeoIP
@@ -21,30 +22,39 @@ from scarfgw.gateway.proxy import CLIENT_CLOSED, StreamingProxy
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
+from scarfgw.ops.logging import FailureLog
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect
 from scarfgw.rules.request import Headers, RequestView, routing_host
 from scarfgw.tls.manager import TLSService
 
 log: Final = Logger(namespace=__name__)  # compiled code has no frame to name it by
+failures: Final = FailureLog(log)
 
 ACME_CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
+REGISTRY_API: Final = "/v2"
+"""Paths served on plain HTTP even for domains with a certificate (registry clients that were
+configured for plain HTTP do not follow a redirect to another port with their token)."""
 _AUTHORITY: Final = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 
 class BadRequest(Exception):
-    """The request cannot be routed; the message is safe to show the client."""
+    """The request cannot be routed; the message is safe to show the client, and the
+    connection closes after it (nothing pipelined behind it is read)."""
 
 
 class RequestContext:
     """Per-request facts the shell needs after routing (for events, metrics and the proxy)."""
 
     __slots__ = ("chain", "client_ip", "forwarded_proto", "host_value", "peer", "secure",
-                 "started", "view")
+                 "started", "trusted_peer", "view")
 
     def __init__(
         self, view: RequestView, client_ip: str | None, peer: str | None, chain: list[str],
         started: float, forwarded_proto: str | None, host_value: str | None, secure: bool,
+        trusted_peer: bool,
     ) -> None:
+        self.trusted_peer = trusted_peer
+        """The peer is a trusted proxy: its forwarding headers are believed and passed on."""
         self.view = view
         self.client_ip = client_ip
         self.peer = peer
@@ -101,12 +111,14 @@ class Gateway:
         try:
             self._handle(request, started)
         except Exception:
-            log.failure("answering {method} {uri!r} failed", method=request.method,
-                        uri=request.uri[:200])
+            request_id = new_request_id()
+            failures.record(Failure(), request_id, "answering {method} {uri!r} failed",
+                            method=request.method, uri=request.uri[:200])
             if request.accounted:
                 return
             if not (request.startedWriting or request.finished or request.disconnected):
-                self._respond_plain(request, 500, "internal error", started)
+                self._respond_plain(request, 500, f"internal error (request {request_id})",
+                                    started)
                 return
             request.abort()
             self._account(request, 500, "none", started)
@@ -117,6 +129,7 @@ class Gateway:
         try:
             context = self._context(request, started)
         except BadRequest as exc:
+            request.close_connection()
             self._respond_plain(request, 400, str(exc), started)
             return
         if request.body_too_large:
@@ -142,6 +155,8 @@ class Gateway:
             return True
         if request.isSecure() or context.forwarded_proto == "https":
             return False
+        if view.raw_path == REGISTRY_API or view.raw_path.startswith(REGISTRY_API + "/"):
+            return False
         if not self.tls.has_certificate(view.host):
             return False
         port = "" if self.https_port == 443 else f":{self.https_port}"
@@ -157,8 +172,11 @@ class Gateway:
         hosts = headers.get_all("host")
         if len(hosts) > 1:
             raise BadRequest("more than one Host header")
+        if not hosts and request.version == "1.1":
+            raise BadRequest("HTTP/1.1 request without Host header")
         host_value = hosts[0] if hosts else None
-        if peer in trusted:
+        trusted_peer = peer in trusted
+        if trusted_peer:
             chain = forwarded_chain(headers.get_all("x-forwarded-for"))
             host_value = headers.get("x-forwarded-host") or host_value
             proto = headers.get("x-forwarded-proto")
@@ -182,14 +200,16 @@ class Gateway:
         view = RequestView(request.method.decode("ascii"), host, path.decode("ascii"),
                            query.decode("ascii") if mark else None, headers, request.body)
         return RequestContext(view, client_ip, peer, chain, started, proto, host_value,
-                              request.isSecure())
+                              request.isSecure(), trusted_peer)
 
     def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision
                 ) -> None:
         if isinstance(decision, Proxy):
             self.forwarder.forward(
                 request, context.view, decision, context.forwarded_for, context.public_origin,
-                lambda status: self._finished(request, context, decision, status),
+                lambda status, complete: self._finished(request, context, decision, status,
+                                                        complete=complete),
+                context.trusted_peer,
             )
             return
         if isinstance(decision, Redirect):
@@ -207,13 +227,13 @@ class Gateway:
                        recorded=decision.captures_before)
 
     def _finished(self, request: GatewayRequest, context: RequestContext, decision: Decision,
-                  status: int, recorded: bool = False) -> None:
+                  status: int, recorded: bool = False, complete: bool = True) -> None:
         self._account(request, status, decision.kind, context.started, context)
         if not recorded and status != CLIENT_CLOSED:
-            self._record(request, context, decision.captures, status)
+            self._record(request, context, decision.captures, status, complete)
 
     def _record(self, request: GatewayRequest, context: RequestContext,
-                captures: Sequence[Capture], status: int) -> None:
+                captures: Sequence[Capture], status: int, complete: bool = True) -> None:
         if not captures:
             return
         view = context.view
@@ -234,6 +254,7 @@ class Gateway:
                     referer=view.header("referer"),
                     client_ip=context.client_ip,
                     enrich=self.enrich,
+                    complete=complete,
                 )
             )
 

@@ -47,16 +47,19 @@ from twisted.web.http_headers import Headers as TwistedHeaders
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
+from scarfgw.analytics.event import new_request_id
 from scarfgw.config import ProxyConfig
 from scarfgw.gateway.errors import registry_error
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
+from scarfgw.ops.logging import FailureLog
 from scarfgw.rules.decision import Proxy
 from scarfgw.rules.docker import token_path
 from scarfgw.rules.request import RequestView
 from scarfgw.tls.certs import trust_root
 
 log = Logger()
+failures = FailureLog(log)
 
 HOP_BY_HOP = frozenset(
     {
@@ -65,6 +68,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"x-forwarded-for", b"content-length", b"expect"}
+FORWARDING = frozenset({b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
+"""Forwarding headers passed on only from a trusted proxy (X-Forwarded-For is rebuilt)."""
 _FOLLOWED_STATUSES = (302, 307)
 CLIENT_CLOSED = 499
 """Status reported to ``done`` when the client left before the backend answered (no event)."""
@@ -75,7 +80,8 @@ _REALM = re.compile(r'(\brealm\s*=\s*)"([^"]*)"', re.IGNORECASE)
 CHUNK_BYTES = 1 << 20
 """Read size of upstream sockets; send size and pause threshold of relaying client sockets."""
 
-Done = Callable[[int], None]
+Done = Callable[[int, bool], None]
+"""Told the final status, and whether the response body was delivered whole."""
 
 
 def tune_transport(transport: object) -> None:
@@ -139,7 +145,7 @@ class _Relay(Protocol):
     client is ready for more is aborted (a slow client never counts as a stall).
     """
 
-    def __init__(self, request: GatewayRequest, finished: Callable[[], None], clock: Any,
+    def __init__(self, request: GatewayRequest, finished: Callable[[bool], None], clock: Any,
                  stall_timeout: float) -> None:
         self.request = request
         self.finished = finished
@@ -199,7 +205,7 @@ class _Relay(Protocol):
                 log.info("upstream body broke off: {reason}", reason=reason.value)
                 metrics.UPSTREAM_ERRORS.labels("body_interrupted").inc()
                 request.abort()
-        self.finished()
+        self.finished(request.body_complete)
 
 
 class _Discard(Protocol):
@@ -279,13 +285,17 @@ class StreamingProxy:
         forwarded_for: Sequence[str],
         public_origin: str,
         done: Done,
+        trusted_peer: bool = False,
     ) -> None:
-        """Answer ``request`` from ``decision.backend``; ``done(status)`` when finished.
+        """Answer ``request`` from ``decision.backend``; ``done(status, complete)`` when
+        finished.
 
         ``public_origin`` (``scheme://host[:port]`` as the client sees the gateway) names the
-        gateway's own ``/v2/token`` when the rule rewrites the token realm.
+        gateway's own ``/v2/token`` when the rule rewrites the token realm. The client's
+        :data:`FORWARDING` headers are passed on only when it is a ``trusted_peer``.
         """
-        exchange = _Exchange(self, request, decision, forwarded_for, public_origin, done)
+        exchange = _Exchange(self, request, decision, forwarded_for, public_origin, done,
+                             trusted_peer)
         if request.method not in _PROXIED_METHODS:
             exchange.error(405, "UNSUPPORTED", "only GET and HEAD are proxied")
         elif decision.options.get("token_endpoint"):
@@ -332,20 +342,21 @@ class _Exchange:
     """One client request's trip to the backend (following ``/v2`` redirects) and back."""
 
     def __init__(self, proxy: StreamingProxy, request: GatewayRequest, decision: Proxy,
-                 forwarded_for: Sequence[str], public_origin: str, done: Done) -> None:
+                 forwarded_for: Sequence[str], public_origin: str, done: Done,
+                 trusted_peer: bool) -> None:
         self.public_origin = public_origin
         self.proxy = proxy
         self.request = request
         self.decision = decision
         self._done = done
         self.reported = False
-        self.headers = _upstream_headers(request, forwarded_for)
+        self.headers = _upstream_headers(request, forwarded_for, trusted_peer)
 
-    def done(self, status: int) -> None:
+    def done(self, status: int, complete: bool = True) -> None:
         """Report the outcome to the gateway, exactly once."""
         if not self.reported:
             self.reported = True
-            self._done(status)
+            self._done(status, complete)
 
     def send(self, url: str, hops: int = 0) -> None:
         """Ask ``url``; relay its answer, or follow it when it is a registry redirect."""
@@ -413,7 +424,7 @@ class _Exchange:
 
     def _broken(self, reason: Failure, url: str) -> None:
         """An unexpected error: answer 502 if nothing was sent yet, else cut the client off."""
-        log.failure("proxying {url} failed", reason, url=url)
+        failures.record(reason, new_request_id(), "proxying {url} failed", url=url)
         request = self.request
         if self.reported or request.finished or request.disconnected:
             self.done(CLIENT_CLOSED)
@@ -421,7 +432,7 @@ class _Exchange:
             self.error(502, "UNAVAILABLE", "backend error")
         else:
             request.abort()
-            self.done(502)
+            self.done(502, complete=False)
 
     def _relay(self, response: IResponse) -> None:
         request = self.request
@@ -452,7 +463,7 @@ class _Exchange:
             request.finish()
             self.done(response.code)
             return
-        response.deliverBody(_Relay(request, lambda: self.done(response.code),
+        response.deliverBody(_Relay(request, lambda complete: self.done(response.code, complete),
                                     self.proxy.reactor, self.proxy.config.response_timeout))
 
     @property
@@ -486,12 +497,14 @@ class _Exchange:
         self.done(status)
 
 
-def _upstream_headers(request: GatewayRequest, forwarded_for: Sequence[str]) -> TwistedHeaders:
-    """The client's end-to-end headers (repeats kept) plus one X-Forwarded-For chain."""
+def _upstream_headers(request: GatewayRequest, forwarded_for: Sequence[str],
+                      trusted_peer: bool) -> TwistedHeaders:
+    """The client's end-to-end headers (repeats kept; :data:`FORWARDING` ones only from a
+    trusted peer) plus one X-Forwarded-For chain."""
     headers = TwistedHeaders()
     pairs = request.header_pairs
-    dropped = _NOT_FORWARDED | connection_tokens(
-        value for name, value in pairs if name.lower() == b"connection")
+    dropped = (_NOT_FORWARDED if trusted_peer else _NOT_FORWARDED | FORWARDING) | (
+        connection_tokens(value for name, value in pairs if name.lower() == b"connection"))
     for name, value in pairs:
         if name.lower() not in dropped:
             headers.addRawHeader(name, value)

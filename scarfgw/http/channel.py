@@ -4,12 +4,18 @@ Requests are parsed by llhttp (through ``httptools``: strict, so smuggling shape
 Content-Length beside Transfer-Encoding are refused) and answered one at a time per
 connection, in order; pipelined requests wait their turn with reading paused. A response
 is written straight to the transport, head and body in one write when the whole answer is
-known. Limits answer clearly: header fields over :data:`MAX_FIELD_BYTES`, a header block over
+known. The channel is the producer of its connection's output: once more than the
+transport's buffer size (64 KiB) waits unsent, no further request is answered and reading
+pauses until it drained, so a client that sends without reading holds no more than that.
+
+Limits answer clearly: header fields over :data:`MAX_FIELD_BYTES`, a header block over
 :data:`MAX_HEAD_BYTES` or :data:`MAX_HEADERS` fields get 431, a target over
 :data:`MAX_TARGET_BYTES` 414, a body over the configured limit 413 (at once, then the
 connection closes), anything unparsable 400. One sweep per listener cuts connections that
-stayed idle, took longer than the factory's timeout to send a request, or did not read any
-of their pending response for that long.
+stayed idle (empty lines are not activity), took longer than the factory's timeout to send a
+request, or did not read any of their pending response for that long (counted from when
+output last moved). A listener holds at most ``max_connections``: one more is closed at
+once.
 """
 
 from __future__ import annotations
@@ -156,6 +162,12 @@ class GatewayRequest:
         return b"".join(self._body_parts)
 
     @property
+    def body_complete(self) -> bool:
+        """True once the response is finished with every byte its Content-Length announced
+        (False while it is not, and for one cut off)."""
+        return self.finished and not self._length_left
+
+    @property
     def transport(self) -> Any:
         """The connection's transport."""
         return self.channel.transport
@@ -279,11 +291,11 @@ class GatewayRequest:
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         """Let the client connection pause and resume ``producer`` (a streamed body)."""
-        self.transport.registerProducer(producer, streaming)
+        self.channel.attach_body_producer(producer)
 
     def unregisterProducer(self) -> None:
         """Detach the producer registered by :meth:`registerProducer`."""
-        self.transport.unregisterProducer()
+        self.channel.attach_body_producer(None)
 
     def abort(self) -> None:
         """Cut the client off (a response cannot be completed)."""
@@ -305,17 +317,34 @@ def _queued(connection: Any) -> int:
     return int(len(connection.dataBuffer) - connection.offset + connection._tempDataLen)
 
 
-def _pending_output(transport: object) -> tuple[int, int, int] | None:
-    """Response bytes the client has not received yet, in Twisted's buffer and the kernel's
-    send queue, with what changes whenever some leave (buffer identity and offset); ``None``
-    when there are none or the transport does not say. Under TLS the TCP transport
-    underneath is asked."""
+class _OutputProgress:
+    """Where a connection's unsent output stood at the last sweep: what changes only when
+    bytes leave (Twisted's buffer identity and offset, the kernel's unsent count going
+    down), and since when it has not."""
+
+    __slots__ = ("buffer", "kernel", "offset", "since")
+
+    def __init__(self, buffer: int, offset: int, kernel: int, since: float) -> None:
+        self.buffer = buffer
+        self.offset = offset
+        self.kernel = kernel
+        self.since = since
+
+    def moved(self, buffer: int, offset: int, kernel: int, now: float) -> bool:
+        """Take the current state; True when some bytes left since the last one (responses
+        queued meanwhile do not count)."""
+        moved = buffer != self.buffer or offset != self.offset or kernel < self.kernel
+        self.buffer, self.offset, self.kernel = buffer, offset, kernel
+        if moved:
+            self.since = now
+        return moved
+
+
+def _tcp_of(transport: object) -> tcp.Connection | None:
+    """The TCP connection under ``transport`` (itself, or the one under TLS)."""
     tcp_transport = transport if isinstance(transport, tcp.Connection) else getattr(
         transport, "transport", None)
-    if not isinstance(tcp_transport, tcp.Connection):
-        return None
-    pending = _queued(tcp_transport) + _kernel_unsent(tcp_transport.socket)
-    return (pending, id(tcp_transport.dataBuffer), tcp_transport.offset) if pending else None
+    return tcp_transport if isinstance(tcp_transport, tcp.Connection) else None
 
 
 def _sends_directly(transport: object) -> bool:
@@ -350,8 +379,9 @@ class GatewayChannel(Protocol):
         self.advancing = False
         self.lost = False
         self._began_in_feed = False
-        self._output_key: tuple[int, int, int] | None = None
-        self._output_since = 0.0
+        self.output_blocked = False
+        self.body_producer: IPushProducer | None = None
+        self._output: _OutputProgress | None = None
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -364,13 +394,43 @@ class GatewayChannel(Protocol):
         self._body_budget = 0
 
     def connectionMade(self) -> None:
-        """Count the connection and note the peer address."""
+        """Count the connection, note the peer address, become the output's producer."""
         factory = self.factory
         factory.connections.inc()
         factory.channels.add(self)
         self.last_activity = factory.clock.seconds()
-        self.peer_host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
-        self.direct = _sends_directly(self.transport)
+        transport: Any = self.transport
+        self.peer_host = getattr(transport.getPeer(), "host", None)
+        self.direct = _sends_directly(transport)
+        transport.registerProducer(self, True)
+
+    # the output's producer (IPushProducer): the transport pauses it when its buffer is full
+
+    def pauseProducing(self) -> None:
+        """Unsent output passed the transport's buffer size: answer nothing more, and
+        pause a streamed body."""
+        self.output_blocked = True
+        if self.body_producer is not None:
+            self.body_producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The output drained: go on answering (and streaming)."""
+        self.output_blocked = False
+        if self.body_producer is not None:
+            self.body_producer.resumeProducing()
+        if not self.lost:
+            self._advance()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: stop a streamed body."""
+        if self.body_producer is not None:
+            self.body_producer.stopProducing()
+
+    def attach_body_producer(self, producer: IPushProducer | None) -> None:
+        """Let ``producer`` (a streamed body) be paused with the output; ``None`` detaches."""
+        self.body_producer = producer
+        if producer is not None and self.output_blocked:
+            producer.pauseProducing()
 
     def send(self, data: bytes) -> None:
         """Write ``data``; on plain TCP with nothing queued, straight to the socket.
@@ -401,7 +461,8 @@ class GatewayChannel(Protocol):
                 return
         if self.closing:
             return
-        self.last_activity = self.factory.clock.seconds()
+        if data.strip(b"\r\n"):
+            self.last_activity = self.factory.clock.seconds()  # empty lines are not activity
         self.unparsed = self.unparsed + data if self.unparsed else data
         self._advance()
 
@@ -519,14 +580,15 @@ class GatewayChannel(Protocol):
 
         Input is parsed :data:`PARSE_SLICE` bytes at a time and only while no complete
         request waits, so a burst of pipelined requests is held as bytes, not as request
-        objects. Requests answered at once are taken by this loop, not by recursion from
-        :meth:`request_done`, so their number costs no stack.
+        objects; nothing is answered while the output is blocked. Requests answered at once
+        are taken by this loop, not by recursion from :meth:`request_done`, so their number
+        costs no stack.
         """
         if self.advancing:
             return
         self.advancing = True
         try:
-            while not self.lost:
+            while not self.lost and not self.output_blocked:
                 if self.current is None and self.waiting:
                     item = self.waiting.popleft()
                     if isinstance(item, _Refused):
@@ -550,7 +612,7 @@ class GatewayChannel(Protocol):
             self.advancing = False
         if self.lost:
             return
-        backlog = bool(self.waiting or self.unparsed) and not self.closing
+        backlog = (self.output_blocked or bool(self.waiting or self.unparsed)) and not self.closing
         if backlog and not self.paused:
             self.paused = True
             cast(IPushProducer, self.transport).pauseProducing()
@@ -572,15 +634,22 @@ class GatewayChannel(Protocol):
             return
         self.current = None
         if self.last_response(request):
-            self.closing = True
             self.waiting.clear()
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.close()
             return
         now = self.factory.clock.seconds()
         self.last_activity = now
         if self.receiving_since is not None:
             self.receiving_since = now  # the client may have waited for this answer
         self._advance()
+
+    def close(self) -> None:
+        """Close once the pending output is sent (the channel stops producing it first: a
+        transport does not close while it may resume a producer)."""
+        self.closing = True
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
 
     def last_response(self, request: GatewayRequest) -> bool:
         """True when the connection closes after ``request``'s response."""
@@ -592,16 +661,20 @@ class GatewayChannel(Protocol):
         return self.current is None and not self.waiting and self.receiving_since is None
 
     def stale(self, now: float, timeout: float) -> bool:
-        """True when the connection should be cut: output the client has not read from for
+        """True when the connection should be cut: pending output of which nothing left for
         ``timeout``, a request it has been sending for longer than that while nothing was
         answered, or no request for that long."""
-        output = _pending_output(self.transport)
-        if output is not None:
-            if output != self._output_key:
-                self._output_key, self._output_since = output, now
+        connection = _tcp_of(self.transport)
+        kernel = _kernel_unsent(connection.socket) if connection is not None else 0
+        if connection is not None and (kernel or _queued(connection)):
+            buffer, offset = id(connection.dataBuffer), connection.offset
+            progress = self._output
+            if progress is None:
+                self._output = _OutputProgress(buffer, offset, kernel, now)
                 return False
-            return now - self._output_since > timeout
-        self._output_key = None
+            moved = progress.moved(buffer, offset, kernel, now)
+            return not moved and now - progress.since > timeout
+        self._output = None
         if self.current is not None or self.paused:
             return False
         if self.receiving_since is not None:
@@ -616,6 +689,7 @@ class GatewayChannel(Protocol):
         self.lost = True
         self.closing = True
         self.waiting.clear()
+        self.body_producer = None
         current, self.current = self.current, None
         if current is not None:
             current.connection_lost(reason)
@@ -634,6 +708,7 @@ class GatewayFactory(Factory):
         clock: Any,
         tls: bool = False,
         timeout: float = 60.0,
+        max_connections: int = 10_000,
     ) -> None:
         self.handle = handle
         self.listener = listener
@@ -641,14 +716,20 @@ class GatewayFactory(Factory):
         self.tls = tls
         self.clock = clock
         self.timeout = timeout
+        self.max_connections = max_connections
         self.date = _DateHeader(clock)
         self.channels: set[GatewayChannel] = set()
         self.connections = metrics.OPEN_CONNECTIONS.labels(listener)
+        self.rejected = metrics.CONNECTIONS_REJECTED.labels(listener)
         self._sweep = LoopingCall(self.close_stale)
         self._sweep.clock = clock
 
-    def buildProtocol(self, addr: IAddress | None) -> GatewayChannel:  # type: ignore[override]
-        """A channel bound to this factory."""
+    def buildProtocol(self, addr: IAddress | None) -> GatewayChannel | None:  # type: ignore[override]
+        """A channel bound to this factory; ``None`` (the connection is closed at once) when
+        ``max_connections`` are open."""
+        if len(self.channels) >= self.max_connections:
+            self.rejected.inc()
+            return None
         channel = GatewayChannel()
         channel.factory = self
         return channel
@@ -666,8 +747,7 @@ class GatewayFactory(Factory):
         """Close every connection that is between requests (used when draining: the client
         reconnects, to another instance, at once instead of on its next request)."""
         for channel in [c for c in self.channels if c.idle]:
-            channel.closing = True
-            channel.transport.loseConnection()  # type: ignore[union-attr]
+            channel.close()
 
     def close_stale(self) -> None:
         """Cut the connections :meth:`GatewayChannel.stale` gives up on."""

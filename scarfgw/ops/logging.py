@@ -20,7 +20,8 @@ import json
 import sys
 from typing import Any
 
-from twisted.logger import FileLogObserver, ILogObserver, LogEvent, formatEvent
+from twisted.logger import FileLogObserver, ILogObserver, LogEvent, Logger, LogLevel, formatEvent
+from twisted.python.failure import Failure
 
 from scarfgw.analytics.event import format_time
 
@@ -51,3 +52,29 @@ def json_logger() -> ILogObserver:
     """The observer factory for ``twistd --logger=scarfgw.ops.logging.json_logger``."""
     observer: ILogObserver = FileLogObserver(sys.stdout, event_as_json_line)
     return observer
+
+
+class FailureLog:
+    """Logs a failure met while answering a request: with its traceback the first time its
+    kind (exception type and the line that raised it) is seen, then as one warning line, so
+    a client that can trigger a bug cannot flood the log. Each line names the request id."""
+
+    LIMIT = 256
+    """Kinds remembered; past it every failure is one warning line."""
+
+    def __init__(self, logger: Logger) -> None:
+        self.logger = logger
+        self.seen: set[tuple[str, str, int]] = set()
+
+    def record(self, failure: Failure, request_id: str, what: str, **fields: object) -> None:
+        """Log ``failure`` of ``what`` (a format string over ``fields``)."""
+        frames = failure.frames
+        name, file, line = frames[-1][:3] if frames else ("", "", 0)
+        kind = (getattr(failure.type, "__name__", ""), f"{file}:{name}", int(line))
+        if kind not in self.seen and len(self.seen) < self.LIMIT:
+            self.seen.add(kind)
+            self.logger.failure(what + " (request {request_id})", failure, LogLevel.error,
+                                request_id=request_id, **fields)
+            return
+        self.logger.warn(what + ": {error} (request {request_id})",
+                         error=repr(failure.value)[:200], request_id=request_id, **fields)

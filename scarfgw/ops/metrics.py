@@ -102,6 +102,10 @@ OPEN_CONNECTIONS: Final = Gauge(
     "scarfgw_open_connections", "Open client connections per listener.", ["listener"],
     registry=REGISTRY, multiprocess_mode="livesum",
 )
+CONNECTIONS_REJECTED: Final = Counter(
+    "scarfgw_connections_rejected", "Client connections closed at once because the listener "
+    "had limits.max_connections open.", ["listener"], registry=REGISTRY,
+)
 HTTP_RESPONSE_BYTES: Final = Counter(
     "scarfgw_http_response_bytes", "Response body bytes sent to clients.", registry=None,
 )

@@ -71,3 +71,13 @@ def reuseport_sockets(spec: str, count: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def with_backlog(spec: str, backlog: int) -> str:
+    """``spec`` with ``:backlog=BACKLOG`` added when it is a ``tcp:``/``tcp6:`` endpoint that
+    names none (Twisted's own default is 50: a burst of connects then waits on SYN
+    retransmits); other endpoint strings are returned as they are."""
+    kind, *parts = _UNESCAPED_COLON.split(spec)
+    if kind not in ("tcp", "tcp6") or any(part.startswith("backlog=") for part in parts):
+        return spec
+    return f"{spec}:backlog={backlog}"

@@ -26,7 +26,7 @@ from scarfgw.http.channel import GatewayFactory
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
-from scarfgw.runtime.endpoints import reuseport_sockets
+from scarfgw.runtime.endpoints import reuseport_sockets, with_backlog
 from scarfgw.runtime.workers import METRICS_DIR_VARIABLE, SharedSocket, WorkerPool
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
@@ -129,9 +129,11 @@ class GatewayService(MultiService):
         return self._listening
 
     def _gateway_factory(self, listener: str) -> GatewayFactory:
+        limits = self.config.limits
         factory = GatewayFactory(
-            self.gateway.handle, listener, self.config.limits.max_body_bytes, self.reactor,
-            tls=listener == "https",
+            self.gateway.handle, listener, limits.max_body_bytes, self.reactor,
+            tls=listener == "https", timeout=limits.client_timeout,
+            max_connections=limits.max_connections,
         )
         self.gateway_factories.append(factory)
         return factory
@@ -140,6 +142,7 @@ class GatewayService(MultiService):
         """Listen on ``spec``: on the socket inherited from the primary (in a worker), on the
         first of one SO_REUSEPORT socket per process (in a primary with workers; the others
         are kept for the workers), or on the endpoint itself."""
+        spec = with_backlog(spec, self.config.limits.listen_backlog)
         shared = self.inherited.get(name)
         if shared is None and self.workers is not None and name != "admin":
             own, *others = reuseport_sockets(spec, self.workers.count)

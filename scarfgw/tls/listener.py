@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IAddress, IProtocolFactory
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 
 from scarfgw.tls.hello import MAX_HELLO_BYTES, offered_alpn
@@ -28,8 +28,18 @@ class HelloPeekingTLS(BufferingTLSTransport):
         super().dataReceived(data)
 
 
+class _RefusingTLSFactory(TLSMemoryBIOFactory):
+    """TLS around a factory that may refuse a connection: then no TLS protocol is built
+    either (the connection is closed at once)."""
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        """The TLS protocol around ``wrappedFactory``'s, or ``None`` when it refused."""
+        inner = self.wrappedFactory.buildProtocol(addr)
+        return None if inner is None else self.protocol(self, inner)
+
+
 def https_factory(tls: TLSService, inner: IProtocolFactory) -> IProtocolFactory:
     """Wrap ``inner`` (the gateway's HTTP factory) in TLS served by ``tls``'s SNI contexts."""
-    factory: Any = TLSMemoryBIOFactory(tls.server_options(), False, inner)
+    factory: Any = _RefusingTLSFactory(tls.server_options(), False, inner)
     factory.protocol = HelloPeekingTLS
     return factory

@@ -24,6 +24,7 @@ def connect(handle: Handler = redirect, max_body: int = 64, timeout: float = 60.
     factory = GatewayFactory(handle, "http", max_body, clock, tls=tls, timeout=timeout)
     factory.doStart()
     channel = factory.buildProtocol(None)
+    assert channel is not None
     transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 5000))
     channel.makeConnection(transport)
     return channel, transport, clock
@@ -217,6 +218,7 @@ def test_draining_closes_idle_connections_but_lets_a_request_finish() -> None:
     busy, busy_transport, _ = connect(pending.append)
     factory = busy.factory
     idle = factory.buildProtocol(None)
+    assert idle is not None
     idle_transport = StringTransport()
     idle.makeConnection(idle_transport)
     busy.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
