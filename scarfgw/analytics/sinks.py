@@ -35,6 +35,7 @@ from twisted.web.iweb import IAgent, IResponse
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _ERROR_BODY_LIMIT = 200
+_APPEND_TRIES = 3
 
 
 class DelayedCall(Protocol):
@@ -92,7 +93,11 @@ class JsonlSink:
     the reactor's); with ``fsync`` every batch is synced before it counts as written. A write
     that fails half-way is cut back, so the file never holds a partial line; an exclusive
     ``flock`` around each batch keeps that true when several workers append to one file.
-    ``reopen`` only raises a flag: the next write, in the thread, closes and reopens the file.
+    Before each batch the path is checked (one ``stat``): a file that was removed, renamed
+    or replaced is closed and the one at the path opened (created, with its directory, when
+    missing), so ``rm -rf`` of the directory or a logrotate without ``copytruncate`` loses
+    nothing; a batch whose file was removed while it was written is written again. ``reopen``
+    (SIGUSR1) only raises a flag: the next write, in the thread, reopens the file.
     """
 
     def __init__(
@@ -136,28 +141,54 @@ class JsonlSink:
 
     def _append(self, data: bytes) -> None:
         with self._lock:
-            if self._reopen:
-                self._reopen = False
-                self._close_fd()
-            if self._fd is None:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            fd = self._fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            for _ in range(_APPEND_TRIES):
+                fd = self._current_fd()
+                self._append_to(fd, data)
+                if os.fstat(fd).st_nlink:
+                    return
+                self._close_fd()  # removed while written: the batch is in no file yet
+            raise SinkError(f"{self.name}: {self._path} was removed during every write")
+
+    def _current_fd(self) -> int:
+        """The descriptor of the file now at the path: reopened after :meth:`reopen`, and
+        when the file was removed or replaced (one ``stat`` per batch); the file and its
+        directory are created when missing."""
+        fd = self._fd
+        if fd is not None and (self._reopen or self._replaced(fd)):
+            self._close_fd()
+            fd = None
+        self._reopen = False
+        if fd is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return fd
+
+    def _replaced(self, fd: int) -> bool:
+        """True when the path no longer names the open file (removed, renamed, replaced)."""
+        try:
+            at_path = os.stat(self._path)
+        except FileNotFoundError:
+            return True
+        opened = os.fstat(fd)
+        return (at_path.st_dev, at_path.st_ino) != (opened.st_dev, opened.st_ino)
+
+    def _append_to(self, fd: int, data: bytes) -> None:
+        """Write ``data`` whole under an exclusive lock (cut back if it fails half-way)."""
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            start = os.fstat(fd).st_size
             try:
-                start = os.fstat(fd).st_size
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    if self._fsync:
-                        os.fsync(fd)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, start)
-                    raise
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self._fsync:
+                    os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _close(self) -> None:
         with self._lock:

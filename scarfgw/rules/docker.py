@@ -21,7 +21,7 @@ from scarfgw.rules.base import ListOrderRule, Rule
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect, Respond
 from scarfgw.rules.fields import Fields
 from scarfgw.rules.imagepattern import ImagePattern
-from scarfgw.rules.request import RequestView
+from scarfgw.rules.request import RequestView, has_dot_segment
 
 TOKEN_REALMS: Final = ("pass-through", "rewrite")
 """Values of the per-rule ``token-realm`` key (scarfgw extension); the first is the default."""
@@ -34,6 +34,16 @@ def token_path(registry: str) -> str:
     that a domain may rewrite the realms of several, and an opaque id so that the path does
     not name the backend."""
     return f"{TOKEN_PATH}/{hashlib.sha256(registry.encode()).hexdigest()[:16]}"
+
+_DOT_SEGMENTS: Final = Respond(
+    status=400,
+    kind="docker",
+    headers=(("Content-Type", "application/json"),),
+    body=b'{"errors":[{"code":"NAME_INVALID","detail":{},'
+         b'"message":"the path has . or .. segments"}]}',
+)
+"""Refusal of a ``/v2/`` path with dot-segments: forwarded, the registry would resolve it to
+another image than the one recorded."""
 
 _REGISTRY_ALIASES: Final = {"registry.hub.docker.com": "registry-1.docker.io"}
 _OBJECTS: Final = {"manifests": "manifest", "blobs": "blob", "tags": "tag"}
@@ -120,7 +130,8 @@ class _DockerRule(ListOrderRule):
         raise NotImplementedError
 
     def match(self, request: RequestView) -> Decision | None:
-        """Catalog 404, API root, token endpoint, or a recognised image request; else ``None``."""
+        """Catalog 404, API root, token endpoint, 400 for a ``/v2/`` path with dot-segments,
+        or a recognised image request; else ``None``."""
         raw_path = request.raw_path
         if raw_path == "/v2/_catalog":
             return Respond(status=404, kind="docker", captures=(self._empty_capture(request),))
@@ -132,6 +143,8 @@ class _DockerRule(ListOrderRule):
             )
         if raw_path == "/v2/":
             return self._redirect_or_proxy(request, self._empty_capture(request))
+        if has_dot_segment(raw_path) and request.segments[:1] == ("v2",):
+            return _DOT_SEGMENTS
         parsed = parse_image_request(request.segments)
         if parsed is None:
             return None

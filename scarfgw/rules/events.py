@@ -11,7 +11,7 @@ import hmac
 from typing import Final
 
 from scarfgw.rules.base import ListOrderRule, Rule
-from scarfgw.rules.bodyjson import parse_json_objects, parse_single_json
+from scarfgw.rules.bodyjson import TooDeep, parse_json_objects, parse_single_json
 from scarfgw.rules.decision import Decision, Respond
 from scarfgw.rules.fields import Fields
 from scarfgw.rules.request import RequestView, decode_segments
@@ -25,6 +25,12 @@ _INVALID_JSON: Final = Respond(status=422, kind="scarfjs")
 _METHOD_NOT_ALLOWED: Final = Respond(status=405, kind="scarfjs")
 _SCARF_JS_PATH: Final = ("package-event", "install")
 _JSON_HEADERS: Final = (("Content-Type", "application/json"),)
+_TEXT_HEADERS: Final = (("Content-Type", "text/plain; charset=utf-8"),)
+
+
+def _too_deep(kind: str, error: TooDeep) -> Respond:
+    """400 naming the reason: the body nests too deeply to be read."""
+    return Respond(status=400, kind=kind, headers=_TEXT_HEADERS, body=f"{error}\n".encode())
 
 
 class TelemetryRule(ListOrderRule):
@@ -55,12 +61,16 @@ class TelemetryRule(ListOrderRule):
         self.max_events = max_events
 
     def match(self, request: RequestView) -> Decision | None:
-        """401 without an accepted token, else 200 with one capture per body object."""
+        """401 without an accepted token, 400 for a body nested too deeply, else 200 with one
+        capture per body object."""
         if request.method != "POST" or request.segments != self.segments:
             return None
         if not self._authorised(request.header("authorization")):
             return _UNAUTHORIZED
-        events = parse_json_objects(request.body, self.max_body_bytes, self.max_events)
+        try:
+            events = parse_json_objects(request.body, self.max_body_bytes, self.max_events)
+        except TooDeep as error:
+            return _too_deep("telemetry", error)
         captures = tuple(
             {"kind": "telemetry", "package": self.package_id, "event": event} for event in events
         )
@@ -138,11 +148,15 @@ class ScarfJsRule(ListOrderRule):
         self.domain = domain
 
     def match(self, request: RequestView) -> Decision | None:
-        """422, 405, or 200 with the JSON body as the event."""
+        """400 for a body nested too deeply, 422, 405, or 200 with the JSON body as the
+        event."""
         segments = request.segments
         if segments[:2] != _SCARF_JS_PATH:
             return None
-        valid, event = parse_single_json(request.body)
+        try:
+            valid, event = parse_single_json(request.body)
+        except TooDeep as error:
+            return _too_deep("scarfjs", error)
         if not valid:
             return _INVALID_JSON
         if request.method != "POST":

@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from scarfgw.rules.base import ListOrderRule, Rule
-from scarfgw.rules.bodyjson import parse_json_objects
+from scarfgw.rules.bodyjson import TooDeep, parse_json_objects
 from scarfgw.rules.decision import Capture, Decision, Redirect, Respond
 from scarfgw.rules.fields import Fields
 from scarfgw.rules.query import QueryEntry, parse_query, query_escape, render_query
-from scarfgw.rules.request import RequestView
-from scarfgw.rules.uritemplate import UriTemplate, parse_absolute_uri, parse_template
+from scarfgw.rules.request import RequestView, has_dot_segment
+from scarfgw.rules.uritemplate import (
+    UriTemplate,
+    parse_absolute_uri,
+    parse_relative_ref,
+    parse_template,
+)
 
 BODY_LIMIT: Final = 256
 """Bytes of a file-v1 request body parsed for events (fixed in Haskell)."""
@@ -58,6 +63,15 @@ def forward_query(target: str, request_query: Sequence[QueryEntry]) -> str:
     for name, value in (*parse_query(parts.query or ""), *request_query):
         combined.setdefault(name, value)
     return parts.render_with_query(render_query(combined.items()))
+
+
+def leaves_prefix(target: str) -> bool:
+    """True when the path of ``target`` (an expanded outgoing URL) has ``.`` or ``..``
+    segments, encoded or not: a client resolving them would leave the path the rule's
+    outgoing URL names (``/1.0/../../x`` is ``/x``). Such captures are declined (a
+    deliberate departure from the Haskell gateway, which redirects there)."""
+    parts = parse_absolute_uri(target) or parse_relative_ref(target)
+    return has_dot_segment(parts.path if parts is not None else target)
 
 
 def translate_pcre(pattern: str) -> str:
@@ -270,11 +284,12 @@ def _file_outcome(
     *,
     with_body: bool,
 ) -> Decision | None:
-    """Redirect to the expanded outgoing URL, or 200 without one; ``None`` if it cannot expand."""
+    """Redirect to the expanded outgoing URL, or 200 without one; ``None`` if it cannot expand
+    or captured values put dot-segments into its path (:func:`leaves_prefix`)."""
     target = None
     if outgoing is not None:
         expanded = outgoing.expand(variables)
-        if expanded is None:
+        if expanded is None or (outgoing.has_expressions and leaves_prefix(expanded)):
             return None
         target = forward_query(expanded, request.parsed_query)
     base: Capture = {
@@ -283,7 +298,10 @@ def _file_outcome(
         "variables": dict(variables),
         "target": target,
     }
-    objects = parse_json_objects(request.body, BODY_LIMIT, MAX_BODY_EVENTS) if with_body else []
+    try:
+        objects = parse_json_objects(request.body, BODY_LIMIT, MAX_BODY_EVENTS) if with_body else []
+    except TooDeep:
+        objects = []  # the download is answered; a body it cannot read adds no events
     captures = tuple({**base, "body_variables": obj} for obj in objects) or (base,)
     if target is None:
         return Respond(200, kind="file", captures=captures)

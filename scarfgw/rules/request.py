@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 from scarfgw.rules.query import QueryEntry, parse_query
 
@@ -21,6 +21,19 @@ def decode_segments(raw_path: str) -> tuple[str, ...]:
     if "%" not in path:
         return tuple(pieces)
     return tuple(_decode_piece(piece) for piece in pieces)
+
+
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def has_dot_segment(path: str) -> bool:
+    """True when ``path`` has a ``.`` or ``..`` segment once percent-decoded (``%2e%2e``,
+    ``..%2f``), ``\\`` counting as ``/`` as URL parsers do in http(s) URLs: a server or
+    client resolving it would leave the path it seems to be under."""
+    if "." not in path and "%" not in path:
+        return False
+    decoded = unquote(path).replace("\\", "/")
+    return not _DOT_SEGMENTS.isdisjoint(decoded.split("/"))
 
 
 def _decode_piece(piece: str) -> str:
