@@ -20,6 +20,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from scarfgw.rules.docker import token_path
 from scarfgw.tls.certs import self_signed
+from scarfgw.tls.store import CertStore
 from tests.integration.registry_fakes import (
     PausingClient,
     start_blob_upstream,
@@ -410,3 +411,36 @@ def test_headers_are_filtered_both_ways_and_the_body_is_untouched(tmp_path: Path
     assert json.loads(refused.body)["errors"][0]["code"] == "UNSUPPORTED"
     assert [e["status"] for e in docker_events(gateway)] == [200, 405]
 
+
+
+@pytest_twisted.inlineCallbacks
+def test_skopeo_pulls_with_a_token_over_plain_http_for_a_domain_with_a_certificate(
+    tmp_path: Path, image: OCIImage, token_registry: Registry, tokens: TokenServer
+) -> Any:
+    """skopeo sends its Bearer token to the plain port it was given: /v2 is answered there,
+    not sent on to https with a 308 (Go drops Authorization on a redirect to another port)."""
+    storage = tmp_path / "tls"
+    CertStore(str(storage), reactor, "test").save(
+        "127.0.0.1", self_signed("127.0.0.1", time.time(), 90 * 86400))
+    config = gateway_config(
+        tmp_path, rules=[docker_rule()], proxy={"upstreams": {BACKEND: token_registry.url}},
+        listen={"http": "tcp:0:interface=127.0.0.1", "https": "tcp:0:interface=127.0.0.1",
+                "admin": "tcp:0:interface=127.0.0.1"},
+        tls={"storage": str(storage), "acme": {"directory": "http://127.0.0.1:9/directory"},
+             "verification": {"mode": "none"}})
+    gateway = yield start_gateway(tmp_path, config)
+    source = f"docker://127.0.0.1:{gateway.port}/{IMAGE}:latest"
+    before = len(tokens.received)
+    try:
+        assert gateway.service.tls.has_certificate("127.0.0.1")
+        elsewhere = yield raw_request(gateway.port, "GET", "/other", [("Host", "127.0.0.1")])
+        pulled = yield run_skopeo("copy", "--src-tls-verify=false", source,
+                                  f"dir:{tmp_path / 'pulled'}")
+        assert pulled.returncode == 0, pulled.stderr[-2000:]
+    finally:
+        yield gateway.stop()
+    assert elsewhere.status == 308
+    assert_pulled(tmp_path / "pulled", image)
+    assert len(tokens.received) > before
+    assert any(e["status"] == 401 for e in gateway.events())
+    assert [e["status"] for e in docker_events(gateway) if e["object"] == "manifest"] == [200]
