@@ -454,3 +454,71 @@ def test_a_proxied_body_cut_short_is_recorded_as_incomplete(tmp_path: Path) -> A
     assert by_domain["stall.example.test"]["complete"] is False
     assert by_domain["stall.example.test"]["status"] == 200
     assert "complete" not in by_domain[DOMAIN]
+
+
+NASTY_RULES = [
+    PROXIED, FILES,
+    {"type": "docker-v2", "domain": "cr2.example.test", "pattern": "*", "registry": "127.0.0.1:9",
+     "rule-id": "r"},
+    {"type": "file-v2", "domain": "f2.example.test", "incoming-path": "^/(?<name>[^/]+)/(?<v>.*)$",
+     "outgoing-url": "https://x.test/{name}/{+v}", "package-id": "f2"},
+    {"type": "python-v1", "domain": "py.example.test", "package-name": "tool",
+     "file-name": "tool-1.0-py3-none-any.whl", "version": "1.0",
+     "backend-url": "https://files.test/tool-1.0-py3-none-any.whl", "package-id": "p"},
+    {"type": "telemetry-v1", "domain": "t.example.test", "incoming-path": "/e", "package-id": "t",
+     "max-body-bytes": 65536},
+    {"type": "scarf-js-v1", "domain": "t.example.test"},
+    {"type": "pixel-v1", "domain": "t.example.test", "content-type": "image/png",
+     "image-base64": "iVBORw0KGgo="},
+    {"type": "catch-all-v1", "domain": "c.example.test", "redirect-target-domain": "x.test",
+     "package-id": "c"},
+]
+NASTY_HOSTS = [DOMAIN, "dl.example.test", "cr2.example.test", "f2.example.test",
+               "py.example.test", "t.example.test", "c.example.test", "[::1]:80", "a:b:c",
+               "x" * 300, "CR.EXAMPLE.TEST."]
+NASTY_PATHS = ["/", "/v2/", "/v2/_catalog", MANIFEST, "/v2/token/abc", "/simple/", "/simple/tool/",
+               "/simple/%ff/", "/e", "/a.png?x-pxid=%ff&x-pxid", "/package-event/install/%ff",
+               "/dl/%ff/%c3%28?%zz=%&&==", "/%ff/%fe", "/" + "%41" * 3000, "/" + "{" * 10,
+               "/v2/" + "a/" * 500 + "manifests/x", "/?" + "&" * 5000, "/x?" + "a=%ff" * 200,
+               "/.well-known/acme-challenge/%ff", "/dl/1/..%5c..%5cx"]
+NASTY_BODIES = [b"", b"{", b"[" * 5000, b"\xff\xfe", b'{"a":' * 100, b"1e999999", b'"\\ud800"',
+                b'{"a": NaN}', b"{}" * 5000]
+NASTY_HEADERS = [b"", b"User-Agent: docker/27.0\r\n", b"Authorization: Basic %%%\r\n",
+                 b"Authorization: Bearer \xff\r\n", b"DNT: \xff\r\n", b"Referer: \xff\r\n",
+                 b"Accept: application/vnd.pypi.simple.v1+json;q=\xff\r\n",
+                 b"X-Forwarded-For: \xff, ::::, 1.2.3.4\r\nX-Forwarded-Host: \xff\r\n"]
+
+
+def nasty_requests() -> list[bytes]:
+    """Every host with every path, methods, bodies and headers rotating through their lists."""
+    requests = []
+    for number, (host, path) in enumerate(
+            (host, path) for host in NASTY_HOSTS for path in NASTY_PATHS):
+        method = ("GET", "POST", "HEAD", "PUT", "FOO")[number % 5]
+        body = NASTY_BODIES[number % len(NASTY_BODIES)]
+        headers = NASTY_HEADERS[number % len(NASTY_HEADERS)]
+        requests.append(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
+                        + headers + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return requests
+
+
+def send_each(port: int, requests: list[bytes]) -> list[int]:
+    """Each request on its own connection: the status codes answered."""
+    statuses = []
+    for request in requests:
+        answer = converse(port, request.replace(b"\r\n", b"\r\nConnection: close\r\n", 1))
+        statuses.append(int(answer[9:12]) if answer.startswith(b"HTTP/1.1 ") else 0)
+    return statuses
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_client_input_produces_a_traceback(tmp_path: Path) -> Any:
+    config = gateway_config(tmp_path, rules=NASTY_RULES,
+                            proxy={"connect_timeout": 0.5, "response_timeout": 1,
+                                   "upstreams": {"registry.example.test": "http://127.0.0.1:9"}})
+    gateway = yield start_gateway(tmp_path, config)
+    with Logged() as logged:
+        statuses = yield threads.deferToThread(send_each, gateway.port, nasty_requests())
+        yield gateway.stop()
+    assert logged.failures == []
+    assert 0 not in statuses and 500 not in statuses
