@@ -291,6 +291,32 @@ def test_connections_beyond_max_connections_are_closed_at_once(tmp_path: Path) -
 
 
 @pytest_twisted.inlineCallbacks
+def test_the_https_listener_closes_connections_beyond_max_connections_too(
+        tmp_path: Path) -> Any:
+    config = gateway_config(
+        tmp_path, rules=[docker_rule(DOMAIN, "registry.example.test")],
+        limits={"max_connections": 1},
+        listen={"http": "tcp:0:interface=127.0.0.1", "https": "tcp:0:interface=127.0.0.1",
+                "admin": "tcp:0:interface=127.0.0.1"},
+        tls={"storage": str(tmp_path / "tls"), "acme": {"directory": "http://127.0.0.1:9/d"},
+             "verification": {"mode": "none"}})
+    gateway = yield start_gateway(tmp_path, config)
+    https = int(gateway.service.ports["https"].getHost().port)
+    factory = next(f for f in gateway.service.gateway_factories if f.tls)
+    held = socket.create_connection(("127.0.0.1", https))
+    try:
+        for _ in range(100):
+            if factory.channels:
+                break
+            yield threads.deferToThread(time.sleep, 0.02)
+        assert (yield threads.deferToThread(closed_at_once, https))
+        assert not (yield threads.deferToThread(closed_at_once, gateway.port))
+    finally:
+        held.close()
+        yield gateway.stop()
+
+
+@pytest_twisted.inlineCallbacks
 def test_dot_segments_never_leave_the_rule_path(tmp_path: Path) -> Any:
     upstream = yield start_fake_upstream(200, {"Content-Type": "application/json"}, b"{}")
     config = proxying_config(tmp_path, upstream.url)
