@@ -50,6 +50,7 @@ SWEEP_MAX_INTERVAL: Final = 5.0
 """Seconds between timeout sweeps at most: a connection is cut at most this late."""
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LINE_ENDS: Final = (b"\r", b"\n", b"")
 _NO_CONTENT: Final = b"Content-Length: 0\r\n"
 _PHRASE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
@@ -461,7 +462,7 @@ class GatewayChannel(Protocol):
                 return
         if self.closing:
             return
-        if data.strip(b"\r\n"):
+        if data[:1] not in _LINE_ENDS or data.strip(b"\r\n"):
             self.last_activity = self.factory.clock.seconds()  # empty lines are not activity
         self.unparsed = self.unparsed + data if self.unparsed else data
         self._advance()
