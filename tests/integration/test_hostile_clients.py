@@ -550,3 +550,34 @@ def test_no_client_input_produces_a_traceback(tmp_path: Path) -> Any:
         yield gateway.stop()
     assert logged.failures == []
     assert 0 not in statuses and 500 not in statuses
+
+
+def read_then_leave(port: int) -> bytes:
+    """GET the stalling download, read its head and first bytes, then close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {MANIFEST} HTTP/1.1\r\nHost: stall.example.test\r\n\r\n".encode())
+        received = b""
+        while not received.endswith(b"0123456789"):
+            received += sock.recv(65536)
+        return received
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_leaving_mid_body_is_recorded_as_incomplete(tmp_path: Path) -> Any:
+    stalling = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        protocol.Factory.forProtocol(Stalling))
+    rule = {**PROXIED, "domain": "stall.example.test", "registry": "stall.test"}
+    upstreams = {"stall.test": f"http://127.0.0.1:{stalling.getHost().port}"}
+    gateway = yield start_gateway(tmp_path, gateway_config(
+        tmp_path, rules=[rule], proxy={"upstreams": upstreams, "response_timeout": 30}))
+    started = time.monotonic()
+    yield threads.deferToThread(read_then_leave, gateway.port)
+    for _ in range(100):
+        if gateway.service.gateway.in_flight == 0:
+            break
+        yield threads.deferToThread(time.sleep, 0.02)
+    yield gateway.stop()
+    yield stalling.stopListening()
+    assert time.monotonic() - started < 10, "recorded when the client left, not at the timeout"
+    [event] = gateway.events()
+    assert (event["status"], event["complete"]) == (200, False)
