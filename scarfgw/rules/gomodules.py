@@ -3,7 +3,7 @@
 Requests ``/<module>/@v/list``, ``/<module>/@v/<version>.info|.mod|.zip`` and
 ``/<module>/@latest`` (module and version in Go's case encoding, ``!x`` for ``X``) are
 redirected, or with ``always-proxy`` proxied, to the same path under the backend module
-proxy. A ``.zip`` is a download.
+proxy (percent-escapes decoded: ``go`` sends ``!`` as ``%21``). A ``.zip`` is a download.
 
 Events: ``{"kind": "go", "package", "module", "version", "file"}`` with ``file`` one of
 ``zip``, ``mod``, ``info``, ``list``, ``latest`` and ``version`` null for the last two.
@@ -74,7 +74,8 @@ class GoRule(ListOrderRule):
         """Redirect or proxy a GOPROXY request for an owned module; 400 when malformed."""
         if request.method not in ("GET", "HEAD"):
             return None
-        found = split_request(request.raw_path)
+        path = "/" + "/".join(request.segments)
+        found = split_request(path)
         if found is None:
             return None
         escaped_module, file, escaped_version = found
@@ -89,8 +90,8 @@ class GoRule(ListOrderRule):
         capture: Capture = {"kind": KIND, "package": self.package_id, "module": module,
                             "version": version, "file": file}
         if self.always_proxy:
-            return Proxy(self.netloc, KIND, (capture,), {"base_url": self.backend})
-        return Redirect(self.backend + request.raw_path, KIND, (capture,))
+            return Proxy(self.netloc, KIND, (capture,), {"base_url": self.backend, "path": path})
+        return Redirect(self.backend + path, KIND, (capture,))
 
 
 def parse_go_v1(fields: Fields) -> Rule:
