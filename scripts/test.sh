@@ -10,6 +10,8 @@ missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# npm comes with NodeSource's nodejs; elsewhere Debian's npm package brings it
+command -v npm >/dev/null || missing+=(npm)
 # mypyc compiles against the headers of the python3 that builds .venv
 python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(
     os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || missing+=(python3-dev)
