@@ -225,9 +225,23 @@ class Packuments:
         base = self.forwarder.upstreams.base_url(decision.backend, fetch.base)
         answer = defer.ensureDeferred(
             self._packument(base + fetch.path, fetch, abbreviated, public_origin))
-        answer.addTimeout(self.forwarder.config.response_timeout, self.forwarder.reactor)
+        timed_out: list[bool] = []
+
+        def give_up() -> None:
+            timed_out.append(True)
+            answer.cancel()
+
+        timer = self.forwarder.reactor.callLater(self.forwarder.config.response_timeout,
+                                                 give_up)
+
+        def settled(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        answer.addBoth(settled)
         answer.addCallbacks(lambda entry: self._send(request, view, entry, done),
-                            lambda reason: self._fail(request, reason, done))
+                            lambda reason: self._fail(request, reason, bool(timed_out), done))
         request.notifyFinish().addErrback(lambda _: answer.cancel())
 
     async def _packument(self, url: str, fetch: PackumentFetch, abbreviated: bool,
@@ -275,13 +289,14 @@ class Packuments:
         request.respond(200, [*headers, (b"Content-Type", entry.content_type)], entry.body)
         done(200)
 
-    def _fail(self, request: GatewayRequest, reason: Failure, done: Done) -> None:
+    def _fail(self, request: GatewayRequest, reason: Failure, timed_out: bool, done: Done
+              ) -> None:
         if request.disconnected:
             done(CLIENT_CLOSED)
             return
         if isinstance(reason.value, BackendAnswer):
             status, message = reason.value.status, reason.value.message
-        elif reason.check(defer.TimeoutError):
+        elif timed_out:
             metrics.UPSTREAM_ERRORS.labels("timeout").inc()
             status, message = 504, "backend registry did not answer in time"
         elif reason.check(ConnectError, DNSLookupError, ResponseNeverReceived, ConnectionClosed):

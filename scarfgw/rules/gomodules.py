@@ -66,9 +66,10 @@ class GoRule(ListOrderRule):
         self.netloc = urlsplit(backend).netloc
         self.always_proxy = always_proxy
 
-    def owns(self, module: str) -> bool:
-        """Whether ``module`` is the rule's module path or lies below it."""
-        return module == self.module_path or module.startswith(self.module_path + "/")
+    def owns(self, module: str, module_path: str | None = None) -> bool:
+        """Whether ``module`` is ``module_path`` (the rule's by default) or lies below it."""
+        root = self.module_path if module_path is None else module_path
+        return module == root or module.startswith(root + "/")
 
     def match(self, request: RequestView) -> Decision | None:
         """Redirect or proxy a GOPROXY request for an owned module; 400 when malformed."""
@@ -80,7 +81,8 @@ class GoRule(ListOrderRule):
             return None
         escaped_module, file, escaped_version = found
         if _ESCAPED_PATH.fullmatch(escaped_module) is None:
-            return _BAD_PATH if self.owns(escaped_module.lower()) else None
+            folded = self.owns(escaped_module.lower(), self.module_path.lower())
+            return _BAD_PATH if folded else None
         module = unescape(escaped_module)
         if not self.owns(module):
             return None

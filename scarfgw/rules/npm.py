@@ -116,8 +116,8 @@ class NpmRule(ListOrderRule):
 
     def owns(self, name: str) -> bool:
         """Whether ``name`` is one of the rule's packages or lies in one of its scopes."""
-        return name in self.packages or (
-            name.startswith("@") and name.partition("/")[0] in self.scopes)
+        scope, slash, _ = name.partition("/")
+        return name in self.packages or (bool(slash) and scope in self.scopes)
 
     def match(self, request: RequestView) -> Decision | None:
         """Packument fetch, tarball redirect/proxy, 400 for a malformed name in a scope."""

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, threads
+from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from tests.integration.static_backend import StaticBackend, StaticFile, start_static_backend
 from tests.support import gateway_config, get, start_gateway
@@ -199,6 +200,8 @@ def test_tarballs_can_be_proxied(tmp_path: Path) -> Any:
 
 @pytest_twisted.inlineCallbacks
 def test_bad_names_and_bad_backends_get_clear_answers(tmp_path: Path) -> Any:
+    silent = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        protocol.Factory.forProtocol(protocol.Protocol))
     backend: StaticBackend = yield start_static_backend({
         "/not-json": StaticFile(b"<html>oops</html>", "text/html"),
         "/huge": StaticFile(b'{"name":"huge","x":"' + b"a" * 5000 + b'"}', "application/json"),
@@ -210,20 +213,28 @@ def test_bad_names_and_bad_backends_get_clear_answers(tmp_path: Path) -> Any:
          "backend-url": backend.url, "max-packument-bytes": 1000},
         {"type": "npm-v1", "domain": "down.test", "package-id": "p", "packages": ["x"],
          "backend-url": "http://127.0.0.2:1"},
+        {"type": "npm-v1", "domain": "silent.test", "package-id": "p", "packages": ["x"],
+         "backend-url": f"http://127.0.0.1:{silent.getHost().port}"},
     ]
-    gateway = yield start_gateway(tmp_path, gateway_config(tmp_path, rules=rules))
+    gateway = yield start_gateway(tmp_path, gateway_config(
+        tmp_path, rules=rules, proxy={"response_timeout": 0.5}))
     answers = {}
     for path in ("/not-json", "/huge", "/array", "/missing", "/@s/Bad%20Name",
                  "/other/-/other-1.0.0.tgz", "/@s/ok/-/ok-notaversion.tgz"):
         answers[path] = yield get(gateway.port, path)
     answers["down"] = yield get(gateway.port, "/x", Host="down.test")
+    answers["silent"] = yield get(gateway.port, "/x", Host="silent.test")
     yield gateway.stop()
     yield backend.stop()
+    yield silent.stopListening()
     statuses = {path: response.status for path, response in answers.items()}
     assert statuses == {"/not-json": 502, "/huge": 502, "/array": 502, "/missing": 404,
                         "/@s/Bad%20Name": 400, "/other/-/other-1.0.0.tgz": 404,
-                        "/@s/ok/-/ok-notaversion.tgz": 404, "down": 502}
+                        "/@s/ok/-/ok-notaversion.tgz": 404, "down": 502, "silent": 504}
     assert json.loads(answers["/huge"].body) == {
         "error": "backend packument larger than 1000 bytes"}
     assert json.loads(answers["/not-json"].body) == {"error": "backend packument is not JSON"}
     assert json.loads(answers["down"].body) == {"error": "backend registry unreachable"}
+    assert json.loads(answers["silent"].body) == {
+        "error": "backend registry did not answer in time"}
+    assert {e["status"] for e in gateway.events()} == {502, 404, 504}
