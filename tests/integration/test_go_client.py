@@ -110,11 +110,14 @@ def test_proxied_and_malformed_goproxy_requests(tmp_path: Path) -> Any:
     upper = yield get(port, f"/{MODULE}/@v/list")
     bad_version = yield get(port, f"/{ESCAPED}/@v/v1.0.0%00.info")
     elsewhere = yield get(port, "/other.test/mod/@v/list")
+    scraped = yield get(gateway.admin_port, "/metrics")
     yield gateway.stop()
     yield backend.stop()
     assert zipped.status == 200 and zipped.body == module_zip("v1.0.0")
     assert listed.status == 200 and listed.body == b"v1.0.0\nv1.1.0\n"
     assert (upper.status, bad_version.status, elsewhere.status) == (400, 400, 404)
+    assert 'scarfgw_http_requests_total{code="200",kind="go",method="GET"}' in (
+        scraped.body.decode())
     events = gateway.events()
     assert [(e["file"], e["version"], e["status"]) for e in events] == [
         ("zip", "v1.0.0", 200), ("list", None, 200)]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scarfgw.config import load_config
 from scarfgw.rules.decision import Decision, Proxy, Redirect, Respond
 from scarfgw.rules.fields import RuleError
 from scarfgw.rules.manifest import parse_rules
@@ -159,3 +162,18 @@ def test_backend_url_trailing_slash_and_unknown_keys() -> None:
                                       None, Headers()))
     assert isinstance(decision, Redirect)
     assert decision.location == NPM_BACKEND + "/left-pad/-/left-pad-1.0.0.tgz"
+
+
+def test_the_commented_examples_of_the_example_config_load(tmp_path: Path) -> None:
+    example = (Path(__file__).parents[2] / "etc" / "scarfgw.yaml").read_text()
+    uncommented = re.sub(r"(?m)^  # (- type: |  [a-z])", r"  \1", example)
+    (tmp_path / "scarfgw.yaml").write_text(uncommented)
+    config = load_config(str(tmp_path / "scarfgw.yaml"))
+    assert {"npm.example.test", "go.example.test", "apt.example.test"} <= config.router.domains
+    assert config.warnings == ()
+    npm = route(config.router, "npm.example.test", "/@example/cli/-/cli-1.0.0.tgz")
+    assert isinstance(npm, Redirect)
+    assert npm.location == "https://registry.npmjs.org/@example/cli/-/cli-1.0.0.tgz"
+    deb = route(config.router, "apt.example.test",
+                "/debian/pool/main/e/example/example_2%3a1.0-1_amd64.deb")
+    assert isinstance(deb, Redirect) and deb.captures[0]["variables"]["version"] == "2:1.0-1"
