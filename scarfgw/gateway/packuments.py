@@ -4,7 +4,8 @@ The core (:mod:`scarfgw.rules.npm`) decides that a request is a packument reques
 shell fetches the document (full, or abbreviated when the client asks for
 ``application/vnd.npm.install-v1+json``), bounded by the rule's ``max-packument-bytes``,
 rewrites the ``dist.tarball`` URLs that follow the registry layout to the origin the client
-used, and answers with an ETag of its own (``If-None-Match`` gives 304). Rewritten documents
+used, and answers with an ETag of its own (``If-None-Match`` gives 304). Requests for the
+same document share one backend fetch (memory stays bounded under a burst). Rewritten documents
 are kept in a cache bounded in entries and bytes and revalidated with the backend's ETag on
 every request (304 from the backend: the cached copy is served).
 
@@ -216,6 +217,8 @@ class Packuments:
     def __init__(self, forwarder: StreamingProxy, cache: PackumentCache | None = None) -> None:
         self.forwarder = forwarder
         self.cache = PackumentCache() if cache is None else cache
+        self.pending: dict[CacheKey, list[defer.Deferred[Packument]]] = {}
+        """Requests waiting for the backend fetch of their key in progress."""
 
     def forward(self, request: GatewayRequest, view: RequestView, decision: Proxy,
                 forwarded_for: Sequence[str], public_origin: str, done: Done) -> None:
@@ -223,30 +226,52 @@ class Packuments:
         fetch: PackumentFetch = decision.options["packument"]
         abbreviated = ABBREVIATED in (view.header("accept") or "").lower()
         base = self.forwarder.upstreams.base_url(decision.backend, fetch.base)
-        answer = defer.ensureDeferred(
-            self._packument(base + fetch.path, fetch, abbreviated, public_origin))
+        answer = self._shared((base + fetch.path, abbreviated, public_origin), fetch)
+        answer.addCallbacks(lambda entry: self._send(request, view, entry, done),
+                            lambda reason: self._fail(request, reason, done))
+        request.notifyFinish().addErrback(lambda _: answer.cancel())
+
+    def _shared(self, key: CacheKey, fetch: PackumentFetch) -> defer.Deferred[Packument]:
+        """The document of ``key``: one backend fetch at a time per key, shared by every
+        request that waits for it (a waiter that cancels only stops waiting)."""
+        waiters = self.pending.get(key)
+
+        def stop_waiting(waiter: defer.Deferred[Packument]) -> None:
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+
+        waiter: defer.Deferred[Packument] = defer.Deferred(stop_waiting)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        waiters = self.pending[key] = [waiter]
+        fetching = defer.ensureDeferred(self._packument(key, fetch))
         timed_out: list[bool] = []
 
         def give_up() -> None:
             timed_out.append(True)
-            answer.cancel()
+            fetching.cancel()
 
         timer = self.forwarder.reactor.callLater(self.forwarder.config.response_timeout,
                                                  give_up)
 
-        def settled(result: Any) -> Any:
+        def settled(result: Packument | Failure) -> None:
             if timer.active():
                 timer.cancel()
-            return result
+            if timed_out:
+                metrics.UPSTREAM_ERRORS.labels("timeout").inc()
+                result = Failure(BackendAnswer(504, "backend registry did not answer in time"))
+            for each in self.pending.pop(key):
+                if isinstance(result, Failure):
+                    each.errback(result)
+                else:
+                    each.callback(result)
 
-        answer.addBoth(settled)
-        answer.addCallbacks(lambda entry: self._send(request, view, entry, done),
-                            lambda reason: self._fail(request, reason, bool(timed_out), done))
-        request.notifyFinish().addErrback(lambda _: answer.cancel())
+        fetching.addBoth(settled)
+        return waiter
 
-    async def _packument(self, url: str, fetch: PackumentFetch, abbreviated: bool,
-                         origin: str) -> Packument:
-        key = (url, abbreviated, origin)
+    async def _packument(self, key: CacheKey, fetch: PackumentFetch) -> Packument:
+        url, abbreviated, origin = key
         cached = self.cache.get(key)
         headers = TwistedHeaders({
             b"accept": [_ABBREVIATED_ACCEPT if abbreviated else _FULL_ACCEPT],
@@ -289,16 +314,12 @@ class Packuments:
         request.respond(200, [*headers, (b"Content-Type", entry.content_type)], entry.body)
         done(200)
 
-    def _fail(self, request: GatewayRequest, reason: Failure, timed_out: bool, done: Done
-              ) -> None:
+    def _fail(self, request: GatewayRequest, reason: Failure, done: Done) -> None:
         if request.disconnected:
             done(CLIENT_CLOSED)
             return
         if isinstance(reason.value, BackendAnswer):
             status, message = reason.value.status, reason.value.message
-        elif timed_out:
-            metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-            status, message = 504, "backend registry did not answer in time"
         elif reason.check(ConnectError, DNSLookupError, ResponseNeverReceived, ConnectionClosed):
             metrics.UPSTREAM_ERRORS.labels("connect").inc()
             status, message = 502, "backend registry unreachable"

@@ -37,9 +37,21 @@ class _Files(resource.Resource):
         super().__init__()
         self.files = files
         self.received: list[RecordedRequest] = []
+        self.delay = 0.0
+        """Seconds each answer waits (requests pile up meanwhile)."""
 
-    def render(self, request: server.Request) -> bytes:
+    def render(self, request: server.Request) -> bytes | int:
         self.received.append(record_request(request))
+        if self.delay:
+            def answer() -> None:
+                request.write(self._answer(request))
+                request.finish()
+
+            reactor.callLater(self.delay, answer)
+            return server.NOT_DONE_YET
+        return self._answer(request)
+
+    def _answer(self, request: server.Request) -> bytes:
         found = self.files.get(request.uri.decode().partition("?")[0])
         if found is None:
             request.setResponseCode(404)

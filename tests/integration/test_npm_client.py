@@ -238,3 +238,17 @@ def test_bad_names_and_bad_backends_get_clear_answers(tmp_path: Path) -> Any:
     assert json.loads(answers["silent"].body) == {
         "error": "backend registry did not answer in time"}
     assert {e["status"] for e in gateway.events()} == {502, 404, 504}
+
+
+@pytest.mark.skipif(NPM is None, reason="npm is installed by scripts/test.sh")
+@pytest_twisted.inlineCallbacks
+def test_concurrent_requests_share_one_backend_fetch(tmp_path: Path) -> Any:
+    backend = yield start_registry(tmp_path)
+    backend.site.delay = 0.3
+    gateway = yield start_gateway(tmp_path, gateway_config(tmp_path, rules=npm_rules(backend.url)))
+    answers = yield defer.gatherResults([get(gateway.port, "/scarf-demo") for _ in range(8)])
+    yield gateway.stop()
+    yield backend.stop()
+    assert [answer.status for answer in answers] == [200] * 8
+    assert len({answer.body for answer in answers}) == 1
+    assert [r.path for r in backend.received] == ["/scarf-demo"]
