@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, threads
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
 from tests.integration.static_backend import StaticBackend, StaticFile, start_static_backend
-from tests.support import gateway_config, get, start_gateway
+from tests.support import deferLater, gateway_config, get, start_gateway
 
 NPM = shutil.which("npm")
 PACKAGES = {"scarf-demo": "1.2.0", "@scarf-test/helper": "0.3.1"}
@@ -252,3 +252,29 @@ def test_concurrent_requests_share_one_backend_fetch(tmp_path: Path) -> Any:
     assert [answer.status for answer in answers] == [200] * 8
     assert len({answer.body for answer in answers}) == 1
     assert [r.path for r in backend.received] == ["/scarf-demo"]
+
+
+class _Leaver(protocol.Protocol):
+    """Sends a request and hangs up before the answer."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"GET /scarf-demo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        reactor.callLater(0.05, self.transport.loseConnection)
+
+
+@pytest.mark.skipif(NPM is None, reason="npm is installed by scripts/test.sh")
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_leaves_while_the_backend_answers_is_no_event(tmp_path: Path) -> Any:
+    backend = yield start_registry(tmp_path)
+    backend.site.delay = 0.3
+    gateway = yield start_gateway(tmp_path, gateway_config(tmp_path, rules=npm_rules(backend.url)))
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.port)
+    yield endpoint.connect(protocol.Factory.forProtocol(_Leaver))
+    yield deferLater(0.1)
+    staying = yield get(gateway.port, "/scarf-demo")  # shares the fetch the leaver started
+    yield gateway.stop()
+    yield backend.stop()
+    assert staying.status == 200
+    assert [r.path for r in backend.received] == ["/scarf-demo"]
+    assert [e["status"] for e in gateway.events()] == [200]
