@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(pebble docker-registry skopeo nginx wrk apache2-utils curl clickhouse-server gcc iproute2)
+DEBIAN_PACKAGES=(pebble docker-registry skopeo nginx wrk apache2-utils curl clickhouse-server gcc iproute2
+  golang-go dpkg-dev apt-utils gpg)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# npm comes with NodeSource's nodejs; elsewhere Debian's npm package brings it
+command -v npm >/dev/null || missing+=(npm)
 # mypyc compiles against the headers of the python3 that builds .venv
 python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(
     os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || missing+=(python3-dev)

@@ -18,6 +18,7 @@ from scarfgw.analytics.geoip import GeoIP
 from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config
 from scarfgw.gateway.clientinfo import TrustedProxies, client_address, forwarded_chain
+from scarfgw.gateway.packuments import Packuments
 from scarfgw.gateway.proxy import CLIENT_CLOSED, StreamingProxy
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
@@ -93,6 +94,7 @@ class Gateway:
         self.https_port = https_port
         self.events = events
         self.forwarder = forwarder
+        self.packuments = Packuments(forwarder)
         self.clock = clock
         self.config = config
         self.trusted = TrustedProxies(config.trusted_proxies)
@@ -205,7 +207,9 @@ class Gateway:
     def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision
                 ) -> None:
         if isinstance(decision, Proxy):
-            self.forwarder.forward(
+            forward = (self.packuments.forward if "packument" in decision.options
+                       else self.forwarder.forward)
+            forward(
                 request, context.view, decision, context.forwarded_for, context.public_origin,
                 lambda status, complete: self._finished(request, context, decision, status,
                                                         complete=complete),

@@ -131,9 +131,9 @@ class UpstreamMap:
     def __init__(self, upstreams: dict[str, str]) -> None:
         self._upstreams = {host: url.rstrip("/") for host, url in upstreams.items()}
 
-    def base_url(self, backend: str) -> str:
-        """``proxy.upstreams[backend]`` or ``https://backend``."""
-        return self._upstreams.get(backend) or f"https://{backend}"
+    def base_url(self, backend: str, default: str | None = None) -> str:
+        """``proxy.upstreams[backend]``, else ``default``, else ``https://backend``."""
+        return self._upstreams.get(backend) or default or f"https://{backend}"
 
 
 @implementer(IPushProducer)
@@ -290,6 +290,9 @@ class StreamingProxy:
         """Answer ``request`` from ``decision.backend``; ``done(status, complete)`` when
         finished.
 
+        Options ``base_url`` (the backend's URL when ``proxy.upstreams`` has none) and
+        ``path`` (instead of the request's) say where the request goes.
+
         ``public_origin`` (``scheme://host[:port]`` as the client sees the gateway) names the
         gateway's own ``/v2/token`` when the rule rewrites the token realm. The client's
         :data:`FORWARDING` headers are passed on only when it is a ``trusted_peer``.
@@ -304,8 +307,9 @@ class StreamingProxy:
                 if realm else exchange.error(502, "UNAVAILABLE", "backend has no token realm")
             )
         else:
-            base = self.upstreams.base_url(decision.backend)
-            exchange.send(base + view.raw_path + view.query_with_mark)
+            options = decision.options
+            base = self.upstreams.base_url(decision.backend, options.get("base_url"))
+            exchange.send(base + options.get("path", view.raw_path) + view.query_with_mark)
 
     def _token_realm(self, backend: str) -> defer.Deferred[str | None]:
         """The backend's real realm: remembered, or read from its ``/v2/`` challenge."""

@@ -15,6 +15,8 @@ KIND_ORDER: Final = (
     "file-v1",
     "file-v2",
     "python-v1",
+    "npm-v1",
+    "go-v1",
     "telemetry-v1",
     "catch-all-v1",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 _MISSING: Final = object()
 
@@ -99,6 +100,20 @@ class Fields:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise self.error(key, f"expected a positive number, got {_describe(value)}")
         return float(value)
+
+    def base_url(self, key: str) -> str:
+        """A required ``http``/``https`` URL with a host and no query or fragment, returned
+        without its trailing ``/`` (paths are appended to it)."""
+        value = self.string(key)
+        try:
+            parts = urlsplit(value)
+            valid = bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            valid = False
+        if not valid or parts.scheme not in ("http", "https") or parts.query or parts.fragment:
+            raise self.error(
+                key, f"expected an http(s) URL with a host and no query, got {value!r}")
+        return value.rstrip("/")
 
     def optional_string_list(self, key: str) -> list[str] | None:
         """A list of strings, or None when missing/null."""

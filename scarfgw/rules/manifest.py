@@ -10,6 +10,8 @@ from scarfgw.rules.docker import parse_docker_v1, parse_docker_v2
 from scarfgw.rules.events import parse_pixel, parse_scarf_js, parse_telemetry
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.files import parse_catch_all, parse_file_v1, parse_file_v2
+from scarfgw.rules.gomodules import parse_go_v1
+from scarfgw.rules.npm import parse_npm_v1
 from scarfgw.rules.python import parse_python_v1
 
 PARSERS: Final[dict[str, Callable[[Fields], Rule]]] = {
@@ -18,6 +20,8 @@ PARSERS: Final[dict[str, Callable[[Fields], Rule]]] = {
     "file-v1": parse_file_v1,
     "file-v2": parse_file_v2,
     "python-v1": parse_python_v1,
+    "npm-v1": parse_npm_v1,
+    "go-v1": parse_go_v1,
     "catch-all-v1": parse_catch_all,
     "telemetry-v1": parse_telemetry,
     "pixel-v1": parse_pixel,
