@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, cast
 
 import orjson
@@ -32,7 +32,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as TwistedHeaders
 from twisted.web.iweb import IResponse
 
-from scarfgw.gateway.proxy import CLIENT_CLOSED, StreamingProxy
+from scarfgw.gateway.proxy import CLIENT_CLOSED, Done, StreamingProxy
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
 from scarfgw.rules.decision import Proxy
@@ -50,9 +50,6 @@ _USER_AGENT: Final = b"scarfgw"
 _JSON: Final = (b"Content-Type", b"application/json")
 DEFAULT_CACHE_ENTRIES: Final = 1024
 DEFAULT_CACHE_BYTES: Final = 128 << 20
-
-Done = Callable[[int], None]
-
 
 class BackendAnswer(Exception):
     """The backend's answer cannot be served: ``status`` and a one-line ``message``."""
@@ -221,8 +218,11 @@ class Packuments:
         """Requests waiting for the backend fetch of their key in progress."""
 
     def forward(self, request: GatewayRequest, view: RequestView, decision: Proxy,
-                forwarded_for: Sequence[str], public_origin: str, done: Done) -> None:
-        """Answer ``request`` with the rewritten packument; ``done(status)`` when answered."""
+                forwarded_for: Sequence[str], public_origin: str, done: Done,
+                trusted_peer: bool = False) -> None:
+        """Answer ``request`` with the rewritten packument; ``done(status, True)`` when
+        answered (the answer is one write). The signature is the proxy's; the gateway fetches
+        the document itself, so no client header reaches the backend, trusted or not."""
         fetch: PackumentFetch = decision.options["packument"]
         abbreviated = ABBREVIATED in (view.header("accept") or "").lower()
         base = self.forwarder.upstreams.base_url(decision.backend, fetch.base)
@@ -304,19 +304,19 @@ class Packuments:
     def _send(self, request: GatewayRequest, view: RequestView, entry: Packument,
               done: Done) -> None:
         if request.disconnected:
-            done(CLIENT_CLOSED)
+            done(CLIENT_CLOSED, True)
             return
         headers = [(b"ETag", f'"{entry.etag}"'.encode("ascii")), (b"Vary", b"Accept")]
         if not_modified(view, entry.etag):
             request.respond(304, headers)
-            done(304)
+            done(304, True)
             return
         request.respond(200, [*headers, (b"Content-Type", entry.content_type)], entry.body)
-        done(200)
+        done(200, True)
 
     def _fail(self, request: GatewayRequest, reason: Failure, done: Done) -> None:
         if request.disconnected:
-            done(CLIENT_CLOSED)
+            done(CLIENT_CLOSED, True)
             return
         if isinstance(reason.value, BackendAnswer):
             status, message = reason.value.status, reason.value.message
@@ -329,4 +329,4 @@ class Packuments:
         if status >= 500:
             log.info("packument: {message}", message=message)
         request.respond(status, [_JSON], orjson.dumps({"error": message}) + b"\n")
-        done(status)
+        done(status, True)
