@@ -71,17 +71,20 @@ class Respond(_Answer):
 class Proxy(_Answer):
     """Forward the request to ``backend`` (``host`` or ``host:port``), stream the answer back.
 
-    ``options`` carries rule-level proxy settings (e.g. ``token_realm``).
+    ``rewrite_token_realm``: the backend's Bearer challenges name the gateway's own token
+    endpoint instead of the backend's realm. ``token_endpoint``: this request is for that
+    endpoint, so it goes to the backend's real realm instead of its own path.
     """
 
-    FIELDS = ("backend", "kind", "captures", "options")
+    FIELDS = ("backend", "kind", "captures", "rewrite_token_realm", "token_endpoint")
 
     def __init__(self, backend: str, kind: str, captures: tuple[Capture, ...] = (),
-                 options: dict[str, Any] | None = None) -> None:
+                 rewrite_token_realm: bool = False, token_endpoint: bool = False) -> None:
         self.backend: Final = backend
         self.kind: Final = kind
         self.captures: Final = captures
-        self.options: Final = {} if options is None else options
+        self.rewrite_token_realm: Final = rewrite_token_realm
+        self.token_endpoint: Final = token_endpoint
 
 
 Decision = Redirect | Respond | Proxy
