@@ -2,8 +2,9 @@
 
 Unknown names (and clients without SNI) get a self-signed fallback certificate, never
 another domain's; a name without a context is first offered to ``load_missing`` (which
-installs a certificate another process stored meanwhile). A pending TLS-ALPN-01 challenge certificate is served only to clients
-offering ``acme-tls/1``; everyone else keeps getting the domain's real certificate.
+installs a certificate another process stored meanwhile). A pending TLS-ALPN-01 challenge
+certificate is served only to clients offering ``acme-tls/1``; everyone else keeps getting
+the domain's real certificate.
 """
 
 from __future__ import annotations
