@@ -21,7 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.web import resource, server
 
 from scarfgw.config import parse_config
-from scarfgw.runtime.service import GatewayService
+from scarfgw.runtime.service import GatewayProcess, primary_service
 
 REPO = Path(__file__).parents[1]
 TWISTD = Path(sys.executable).parent / "twistd"
@@ -167,7 +167,7 @@ def get(port: int, target: str, **headers: str) -> Any:
 class RunningGateway:
     """A gateway service listening on loopback, with its JSONL events file."""
 
-    service: GatewayService
+    service: GatewayProcess
     events_path: Path
     config_path: Path
 
@@ -232,7 +232,7 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
 def start_gateway(tmp_path: Path, config: dict[str, Any]) -> Any:
     """Write ``config`` to tmp_path, start a gateway from it and wait until it listens."""
     config_path = write_config(tmp_path, config)
-    service = GatewayService(parse_config(config, str(config_path)), reactor, str(config_path))
+    service = primary_service(parse_config(config, str(config_path)), reactor, str(config_path))
     service.startService()
     for _ in range(200):
         if service.ready:

@@ -2,7 +2,8 @@
 
 It never decides routing; the router of the current
 :class:`~scarfgw.gateway.snapshot.Snapshot` (swapped in one reference on reload) does; the
-snapshot is all the gateway reads of the configuration. Events are handed to the writer after the response has finished.
+snapshot is all the gateway reads of the configuration. Events are handed to the writer
+after the response has finished.
 """
 
 from __future__ import annotations
