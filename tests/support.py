@@ -72,6 +72,25 @@ def wait_ready(admin: int, process: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError("gateway never became ready:\n" + log.read_text())
 
 
+def child_pids(process: subprocess.Popen[bytes]) -> set[int]:
+    """The processes ``process`` started that still run (its workers)."""
+    path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    try:
+        return {int(pid) for pid in path.read_text().split()}
+    except OSError:
+        return set()
+
+
+def poll_until(condition: Any, what: str, log: Path, timeout: float = 15.0) -> None:
+    """Poll ``condition()`` until it is true; fail naming ``what`` (with the log) after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen:\n" + log.read_text())
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:

@@ -39,7 +39,8 @@ class Listener:
 
 
 class CannotListen(SystemExit):
-    """A listener could not be bound: the process exits 1 with this one-line message."""
+    """A listener could not be bound: the process exits 1 with this one-line message (on
+    stderr, which twistd also sends to its log)."""
 
     def __init__(self, listener: Listener, reason: object) -> None:
         super().__init__(f"scarfgw: cannot listen for {listener.name} on {listener.spec!r}: "
@@ -93,8 +94,6 @@ class Listeners(Service):
             else:
                 port = self._listen_now(listener)
         except OSError as exc:
-            log.critical("cannot listen for {name} on {spec}: {error}", name=listener.name,
-                         spec=listener.spec, error=exc.strerror or exc)
             raise CannotListen(listener, exc.strerror or exc) from None
         self.ports[listener.name] = port
         log.info("listening for {name} on {address}", name=listener.name,
@@ -116,7 +115,8 @@ class Listeners(Service):
             raise OSError(f"{listener.spec} did not bind at once")
         result = outcome[0]
         if isinstance(result, Failure):
-            raise OSError(str(result.value))
+            error = getattr(result.value, "socketError", None)  # CannotListenError's cause
+            raise error if isinstance(error, OSError) else OSError(str(result.value))
         return result
 
     def worker_sockets(self) -> dict[int, dict[str, SharedSocket]]:
