@@ -249,7 +249,9 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
 
 @defer.inlineCallbacks
 def start_gateway(tmp_path: Path, config: dict[str, Any]) -> Any:
-    """Write ``config`` to tmp_path, start a gateway from it and wait until it listens."""
+    """Write ``config`` to tmp_path, start a gateway from it (in this process: ``workers``
+    defaults to 1) and wait until it listens."""
+    config.setdefault("workers", 1)
     config_path = write_config(tmp_path, config)
     service = primary_service(parse_config(config, str(config_path)), reactor, str(config_path))
     service.startService()
