@@ -21,6 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.web import resource, server
 
 from scarfgw.config import parse_config
+from scarfgw.http.fake import parse_response
 from scarfgw.runtime.service import GatewayProcess, primary_service
 
 REPO = Path(__file__).parents[1]
@@ -98,22 +99,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
-class RawResponse:
-    """A parsed HTTP/1.1 response."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """First value of ``name`` (case-insensitive)."""
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                return value
-        return None
-
-
 class _Collector(protocol.Protocol):
     def __init__(self, request: bytes, done: defer.Deferred[bytes]) -> None:
         self.request = request
@@ -129,30 +114,6 @@ class _Collector(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.done.callback(bytes(self.data))
-
-
-def parse_response(data: bytes, head_request: bool = False) -> RawResponse:
-    """Parse one response read until the server closed the connection."""
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
-    response = RawResponse(status, headers, b"")
-    if head_request:
-        return response
-    if (response.header("transfer-encoding") or "").lower() == "chunked":
-        body = bytearray()
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                break
-            body += rest[:size]
-            rest = rest[size + 2 :]
-        response.body = bytes(body)
-    else:
-        response.body = rest
-    return response
 
 
 @defer.inlineCallbacks

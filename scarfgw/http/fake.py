@@ -74,25 +74,30 @@ class FakeConnection:
         return request
 
     def response(self) -> FakeResponse:
-        """The (last) response sent so far, its chunked body decoded."""
+        """The (last) response sent so far."""
         data = self.transport.value()
-        head, _, body = data.rpartition(b"HTTP/1.1 ")[2].partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = [(name, value.strip()) for name, _, value in
-                   (line.partition(":") for line in lines)]
-        response = FakeResponse(int(status_line.split(" ", 1)[0]), headers, body)
-        if (response.header("transfer-encoding") or "").lower() == "chunked":
-            response.body = _unchunk(body)
+        return parse_response(data[data.rfind(b"HTTP/1.1 "):])
+
+
+def parse_response(data: bytes, head_request: bool = False) -> FakeResponse:
+    """One response as bytes (read until the server closed), its chunked body decoded."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    response = FakeResponse(status, headers, b"")
+    if head_request:
         return response
-
-
-def _unchunk(data: bytes) -> bytes:
-    body = bytearray()
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            break
-        body += data[:size]
-        data = data[size + 2:]
-    return bytes(body)
+    if (response.header("transfer-encoding") or "").lower() == "chunked":
+        body = bytearray()
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            body += rest[:size]
+            rest = rest[size + 2:]
+        response.body = bytes(body)
+    else:
+        response.body = rest
+    return response

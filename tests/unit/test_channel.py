@@ -356,10 +356,12 @@ def test_with_the_default_timeout_an_idle_connection_goes_within_five_seconds_of
 
 
 def test_the_timeout_sweep_survives_its_own_failure_and_keeps_cutting() -> None:
-    from twisted.logger import globalLogPublisher
+    from twisted.logger import ILogObserver, globalLogPublisher
+    from zope.interface import provider
 
     failures: list[dict[str, object]] = []
 
+    @provider(ILogObserver)
     def observe(event: dict[str, object]) -> None:
         if "log_failure" in event:
             failures.append(event)
@@ -373,7 +375,7 @@ def test_the_timeout_sweep_survives_its_own_failure_and_keeps_cutting() -> None:
     finally:
         globalLogPublisher.removeObserver(observe)
     assert failures and "{listener} listener failed; restarting" in str(failures[0]["log_format"])
-    channel.factory.channels.discard(broken)  # type: ignore[arg-type]
+    channel.factory.channels.discard(broken)
     for _ in range(10):
         clock.advance(0.3)
     assert closed(transport), "the restarted sweep still cuts an idle connection"
