@@ -299,7 +299,11 @@ class ConfigFile:
 def primary_service(config: Config, reactor: Any, config_path: str | None = None
                     ) -> GatewayProcess:
     """The primary process: serves, owns the admin listener, the config file, certificate
-    orders and the ``config.workers - 1`` worker processes."""
+    orders and the ``config.workers - 1`` worker processes.
+
+    A subsystem of the primary only (e.g. the insights read side) joins as one child of
+    ``process.resources``: started after the writer and TLS, stopped once traffic drained.
+    """
     process = GatewayProcess(config, reactor)
     config_file = process.config_file = ConfigFile(config_path or config.source, process)
     if config.listen.admin:

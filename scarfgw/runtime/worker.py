@@ -57,13 +57,18 @@ class _Worker:
     def _configure(self, message: HandConfig) -> None:
         try:
             config = parse_documents(message.documents)
+            if self.process is None:
+                self._start(config, message.generation)
+            else:
+                self.process.apply(config, message.generation)
         except ConfigError as exc:
             _report(ConfigResult(message.generation, str(exc)))
             return
-        if self.process is None:
-            self._start(config, message.generation)
-        else:
-            self.process.apply(config, message.generation)
+        except Exception as exc:
+            log.failure("configuration {generation} could not be applied",
+                        generation=message.generation)
+            _report(ConfigResult(message.generation, f"{type(exc).__name__}: {exc}"))
+            return
         _report(ConfigResult(message.generation))
         if self.process is not None and self.process.running:
             print(READY_LINE, flush=True)
