@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final, Protocol
 
 from twisted.logger import Logger
 
 from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
 from scarfgw.analytics.geoip import GeoIP
-from scarfgw.analytics.writer import EventWriter
 from scarfgw.gateway.clientinfo import TrustedProxies, client_address, forwarded_chain
 from scarfgw.gateway.proxy import CLIENT_CLOSED
 from scarfgw.gateway.snapshot import Snapshot
@@ -31,6 +30,13 @@ log: Final = Logger(namespace=__name__)  # compiled code has no frame to name it
 
 ACME_CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
 _AUTHORITY: Final = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+class EventQueue(Protocol):
+    """Where the gateway hands events (:class:`~scarfgw.analytics.writer.EventWriter`)."""
+
+    def submit(self, event: dict[str, Any]) -> None:
+        """Accept one event; never blocks and never raises."""
 
 
 class BadRequest(Exception):
@@ -75,7 +81,7 @@ class RequestContext:
 class Gateway:
     """Answers gateway requests according to the current snapshot."""
 
-    def __init__(self, snapshot: Snapshot, events: EventWriter, clock: object,
+    def __init__(self, snapshot: Snapshot, events: EventQueue, clock: object,
                  tls: TLSService | None = None, https_port: int = 443,
                  geoip: GeoIP | None = None, access_log: AccessLog | None = None) -> None:
         self.enrich = geoip.lookup if geoip is not None else None

@@ -42,7 +42,7 @@ def snapshot(tmp_path: Path, generation: int = 1, **sections: Any) -> Snapshot:
 
 def make(tmp_path: Path, **sections: Any) -> tuple[Gateway, Events, Clock]:
     clock, events = Clock(), Events()
-    return Gateway(snapshot(tmp_path, **sections), events, clock), events, clock  # type: ignore[arg-type]
+    return Gateway(snapshot(tmp_path, **sections), events, clock), events, clock
 
 
 def ask(gateway: Gateway, clock: Clock, target: bytes = MANIFEST,
@@ -127,8 +127,7 @@ def test_plain_http_is_redirected_once_storage_holds_the_certificate(tmp_path):
                            verification=VerificationConfig(mode="none"))
     tls = TLSService(clock, tls_config, frozenset({"cr.example.test"}), clock=clock,
                      follower=True)
-    gateway = Gateway(snapshot(tmp_path), events, clock, tls=tls,  # type: ignore[arg-type]
-                      https_port=8443)
+    gateway = Gateway(snapshot(tmp_path), events, clock, tls=tls, https_port=8443)
     assert ask(gateway, clock).status == 307
     CertStore(tls_config.storage, clock, "primary").save(
         "cr.example.test", self_signed("cr.example.test", 0, 86400))
