@@ -1,6 +1,11 @@
 """Load a scarfgw config (YAML, or a scarf-gateway manifest JSON) into a frozen Config.
 
-Every error names the file, the key path (``rules[3].incoming-path``) and the reason.
+Every error names the file, the key path (``rules[3].incoming-path``) and the reason. A key
+repeated in one mapping is an error (YAML would keep the last one silently). Relative paths
+(``manifest``, sinks, the spool, TLS storage, PEM files, GeoIP databases) are relative to the
+config file's folder. Reading (:func:`read_documents`) and validating
+(:func:`parse_documents`) are apart: the primary process reads the files, and its workers
+validate the same documents it hands them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
-from scarfgw.runtime.endpoints import parse_tcp_endpoint
+from scarfgw.runtime.endpoints import parse_tcp_endpoint, validate_endpoint
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -122,6 +127,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ConfigDocuments:
+    """What a config was built from: the parsed file, the manifest it names (read along),
+    and the folder that relative paths are relative to. Plain data, to hand to workers."""
+
+    source: str
+    folder: str
+    main: Mapping[str, Any]
+    manifest: Mapping[str, Any] | None = None
+
+    def resolve(self, path: str) -> str:
+        """``path`` relative to the config file's folder (absolute paths stay)."""
+        return os.path.join(self.folder, os.path.expanduser(path))
+
+
+@dataclass(frozen=True)
 class Config:
     """A loaded, validated configuration with its compiled router."""
 
@@ -138,12 +158,27 @@ class Config:
     workers: int = 1
     shutdown_grace_period: float = 30.0
     warnings: tuple[str, ...] = ()
+    documents: ConfigDocuments | None = field(default=None, compare=False, repr=False)
 
 
 def load_config(path: str) -> Config:
     """Read and validate the config file at ``path``; raise :class:`ConfigError`."""
+    return parse_documents(read_documents(path))
+
+
+def read_documents(path: str) -> ConfigDocuments:
+    """Read the config file at ``path`` and the manifest it names; raise :class:`ConfigError`
+    when a file is unreadable or not YAML/JSON."""
     data = _read_document(path)
-    return parse_config(data, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    return ConfigDocuments(path, folder, data, _read_manifest(data, folder))
+
+
+def _read_manifest(data: Mapping[str, Any], folder: str) -> Mapping[str, Any] | None:
+    manifest = data.get("manifest")
+    if not isinstance(manifest, str):
+        return None  # absent, or reported as a bad value by the validation
+    return _read_document(os.path.join(folder, manifest))
 
 
 def _read_document(path: str) -> Mapping[str, Any]:
@@ -154,6 +189,8 @@ def _read_document(path: str) -> Mapping[str, Any]:
         raise ConfigError(path, "", f"cannot read file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(path, "", f"not UTF-8 text: {exc.reason}") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(path, "", str(exc)) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         position = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
@@ -166,7 +203,33 @@ def _read_document(path: str) -> Mapping[str, Any]:
     return data
 
 
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _DuplicateKey(ValueError):
+    """A mapping names the same key twice."""
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader (libyaml's when available) refusing keys repeated in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                mark = key_node.start_mark
+                raise _DuplicateKey(f"line {mark.line + 1}, column {mark.column + 1}: "
+                                    f"key {key!r} appears twice in one mapping")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key it names twice."""
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _DuplicateKey(f"key {key!r} appears twice in one object")
+        mapping[key] = value
+    return mapping
 
 
 def _parse_document(text: str) -> Any:
@@ -174,23 +237,37 @@ def _parse_document(text: str) -> Any:
     YAML on a large manifest; everything else as YAML (libyaml's loader when available)."""
     if text.lstrip().startswith(("{", "[")):
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        except _DuplicateKey:
+            raise
         except ValueError:
             pass
-    return yaml.load(text, Loader=_YAML_LOADER)
+    return yaml.load(text, Loader=_StrictLoader)
 
 
 def parse_config(data: Mapping[str, Any], source: str) -> Config:
-    """Validate an already-parsed document; ``source`` names it in errors."""
-    warnings: list[str] = []
+    """Validate an already-parsed document; ``source`` names it in errors and its folder
+    is where relative paths start (the manifest it names is read from there)."""
+    folder = os.path.dirname(os.path.abspath(source))
     try:
-        top = Fields(data, "", preread=())
+        manifest = _read_manifest(data, folder)
+    except ConfigError:
+        manifest = None  # reported with its key path by the validation
+    return parse_documents(ConfigDocuments(source, folder, data, manifest))
+
+
+def parse_documents(documents: ConfigDocuments) -> Config:
+    """Validate documents read by :func:`read_documents` (reading no config file)."""
+    warnings: list[str] = []
+    source = documents.source
+    try:
+        top = Fields(documents.main, "", preread=())
         listen = _listen(top)
         trusted = _trusted_proxies(top)
-        rules = _rules(top, source, warnings.append)
-        proxy = _proxy(top)
-        tls = _tls(top)
-        events = _events(top)
+        rules = _rules(top, documents, warnings.append)
+        proxy = _proxy(top, documents)
+        tls = _tls(top, documents)
+        events = _events(top, documents)
         limits = _limits(top)
         access_log = _access_log(top)
         _check_tls_needs(listen, tls)
@@ -213,6 +290,7 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         workers=workers,
         shutdown_grace_period=grace,
         warnings=tuple(warnings),
+        documents=documents,
     )
 
 
@@ -237,10 +315,11 @@ def _endpoint(section: Fields, key: str, default: str | None) -> str | None:
         section.used.add(key)
         return default
     value = section.optional_string(key)
-    if value is not None and ":" not in value:
-        raise section.error(
-            key, f"expected a Twisted endpoint string like 'tcp:8080', got {value!r}"
-        )
+    if value is not None:
+        try:
+            validate_endpoint(value)
+        except ValueError as exc:
+            raise section.error(key, str(exc)) from None
     return value
 
 
@@ -257,12 +336,15 @@ def _trusted_proxies(top: Fields) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
-def _rules(top: Fields, source: str, warn: Callable[[str], None]) -> list[Rule]:
+def _rules(top: Fields, documents: ConfigDocuments, warn: Callable[[str], None]
+           ) -> list[Rule]:
     rules = parse_rules(top.optional_list("rules") or [], "rules", warn)
     manifest = top.optional_string("manifest")
     if manifest is not None:
-        manifest_path = os.path.join(os.path.dirname(os.path.abspath(source)), manifest)
-        document = _read_document(manifest_path)
+        manifest_path = documents.resolve(manifest)
+        document = documents.manifest
+        if document is None:
+            document = _read_document(manifest_path)
         items = document.get("rules")
         if items is None:
             raise ConfigError(manifest_path, "rules", "required key is missing")
@@ -273,7 +355,7 @@ def _rules(top: Fields, source: str, warn: Callable[[str], None]) -> list[Rule]:
     return rules
 
 
-def _proxy(top: Fields) -> ProxyConfig:
+def _proxy(top: Fields, documents: ConfigDocuments) -> ProxyConfig:
     section = _section(top, "proxy")
     default = ProxyConfig()
     upstreams = dict(section.optional_mapping("upstreams") or {})
@@ -292,13 +374,13 @@ def _proxy(top: Fields) -> ProxyConfig:
             "max_connections_per_host", default.max_connections_per_host
         ),
         max_redirects=section.positive_int("max_redirects", default.max_redirects),
-        ca_bundle=_pem_file(section, "ca_bundle"),
+        ca_bundle=_pem_file(section, "ca_bundle", documents),
     )
     section.reject_unknown()
     return proxy
 
 
-def _tls(top: Fields) -> TLSConfig:
+def _tls(top: Fields, documents: ConfigDocuments) -> TLSConfig:
     section = _section(top, "tls")
     acme_section = _section(section, "acme")
     default_acme = AcmeConfig()
@@ -308,7 +390,7 @@ def _tls(top: Fields) -> TLSConfig:
     acme = AcmeConfig(
         directory=acme_section.optional_string("directory", default_acme.directory) or "",
         contact=acme_section.optional_string("contact"),
-        ca_bundle=_pem_file(acme_section, "ca_bundle"),
+        ca_bundle=_pem_file(acme_section, "ca_bundle", documents),
         challenge=challenge,
     )
     acme_section.reject_unknown()
@@ -323,7 +405,7 @@ def _tls(top: Fields) -> TLSConfig:
     )
     verify_section.reject_unknown()
     tls = TLSConfig(
-        storage=section.optional_string("storage", TLSConfig.storage) or "",
+        storage=documents.resolve(section.optional_string("storage", TLSConfig.storage) or ""),
         acme=acme,
         verification=verification,
     )
@@ -331,7 +413,7 @@ def _tls(top: Fields) -> TLSConfig:
     return tls
 
 
-def _events(top: Fields) -> EventsConfig:
+def _events(top: Fields, documents: ConfigDocuments) -> EventsConfig:
     section = _section(top, "events")
     default = EventsConfig()
     sinks = section.optional_list("sinks")
@@ -341,16 +423,18 @@ def _events(top: Fields) -> EventsConfig:
         path, _, reason = str(exc).partition(": ")
         raise RuleError(path, reason) from None
     geoip = _section(section, "geoip")
-    databases = tuple(geoip.optional_string_list("databases") or ())
+    databases = tuple(documents.resolve(path)
+                      for path in geoip.optional_string_list("databases") or ())
     geoip.reject_unknown()
     events = EventsConfig(
         geoip_databases=databases,
         batch_size=section.positive_int("batch_size", default.batch_size),
         flush_interval=section.number("flush_interval", default.flush_interval),
         queue_limit=section.positive_int("queue_limit", default.queue_limit),
-        spool_dir=section.optional_string("spool_dir", default.spool_dir) or "",
+        spool_dir=documents.resolve(section.optional_string("spool_dir", default.spool_dir) or ""),
         spool_max_bytes=section.positive_int("spool_max_bytes", default.spool_max_bytes),
-        sinks=default.sinks if sinks is None else tuple(sinks),
+        sinks=tuple(_resolved_sink(sink, documents)
+                    for sink in (default.sinks if sinks is None else sinks)),
     )
     if events.queue_limit < events.batch_size:
         raise section.error("queue_limit", f"must be at least batch_size ({events.batch_size})")
@@ -411,11 +495,18 @@ def _workers(top: Fields, listen: ListenConfig, warn: Callable[[str], None]) -> 
     return workers
 
 
-def _pem_file(section: Fields, key: str) -> str | None:
+def _resolved_sink(sink: Mapping[str, Any], documents: ConfigDocuments) -> Mapping[str, Any]:
+    """A sink spec whose file ``path`` (jsonl) is relative to the config file's folder."""
+    path = sink.get("path")
+    return {**sink, "path": documents.resolve(path)} if isinstance(path, str) else sink
+
+
+def _pem_file(section: Fields, key: str, documents: ConfigDocuments) -> str | None:
     """A readable file holding at least one PEM certificate, or None."""
-    path = section.optional_string(key)
-    if path is None:
+    given = section.optional_string(key)
+    if given is None:
         return None
+    path = documents.resolve(given)
     try:
         with open(path, "rb") as handle:
             text = handle.read()

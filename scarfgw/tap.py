@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
 
 from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.ops.sharedmetrics import share_metrics
 from scarfgw.runtime.reactor import install_unless_chosen
-from scarfgw.runtime.workers import METRICS_DIR_VARIABLE
 
 if TYPE_CHECKING:
-    from scarfgw.runtime.service import GatewayService
+    from scarfgw.runtime.service import GatewayProcess
 
 
 class Options(usage.Options):
@@ -39,13 +35,11 @@ class Options(usage.Options):
             self.loaded: Config = load_config(self["config"])
         except ConfigError as exc:
             raise usage.UsageError(f"invalid config: {exc}") from None
-        if self.loaded.workers > 1 and METRICS_DIR_VARIABLE not in os.environ:
-            folder = tempfile.mkdtemp(prefix="scarfgw-metrics-")
-            os.environ[METRICS_DIR_VARIABLE] = folder
-            atexit.register(shutil.rmtree, folder, True)
+        if self.loaded.workers > 1:
+            share_metrics()
 
 
-def makeService(options: Options, reactor: Any = None) -> GatewayService:
+def makeService(options: Options, reactor: Any = None) -> GatewayProcess:
     """The gateway service for ``options`` (the reactor defaults to the global one).
 
     The service module (and with it prometheus-client) is imported only now: with several
@@ -58,8 +52,7 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
 
         reactor = global_reactor
     from scarfgw.runtime.allocator import tune_allocator
-    from scarfgw.runtime.service import GatewayService
+    from scarfgw.runtime.service import primary_service
 
     tune_allocator()
-    return GatewayService(options.loaded, reactor, options["config"],
-                          spawn_workers=options.loaded.workers)
+    return primary_service(options.loaded, reactor, options["config"])

@@ -21,7 +21,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.web import resource, server
 
 from scarfgw.config import parse_config
-from scarfgw.runtime.service import GatewayService
+from scarfgw.http.fake import parse_response
+from scarfgw.runtime.service import GatewayProcess, primary_service
 
 REPO = Path(__file__).parents[1]
 TWISTD = Path(sys.executable).parent / "twistd"
@@ -72,27 +73,30 @@ def wait_ready(admin: int, process: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError("gateway never became ready:\n" + log.read_text())
 
 
+def child_pids(process: subprocess.Popen[bytes]) -> set[int]:
+    """The processes ``process`` started that still run (its workers)."""
+    path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    try:
+        return {int(pid) for pid in path.read_text().split()}
+    except OSError:
+        return set()
+
+
+def poll_until(condition: Any, what: str, log: Path, timeout: float = 15.0) -> None:
+    """Poll ``condition()`` until it is true; fail naming ``what`` (with the log) after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen:\n" + log.read_text())
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass
-class RawResponse:
-    """A parsed HTTP/1.1 response."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """First value of ``name`` (case-insensitive)."""
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                return value
-        return None
 
 
 class _Collector(protocol.Protocol):
@@ -110,30 +114,6 @@ class _Collector(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.done.callback(bytes(self.data))
-
-
-def parse_response(data: bytes, head_request: bool = False) -> RawResponse:
-    """Parse one response read until the server closed the connection."""
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
-    response = RawResponse(status, headers, b"")
-    if head_request:
-        return response
-    if (response.header("transfer-encoding") or "").lower() == "chunked":
-        body = bytearray()
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                break
-            body += rest[:size]
-            rest = rest[size + 2 :]
-        response.body = bytes(body)
-    else:
-        response.body = rest
-    return response
 
 
 @defer.inlineCallbacks
@@ -167,7 +147,7 @@ def get(port: int, target: str, **headers: str) -> Any:
 class RunningGateway:
     """A gateway service listening on loopback, with its JSONL events file."""
 
-    service: GatewayService
+    service: GatewayProcess
     events_path: Path
     config_path: Path
 
@@ -230,9 +210,11 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
 
 @defer.inlineCallbacks
 def start_gateway(tmp_path: Path, config: dict[str, Any]) -> Any:
-    """Write ``config`` to tmp_path, start a gateway from it and wait until it listens."""
+    """Write ``config`` to tmp_path, start a gateway from it (in this process: ``workers``
+    defaults to 1) and wait until it listens."""
+    config.setdefault("workers", 1)
     config_path = write_config(tmp_path, config)
-    service = GatewayService(parse_config(config, str(config_path)), reactor, str(config_path))
+    service = primary_service(parse_config(config, str(config_path)), reactor, str(config_path))
     service.startService()
     for _ in range(200):
         if service.ready:

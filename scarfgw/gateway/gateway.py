@@ -1,25 +1,25 @@
 """The gateway handler: Twisted request -> rules request view -> Decision -> response + events.
 
-It never decides routing; the current :class:`~scarfgw.config.Config` (swapped atomically on
-reload) does. Events are handed to the writer after the response has finished.
+It never decides routing; the router of the current
+:class:`~scarfgw.gateway.snapshot.Snapshot` (swapped in one reference on reload) does; the
+snapshot is all the gateway reads of the configuration. Events are handed to the writer
+after the response has finished.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final, Protocol
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
 from scarfgw.analytics.geoip import GeoIP
-from scarfgw.analytics.writer import EventWriter
-from scarfgw.config import Config
 from scarfgw.gateway.clientinfo import TrustedProxies, client_address, forwarded_chain
-from scarfgw.gateway.packuments import Packuments
-from scarfgw.gateway.proxy import CLIENT_CLOSED, StreamingProxy
+from scarfgw.gateway.proxy import CLIENT_CLOSED
+from scarfgw.gateway.snapshot import Snapshot
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
@@ -36,6 +36,13 @@ REGISTRY_API: Final = "/v2"
 """Paths served on plain HTTP even for domains with a certificate (registry clients that were
 configured for plain HTTP do not follow a redirect to another port with their token)."""
 _AUTHORITY: Final = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+class EventQueue(Protocol):
+    """Where the gateway hands events (:class:`~scarfgw.analytics.writer.EventWriter`)."""
+
+    def submit(self, event: dict[str, Any]) -> None:
+        """Accept one event; never blocks and never raises."""
 
 
 class BadRequest(Exception):
@@ -82,10 +89,10 @@ class RequestContext:
 
 
 class Gateway:
-    """Answers gateway requests according to the current config."""
+    """Answers gateway requests according to the current snapshot."""
 
-    def __init__(self, config: Config, events: EventWriter, forwarder: StreamingProxy,
-                 clock: object, tls: TLSService | None = None, https_port: int = 443,
+    def __init__(self, snapshot: Snapshot, events: EventQueue, clock: object,
+                 tls: TLSService | None = None, https_port: int = 443,
                  geoip: GeoIP | None = None, access_log: AccessLog | None = None) -> None:
         self.enrich = geoip.lookup if geoip is not None else None
         self.access_log = access_log
@@ -93,17 +100,13 @@ class Gateway:
         self.tls = tls
         self.https_port = https_port
         self.events = events
-        self.forwarder = forwarder
-        self.packuments = Packuments(forwarder)
         self.clock = clock
-        self.config = config
-        self.trusted = TrustedProxies(config.trusted_proxies)
+        self.snapshot = snapshot
         self.in_flight = 0
 
-    def use_config(self, config: Config) -> None:
-        """Serve new requests with ``config`` (requests in flight keep their decision)."""
-        self.trusted = TrustedProxies(config.trusted_proxies)
-        self.config = config
+    def use(self, snapshot: Snapshot) -> None:
+        """Serve new requests with ``snapshot`` (requests in flight keep theirs)."""
+        self.snapshot = snapshot
 
     def handle(self, request: GatewayRequest) -> None:
         """Answer one request; never raises and never shows a traceback to the client."""
@@ -128,20 +131,21 @@ class Gateway:
     def _handle(self, request: GatewayRequest, started: float) -> None:
         if self.draining:
             request.close_connection()
+        snapshot = self.snapshot
         try:
-            context = self._context(request, started)
+            context = self._context(request, started, snapshot.trusted)
         except BadRequest as exc:
             request.close_connection()
             self._respond_plain(request, 400, str(exc), started)
             return
         if request.body_too_large:
-            limit = request.channel.factory.max_body_bytes
+            limit = request.body_limit
             message = f"request body larger than {limit} bytes"
             self._respond_plain(request, 413, message, started)
             return
         if self.tls is not None and self._answered_for_tls(request, context):
             return
-        self._render(request, context, self.config.router.route(context.view))
+        self._render(request, context, snapshot.router.route(context.view), snapshot)
 
     def _answered_for_tls(self, request: GatewayRequest, context: RequestContext) -> bool:
         """ACME HTTP-01 answers, and the 308 to https for domains that have a certificate."""
@@ -167,10 +171,10 @@ class Gateway:
         self._account(request, 308, "https", context.started)
         return True
 
-    def _context(self, request: GatewayRequest, started: float) -> RequestContext:
+    def _context(self, request: GatewayRequest, started: float, trusted: TrustedProxies
+                 ) -> RequestContext:
         headers = Headers.from_pairs(request.header_pairs)
         peer = request.client_host
-        trusted = self.trusted
         hosts = headers.get_all("host")
         if len(hosts) > 1:
             raise BadRequest("more than one Host header")
@@ -204,11 +208,11 @@ class Gateway:
         return RequestContext(view, client_ip, peer, chain, started, proto, host_value,
                               request.isSecure(), trusted_peer)
 
-    def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision
-                ) -> None:
+    def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision,
+                snapshot: Snapshot) -> None:
         if isinstance(decision, Proxy):
-            forward = (self.packuments.forward if "packument" in decision.options
-                       else self.forwarder.forward)
+            forward = (snapshot.forwarder.forward if decision.packument is None
+                       else snapshot.packuments.forward)
             forward(
                 request, context.view, decision, context.forwarded_for, context.public_origin,
                 lambda status, complete: self._finished(request, context, decision, status,

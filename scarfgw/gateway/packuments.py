@@ -35,8 +35,7 @@ from twisted.web.iweb import IResponse
 from scarfgw.gateway.proxy import CLIENT_CLOSED, Done, StreamingProxy
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
-from scarfgw.rules.decision import Proxy
-from scarfgw.rules.npm import PackumentFetch
+from scarfgw.rules.decision import PackumentFetch, Proxy
 from scarfgw.rules.python import not_modified
 from scarfgw.rules.request import RequestView
 
@@ -223,7 +222,8 @@ class Packuments:
         """Answer ``request`` with the rewritten packument; ``done(status, True)`` when
         answered (the answer is one write). The signature is the proxy's; the gateway fetches
         the document itself, so no client header reaches the backend, trusted or not."""
-        fetch: PackumentFetch = decision.options["packument"]
+        fetch = decision.packument
+        assert fetch is not None, "the gateway hands only packument decisions here"
         abbreviated = ABBREVIATED in (view.header("accept") or "").lower()
         base = self.forwarder.upstreams.base_url(decision.backend, fetch.base)
         answer = self._shared((base + fetch.path, abbreviated, public_origin), fetch)

@@ -8,18 +8,15 @@ Both sockets of a relay move up to :data:`CHUNK_BYTES` per system call (Twisted'
 defaults cost half the throughput); that is also the most a slow client's socket buffers
 before the upstream read pauses.
 
-With ``token-realm: rewrite`` a backend's Bearer challenge names the gateway's own
-``/v2/token`` as realm; token requests arriving there are proxied to the backend's real realm
-(learned from its challenges, or asked for on ``/v2/``), so clients never see its host.
+What is specific to registries (following ``/v2`` redirects, token realms, ``Location``
+rewrites) is in :mod:`scarfgw.gateway.registry`.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
-from urllib.parse import urljoin, urlsplit
 
 from twisted.internet import defer
 from twisted.internet.abstract import FileDescriptor
@@ -50,11 +47,19 @@ from zope.interface import implementer
 from scarfgw.analytics.event import new_request_id
 from scarfgw.config import ProxyConfig
 from scarfgw.gateway.errors import registry_error
+from scarfgw.gateway.registry import (
+    FOLLOWED_STATUSES,
+    REALM_PROBE_PATH,
+    TokenRealms,
+    followed_target,
+    public_location,
+    same_host,
+    token_url,
+)
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
 from scarfgw.ops.logging import FailureLog
 from scarfgw.rules.decision import Proxy
-from scarfgw.rules.docker import token_path
 from scarfgw.rules.request import RequestView
 from scarfgw.tls.certs import trust_root
 
@@ -70,12 +75,10 @@ HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"x-forwarded-for", b"content-length", b"expect"}
 FORWARDING = frozenset({b"x-forwarded-host", b"x-forwarded-proto", b"forwarded", b"x-real-ip"})
 """Forwarding headers passed on only from a trusted proxy (X-Forwarded-For is rebuilt)."""
-_FOLLOWED_STATUSES = (302, 307)
 CLIENT_CLOSED = 499
 """Status reported to ``done`` when the client left before the backend answered (no event)."""
 _PROXIED_METHODS = (b"GET", b"HEAD")
 _NO_BODY = (204, 304)
-_REALM = re.compile(r'(\brealm\s*=\s*)"([^"]*)"', re.IGNORECASE)
 
 CHUNK_BYTES = 1 << 20
 """Read size of upstream sockets; send size and pause threshold of relaying client sockets."""
@@ -97,32 +100,6 @@ def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
         token.strip().lower() for value in values for token in value.split(b",")
         if token.strip()
     )
-
-
-def is_registry_location(location: str) -> bool:
-    """True when a redirect points at the registry API (``/v2`` or ``/v2/...``)."""
-    path = urlsplit(location).path
-    return path == "/v2" or path.startswith("/v2/")
-
-
-def bearer_realm(challenge: str) -> str | None:
-    """The ``realm`` of a ``Bearer`` ``WWW-Authenticate`` challenge, else ``None``."""
-    if not challenge.strip().lower().startswith("bearer"):
-        return None
-    found = _REALM.search(challenge)
-    return found.group(2) if found else None
-
-
-def replace_realm(challenge: str, realm: str) -> str:
-    """``challenge`` with its (quoted) realm parameter set to ``realm``."""
-    return _REALM.sub(lambda m: f'{m.group(1)}"{realm}"', challenge, count=1)
-
-
-def token_url(realm: str, raw_query: str | None) -> str:
-    """The backend's realm with the client's token query appended."""
-    if not raw_query:
-        return realm
-    return realm + ("&" if "?" in realm else "?") + raw_query
 
 
 class UpstreamMap:
@@ -270,8 +247,7 @@ class StreamingProxy:
         endpoints = _Endpoints(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust),
                                config.connect_timeout)
         self.agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self.pool)
-        self.realms: dict[str, str] = {}
-        """Backend -> its real token realm (``token-realm: rewrite`` rules)."""
+        self.realms = TokenRealms()
 
     def close(self) -> defer.Deferred[None]:
         """Close pooled connections."""
@@ -290,7 +266,7 @@ class StreamingProxy:
         """Answer ``request`` from ``decision.backend``; ``done(status, complete)`` when
         finished.
 
-        Options ``base_url`` (the backend's URL when ``proxy.upstreams`` has none) and
+        The decision's ``base_url`` (the backend's URL when ``proxy.upstreams`` has none) and
         ``path`` (instead of the request's) say where the request goes.
 
         ``public_origin`` (``scheme://host[:port]`` as the client sees the gateway) names the
@@ -301,33 +277,29 @@ class StreamingProxy:
                              trusted_peer)
         if request.method not in _PROXIED_METHODS:
             exchange.error(405, "UNSUPPORTED", "only GET and HEAD are proxied")
-        elif decision.options.get("token_endpoint"):
+        elif decision.token_endpoint:
             self._token_realm(decision.backend).addCallback(
                 lambda realm: exchange.send(token_url(realm, view.raw_query))
                 if realm else exchange.error(502, "UNAVAILABLE", "backend has no token realm")
             )
         else:
-            options = decision.options
-            base = self.upstreams.base_url(decision.backend, options.get("base_url"))
-            exchange.send(base + options.get("path", view.raw_path) + view.query_with_mark)
+            base = self.upstreams.base_url(decision.backend, decision.base_url)
+            path = view.raw_path if decision.path is None else decision.path
+            exchange.send(base + path + view.query_with_mark)
 
     def _token_realm(self, backend: str) -> defer.Deferred[str | None]:
         """The backend's real realm: remembered, or read from its ``/v2/`` challenge."""
-        known = self.realms.get(backend)
+        known = self.realms.known(backend)
         if known is not None:
             return defer.succeed(known)
-        url = self.upstreams.base_url(backend) + "/v2/"
+        url = self.upstreams.base_url(backend) + REALM_PROBE_PATH
         asked = self.agent.request(b"GET", url.encode("ascii"))
         timer = self.reactor.callLater(self.config.response_timeout, asked.cancel)
 
         def challenged(response: IResponse) -> str | None:
             response.deliverBody(_Discard())
-            for challenge in response.headers.getRawHeaders(b"www-authenticate", []):
-                realm = bearer_realm(challenge.decode("latin-1"))
-                if realm is not None:
-                    self.realms[backend] = realm
-                    return realm
-            return None
+            return self.realms.learn(
+                backend, response.headers.getRawHeaders(b"www-authenticate", []))
 
         def unreachable(reason: Failure) -> None:
             metrics.UPSTREAM_ERRORS.labels(_error_reason(reason)).inc()
@@ -400,11 +372,10 @@ class _Exchange:
                 return
             location = (response.headers.getRawHeaders(b"location") or [b""])[0].decode(
                 "latin-1").strip()
-            if (response.code in _FOLLOWED_STATUSES and is_registry_location(location)
-                    and hops < proxy.config.max_redirects):
+            target = followed_target(response.code, location, url)
+            if target is not None and hops < proxy.config.max_redirects:
                 response.deliverBody(_Discard())
-                target = urljoin(url, location)
-                if urlsplit(target).netloc != urlsplit(url).netloc:
+                if not same_host(target, url):
                     self.headers.removeHeader(b"authorization")
                 self.send(target, hops + 1)
                 return
@@ -442,7 +413,7 @@ class _Exchange:
         request = self.request
         dropped = HOP_BY_HOP | connection_tokens(
             response.headers.getRawHeaders(b"connection", []))
-        is_redirect = response.code in _FOLLOWED_STATUSES
+        is_redirect = response.code in FOLLOWED_STATUSES
         headers: list[tuple[bytes, bytes]] = []
         has_length = False
         for name, values in response.headers.getAllRawHeaders():
@@ -450,9 +421,11 @@ class _Exchange:
             if lower in dropped or (is_redirect and lower == b"content-length"):
                 continue
             if lower == b"location":
-                values = [self._public_location(value) for value in values]
-            elif lower == b"www-authenticate" and self._rewrites_realm:
-                values = [self._own_realm(value) for value in values]
+                values = [public_location(value, self.decision.backend) for value in values]
+            elif lower == b"www-authenticate" and self.decision.rewrite_token_realm:
+                values = [self.proxy.realms.own_challenge(value, self.decision.backend,
+                                                          self.public_origin)
+                          for value in values]
             has_length = has_length or lower == b"content-length"
             headers.extend((name, value) for value in values)
         # Agent keeps Content-Length (except for HEAD) out of ``headers``, in ``length``.
@@ -469,26 +442,6 @@ class _Exchange:
             return
         response.deliverBody(_Relay(request, lambda complete: self.done(response.code, complete),
                                     self.proxy.reactor, self.proxy.config.response_timeout))
-
-    @property
-    def _rewrites_realm(self) -> bool:
-        return bool(self.decision.options.get("token_realm") == "rewrite")
-
-    def _own_realm(self, value: bytes) -> bytes:
-        """Point a Bearer challenge at the gateway's ``/v2/token``; remember the real realm."""
-        challenge = value.decode("latin-1")
-        realm = bearer_realm(challenge)
-        if realm is None:
-            return value
-        self.proxy.realms[self.decision.backend] = realm
-        own = self.public_origin + token_path(self.decision.backend)
-        return replace_realm(challenge, own).encode("latin-1")
-
-    def _public_location(self, value: bytes) -> bytes:
-        text = value.decode("latin-1").strip()
-        if text.startswith("/"):
-            return f"https://{self.decision.backend}{text}".encode("latin-1")
-        return value
 
     def error(self, status: int, code: str, message: str) -> None:
         """Answer with a registry-style JSON error and report ``status``."""

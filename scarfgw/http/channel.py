@@ -14,8 +14,8 @@ Limits answer clearly: header fields over :data:`MAX_FIELD_BYTES`, a header bloc
 connection closes), anything unparsable 400. One sweep per listener cuts connections that
 stayed idle (empty lines are not activity), took longer than the factory's timeout to send a
 request, or did not read any of their pending response for that long (counted from when
-output last moved). A listener holds at most ``max_connections``: one more is closed at
-once.
+output last moved); a sweep that fails is logged and started again. A listener holds at most
+``max_connections``: one more is closed at once.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ from twisted.internet import defer, tcp
 from twisted.internet.interfaces import IAddress, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from scarfgw.http.connection import Connection
 from scarfgw.ops import metrics
+
+_log: Final = Logger(namespace=__name__)  # compiled code has no frame to name it by
 
 TLS_HANDSHAKE_RECORD: Final = 0x16
 MAX_FIELD_BYTES: Final = 16 * 1024
@@ -106,7 +110,7 @@ def _head_fields(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], i
     return fields, length
 
 
-class _DateHeader:
+class DateHeader:
     """The ``Date`` header line, formatted at most once per second of ``clock``."""
 
     def __init__(self, clock: Any) -> None:
@@ -136,7 +140,7 @@ class GatewayRequest:
                  "header_pairs", "keep_alive", "method", "sentLength", "startedWriting", "uri",
                  "version")
 
-    def __init__(self, channel: GatewayChannel, method: bytes, uri: bytes,
+    def __init__(self, channel: Connection, method: bytes, uri: bytes,
                  header_pairs: list[tuple[bytes, bytes]], version: str, keep_alive: bool) -> None:
         self.channel = channel
         self.method = method
@@ -172,6 +176,11 @@ class GatewayRequest:
     def transport(self) -> Any:
         """The connection's transport."""
         return self.channel.transport
+
+    @property
+    def body_limit(self) -> int:
+        """The most body bytes this request's listener accepts."""
+        return self.channel.factory.max_body_bytes
 
     def isSecure(self) -> bool:
         """True on the https listener."""
@@ -718,7 +727,7 @@ class GatewayFactory(Factory):
         self.clock = clock
         self.timeout = timeout
         self.max_connections = max_connections
-        self.date = _DateHeader(clock)
+        self.date = DateHeader(clock)
         self.channels: set[GatewayChannel] = set()
         self.connections = metrics.OPEN_CONNECTIONS.labels(listener)
         self.rejected = metrics.CONNECTIONS_REJECTED.labels(listener)
@@ -737,7 +746,14 @@ class GatewayFactory(Factory):
 
     def startFactory(self) -> None:
         """Start sweeping idle connections."""
-        self._sweep.start(min(max(self.timeout / 4, 0.05), SWEEP_MAX_INTERVAL), now=False)
+        interval = min(max(self.timeout / 4, 0.05), SWEEP_MAX_INTERVAL)
+        self._sweep.start(interval, now=False).addErrback(self._sweep_failed)
+
+    def _sweep_failed(self, failure: Failure) -> None:
+        """Log what stopped the sweep and start it again: timeouts must not silently end."""
+        _log.failure("timeout sweep of the {listener} listener failed; restarting it", failure,
+                     listener=self.listener)
+        self.startFactory()
 
     def stopFactory(self) -> None:
         """Stop sweeping."""

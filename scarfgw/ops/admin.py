@@ -11,7 +11,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from scarfgw.ops.metrics import REGISTRY, TLS_CERT_NOT_AFTER
-from scarfgw.runtime.workers import METRICS_DIR_VARIABLE
+from scarfgw.ops.sharedmetrics import METRICS_DIR_VARIABLE
 
 
 class _Text(Resource):

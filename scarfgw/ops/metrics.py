@@ -145,6 +145,17 @@ CONFIG_LAST_RELOAD_SUCCESS: Final = Gauge(
     "Unix time of the last successful configuration load.", registry=REGISTRY,
     multiprocess_mode="max",
 )
+CONFIG_GENERATION: Final = Gauge(
+    "scarfgw_config_generation",
+    "The configuration generation each process serves (1 at start, +1 per applied reload): "
+    "set by the primary for itself and from each worker's report.",
+    ["process"], registry=REGISTRY, multiprocess_mode="max",
+)
+WORKER_CONFIG_RESULTS: Final = Counter(
+    "scarfgw_worker_config_results",
+    "Configurations the primary handed to a worker, by the worker's result (applied, refused).",
+    ["worker", "result"], registry=REGISTRY,
+)
 
 
 FLUSH_INTERVAL_SECONDS: Final = 1.0

@@ -68,20 +68,53 @@ class Respond(_Answer):
         self.captures_before: Final = captures_before
 
 
+class PackumentFetch:
+    """What the shell needs to answer a packument request: the package ``name``, the
+    document's ``path`` under the backend registry's URL ``base`` (which its tarball URLs
+    start with), the largest document accepted (``max_bytes``)."""
+
+    __slots__ = ("base", "max_bytes", "name", "path")
+
+    def __init__(self, name: str, path: str, base: str, max_bytes: int) -> None:
+        self.name = name
+        self.path = path
+        self.base = base
+        self.max_bytes = max_bytes
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PackumentFetch) and (
+            (self.name, self.path, self.base, self.max_bytes)
+            == (other.name, other.path, other.base, other.max_bytes))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class Proxy(_Answer):
     """Forward the request to ``backend`` (``host`` or ``host:port``), stream the answer back.
 
-    ``options`` carries rule-level proxy settings (e.g. ``token_realm``).
+    ``rewrite_token_realm``: the backend's Bearer challenges name the gateway's own token
+    endpoint instead of the backend's realm. ``token_endpoint``: this request is for that
+    endpoint, so it goes to the backend's real realm instead of its own path. ``base_url``:
+    the backend's URL where ``proxy.upstreams`` names none (default ``https://backend``);
+    ``path``: the path asked of it instead of the request's. ``packument``: the request is
+    for an npm package document, which the shell fetches, rewrites and answers itself.
     """
 
-    FIELDS = ("backend", "kind", "captures", "options")
+    FIELDS = ("backend", "kind", "captures", "rewrite_token_realm", "token_endpoint",
+              "base_url", "path", "packument")
 
     def __init__(self, backend: str, kind: str, captures: tuple[Capture, ...] = (),
-                 options: dict[str, Any] | None = None) -> None:
+                 rewrite_token_realm: bool = False, token_endpoint: bool = False,
+                 base_url: str | None = None, path: str | None = None,
+                 packument: PackumentFetch | None = None) -> None:
         self.backend: Final = backend
         self.kind: Final = kind
         self.captures: Final = captures
-        self.options: Final = {} if options is None else options
+        self.rewrite_token_realm: Final = rewrite_token_realm
+        self.token_endpoint: Final = token_endpoint
+        self.base_url: Final = base_url
+        self.path: Final = path
+        self.packument: Final = packument
 
 
 Decision = Redirect | Respond | Proxy

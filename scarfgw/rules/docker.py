@@ -139,7 +139,8 @@ class _DockerRule(ListOrderRule):
             return Proxy(
                 backend=self.backend.registry,
                 kind="docker",
-                options={"token_realm": "rewrite", "token_endpoint": True},
+                rewrite_token_realm=True,
+                token_endpoint=True,
             )
         if raw_path == "/v2/":
             return self._redirect_or_proxy(request, self._empty_capture(request))
@@ -185,7 +186,7 @@ class _DockerRule(ListOrderRule):
             backend=backend.registry,
             kind="docker",
             captures=captures,
-            options={"token_realm": backend.token_realm},
+            rewrite_token_realm=backend.token_realm == "rewrite",
         )
 
 

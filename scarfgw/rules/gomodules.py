@@ -92,7 +92,7 @@ class GoRule(ListOrderRule):
         capture: Capture = {"kind": KIND, "package": self.package_id, "module": module,
                             "version": version, "file": file}
         if self.always_proxy:
-            return Proxy(self.netloc, KIND, (capture,), {"base_url": self.backend, "path": path})
+            return Proxy(self.netloc, KIND, (capture,), base_url=self.backend, path=path)
         return Redirect(self.backend + path, KIND, (capture,))
 
 

@@ -1,11 +1,11 @@
-"""npm-v1: a custom domain serves as an npm registry for configured packages and scopes.
-
-A package document ("packument") request, ``/<name>``, ``/@scope%2fname`` or
-``/@scope/name``, becomes a :class:`~scarfgw.rules.decision.Proxy` whose options carry a
-:class:`PackumentFetch`: the shell fetches the document from the backend registry, points
-the ``dist.tarball`` URLs that follow the registry layout (``<backend>/<name>/-/<file>``) at
-the gateway, and answers it. A tarball request ``/<name>/-/<base>-<version>.tgz`` is a
-download: redirected (or, with ``always-proxy``, proxied) to the same path under the backend.
+"""npm-v1: a custom domain serves as an npm registry for configured packages and scopes. A
+package document ("packument") request, ``/<name>``, ``/@scope%2fname`` or ``/@scope/name``,
+becomes a :class:`~scarfgw.rules.decision.Proxy` that carries a
+:class:`~scarfgw.rules.decision.PackumentFetch`: the shell fetches the document from the
+backend registry, points the ``dist.tarball`` URLs that follow the registry layout
+(``<backend>/<name>/-/<file>``) at the gateway, and answers it. A tarball request
+``/<name>/-/<base>-<version>.tgz`` is a download: redirected (or, with ``always-proxy``,
+proxied) to the same path under the backend.
 
 Events: ``{"kind": "npm", "package", "name", "version", "target"}``; ``version`` and
 ``target`` are set for tarballs only.
@@ -18,7 +18,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from scarfgw.rules.base import ListOrderRule, Rule
-from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect, Respond
+from scarfgw.rules.decision import Capture, Decision, PackumentFetch, Proxy, Redirect, Respond
 from scarfgw.rules.fields import Fields
 from scarfgw.rules.request import RequestView
 
@@ -38,25 +38,6 @@ def valid_name(name: str) -> bool:
     return len(name) <= _MAX_NAME and _NAME.fullmatch(name) is not None
 
 
-class PackumentFetch:
-    """What the shell needs to answer a packument request: the package ``name``, the
-    document's ``path`` under the backend registry's URL ``base`` (which its tarball URLs
-    start with), the largest document accepted (``max_bytes``)."""
-
-    __slots__ = ("base", "max_bytes", "name", "path")
-
-    def __init__(self, name: str, path: str, base: str, max_bytes: int) -> None:
-        self.name = name
-        self.path = path
-        self.base = base
-        self.max_bytes = max_bytes
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PackumentFetch) and (
-            (self.name, self.path, self.base, self.max_bytes)
-            == (other.name, other.path, other.base, other.max_bytes))
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class NpmBackend:
@@ -134,15 +115,15 @@ class NpmRule(ListOrderRule):
             path = "/" + name.replace("/", "%2f")
             fetch = PackumentFetch(name, path, backend.url, backend.max_packument_bytes)
             return Proxy(backend.netloc, KIND, self._capture(name, None, None),
-                         {"packument": fetch})
+                         packument=fetch)
         version = tarball_version(name, file)
         if version is None:
             return None
         target = f"{backend.url}/{name}/-/{file}"
         captures = self._capture(name, version, target)
         if backend.always_proxy:
-            return Proxy(backend.netloc, KIND, captures,
-                         {"base_url": backend.url, "path": f"/{name}/-/{file}"})
+            return Proxy(backend.netloc, KIND, captures, base_url=backend.url,
+                         path=f"/{name}/-/{file}")
         return Redirect(target, KIND, captures)
 
     def _capture(self, name: str, version: str | None, target: str | None

@@ -173,11 +173,19 @@ class RequestView:
         return self._parsed_query
 
 
+def normalize_domain(name: str) -> str:
+    """The one spelling of a domain name, for routing and TLS alike: lower-case, without the
+    trailing dot of a fully qualified name (``CR.Example.com.`` is ``cr.example.com``)."""
+    domain = name.lower()
+    return domain[:-1] if domain.endswith(".") else domain
+
+
 def routing_host(host_header: str) -> str:
-    """Lower-case a Host value and strip its port; IPv6 literals keep their brackets."""
-    host = host_header.strip().lower()
+    """The domain a Host value names (:func:`normalize_domain`), its port stripped; IPv6
+    literals keep their brackets."""
+    host = host_header.strip()
     if host.startswith("["):
         end = host.find("]")
-        return host[: end + 1] if end != -1 else host
+        return (host[: end + 1] if end != -1 else host).lower()
     colon = host.find(":")
-    return host if colon == -1 else host[:colon]
+    return normalize_domain(host if colon == -1 else host[:colon])

@@ -7,7 +7,7 @@ from typing import Final
 
 from scarfgw.rules.base import KIND_ORDER, Rule
 from scarfgw.rules.decision import Decision, Respond
-from scarfgw.rules.request import RequestView
+from scarfgw.rules.request import RequestView, normalize_domain
 
 REGISTRY_NOT_FOUND: Final = (
     b'{"errors":[{"code":"NAME_UNKNOWN","detail":{},'
@@ -63,21 +63,22 @@ def order_domain_rules(declared: Sequence[Rule]) -> tuple[Rule, ...]:
 class Router:
     """Routes a request to the first matching rule of its domain.
 
-    ``rules`` are in manifest order; domains are compared lower-cased, so rule lists of
-    domains differing only in case are routed together (and sorted once).
+    ``rules`` are in manifest order; domains are compared as :func:`normalize_domain` spells
+    them, so rule lists of domains differing only in case or a trailing dot are routed
+    together (and sorted once).
     """
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         declared: dict[str, list[Rule]] = {}
         for rule in rules:
-            declared.setdefault(rule.domain.lower(), []).append(rule)
+            declared.setdefault(normalize_domain(rule.domain), []).append(rule)
         self.table: dict[str, tuple[Rule, ...]] = {
             domain: order_domain_rules(domain_rules) for domain, domain_rules in declared.items()
         }
 
     @property
     def domains(self) -> frozenset[str]:
-        """Every configured domain (lower-case)."""
+        """Every configured domain (normalised)."""
         return frozenset(self.table)
 
     def route(self, request: RequestView) -> Decision:

@@ -1,4 +1,5 @@
-"""TCP listening endpoints as plain sockets, for sharing one port between processes.
+"""Listening endpoint strings: checked without listening, and TCP ones as plain sockets for
+sharing one port between processes.
 
 With several workers every process gets its own socket bound with ``SO_REUSEPORT``, so the
 kernel spreads new connections over them (a single shared socket lets whichever process
@@ -10,9 +11,25 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.endpoints import serverFromString
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 DEFAULT_BACKLOG = 1024
+
+
+def validate_endpoint(spec: str) -> None:
+    """Parse a Twisted server endpoint string as ``twistd`` would, without listening; raise
+    ValueError naming the problem (unknown type, bad port or option)."""
+    try:
+        endpoint: Any = serverFromString(None, spec)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ValueError(f"not a usable Twisted endpoint string {spec!r}: {exc}") from None
+    port = getattr(endpoint, "_port", 0)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(f"not a usable Twisted endpoint string {spec!r}: port {port} is out "
+                         "of range")
 
 
 @dataclass(frozen=True)

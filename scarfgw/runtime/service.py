@@ -1,17 +1,32 @@
-"""The gateway as a Twisted service: listeners, the event writer, reload on SIGHUP, and a
-graceful stop (not ready -> stop accepting -> drain in-flight requests -> flush events)."""
+"""One gateway process, wired for its role: :func:`primary_service` (``twistd scarfgw``: the
+config file, the admin listener, certificate orders, the workers) or :func:`worker_service`
+(``python -m scarfgw.runtime.worker``: serves inherited sockets with what the primary hands
+it).
+
+A process is a :class:`GatewayProcess`, a tree of small services. Its children start in
+this order and stop in the reverse one, each group after the next has finished:
+
+- ``admin``: the admin listener (primary; closed last, so ``/readyz`` says 503 meanwhile);
+- ``resources``: the event writer, TLS, the metrics flush, the proxy and GeoIP closers, the
+  replay of orphaned worker spools (primary); another subsystem joins here in one line;
+- ``traffic``: the listeners then the drain (stop: stop accepting, then let requests in
+  flight finish), beside the worker pool (stopped at the same time);
+- ``signals``: SIGHUP reloads (primary), SIGUSR1 reopens event files, SIGTERM stops.
+
+Requests are answered from one :class:`~scarfgw.gateway.snapshot.Snapshot`; a reload builds
+a complete new one and swaps the gateway's reference (:meth:`GatewayProcess.apply`).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet import defer, task
-from twisted.internet.endpoints import serverFromString
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -19,23 +34,31 @@ from twisted.web.server import Site
 from scarfgw.analytics.geoip import GeoIP
 from scarfgw.analytics.sinks import build_sinks
 from scarfgw.analytics.writer import EventWriter
-from scarfgw.config import Config, load_config
+from scarfgw.config import Config, ConfigError, load_config
 from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
+from scarfgw.gateway.snapshot import Snapshot
 from scarfgw.http.channel import GatewayFactory
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
-from scarfgw.runtime.endpoints import reuseport_sockets, with_backlog
-from scarfgw.runtime.workers import METRICS_DIR_VARIABLE, SharedSocket, WorkerPool
+from scarfgw.ops.sharedmetrics import METRICS_DIR_VARIABLE
+from scarfgw.runtime.control import HandConfig
+from scarfgw.runtime.drain import Drain
+from scarfgw.runtime.listeners import Listener, Listeners
+from scarfgw.runtime.sequence import SequentialService
+from scarfgw.runtime.signals import Signals
+from scarfgw.runtime.spools import OrphanSpools, worker_spool_dir
+from scarfgw.runtime.workers import SharedSocket, WorkerPool
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
 
 log = Logger()
 
-_DRAIN_POLL_SECONDS = 0.05
-_WORKER_STOP_MARGIN_SECONDS = 5.0
-_RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers")
+WORKER_STOP_MARGIN_SECONDS = 5.0
+RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers")
+"""Sections a reload cannot change in a running process (a warning says so)."""
+PRIMARY = "primary"
 
 
 class _QuietSite(Site):
@@ -43,160 +66,171 @@ class _QuietSite(Site):
         """The admin listener keeps no access log."""
 
 
-class GatewayService(MultiService):
-    """Runs one gateway process from a loaded config."""
+class _Closer(Service):
+    """Closes what the process holds open (the proxy's pooled connections, GeoIP files)."""
 
-    def __init__(self, config: Config, reactor: Any, config_path: str | None = None,
-                 worker_index: int = 0, inherited: Mapping[str, SharedSocket] | None = None,
-                 spawn_workers: int = 1) -> None:
+    def __init__(self, process: GatewayProcess) -> None:
+        self.process = process
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Close them; fires once the proxy's connections are closed."""
+        super().stopService()
+        if self.process.geoip is not None:
+            self.process.geoip.close()
+        return self.process.gateway.snapshot.forwarder.close()
+
+
+class GatewayProcess(SequentialService):
+    """The services of one gateway process; built by :func:`primary_service` or
+    :func:`worker_service`, which fill ``admin`` and ``workers`` as the role needs."""
+
+    def __init__(self, config: Config, reactor: Any, index: int = 0, generation: int = 1,
+                 inherited: Mapping[str, SharedSocket] | None = None) -> None:
         super().__init__()
-        self.worker_index = worker_index
-        self.inherited = dict(inherited or {})
         self.reactor = reactor
-        self.config = config
-        self.config_path = config_path or config.source
-        self.ready = False
+        self.index = index
         self.stopping = False
-        self.ports: dict[str, IListeningPort] = {}
-        self.gateway_factories: list[GatewayFactory] = []
-        self._metrics_flush = task.LoopingCall(metrics.flush)
-        self._metrics_flush.clock = reactor
-        self.writer = EventWriter(
-            reactor,
-            build_sinks(config.events.sinks, reactor),
-            batch_size=config.events.batch_size,
-            flush_interval=config.events.flush_interval,
-            queue_limit=config.events.queue_limit,
-            spool_dir=os.path.join(config.events.spool_dir, f"worker-{worker_index}")
-            if worker_index else config.events.spool_dir,
-            spool_max_bytes=config.events.spool_max_bytes,
-        )
-        self.writer.setServiceParent(self)
-        self.proxy = StreamingProxy(reactor, config.proxy)
+        self.label = PRIMARY if index == 0 else f"worker-{index}"
+        self.admin = MultiService()
+        self.admin.setServiceParent(self)
+        self.resources = MultiService()
+        self.resources.setServiceParent(self)
+        self.traffic = MultiService()
+        self.traffic.setServiceParent(self)
+        self.workers: WorkerPool | None = None
+        self.admin_listener: Listeners | None = None
+        self.config_file: ConfigFile | None = None
+        if index == 0:
+            OrphanSpools(reactor, config.events, config.workers).setServiceParent(self.resources)
+        self.writer = _writer(config, reactor, index)
+        self.writer.setServiceParent(self.resources)
         self.tls: TLSService | None = None
         if config.listen.https:
             self.tls = TLSService(reactor, config.tls, config.router.domains,
-                                  follower=worker_index > 0)
-            self.tls.setServiceParent(self)
+                                  follower=index > 0, on_installed=self._certificate_installed)
+            self.tls.setServiceParent(self.resources)
         databases = config.events.geoip_databases
         self.geoip = GeoIP(databases) if databases else None
         access_log = AccessLog(config.access_log.sample) if config.access_log.enabled else None
-        self.gateway = Gateway(config, self.writer, self.proxy, reactor, tls=self.tls,
-                               geoip=self.geoip, access_log=access_log)
-        self._listening: defer.Deferred[Any] | None = None
-        self.worker_sockets: dict[str, list[socket.socket]] = {}
-        self.workers: WorkerPool | None = None
-        if spawn_workers > 1 and worker_index == 0:
-            self.workers = WorkerPool(reactor, self.config_path, spawn_workers,
-                                      on_exit=_forget_process_metrics)
-        self._count_load("success")
+        self.gateway = Gateway(Snapshot(config, generation, StreamingProxy(reactor, config.proxy)),
+                               self.writer, reactor, tls=self.tls, geoip=self.geoip,
+                               access_log=access_log)
+        _Closer(self).setServiceParent(self.resources)
+        if metrics.MULTIPROCESS:
+            flush = TimerService(metrics.FLUSH_INTERVAL_SECONDS, metrics.flush)
+            flush.clock = reactor
+            flush.setServiceParent(self.resources)
+        self.factories: list[GatewayFactory] = []
+        share_with = config.workers if index == 0 else 1
+        self.listeners = Listeners(reactor, self._gateway_listeners(config), inherited,
+                                   share_with, bound=self._bound)
+        serving = SequentialService()
+        Drain(reactor, self.gateway, self.factories, config.shutdown_grace_period
+              ).setServiceParent(serving)
+        self.listeners.setServiceParent(serving)
+        serving.setServiceParent(self.traffic)
+        self._note_generation()
         for warning in config.warnings:
             log.warn("config: {warning}", warning=warning)
 
-    def privilegedStartService(self) -> None:
-        """Bind the listeners while twistd still has its privileges (ports below 1024)."""
-        super().privilegedStartService()
-        self._bind()
+    # -- what the process serves ------------------------------------------------------------
 
-    def startService(self) -> None:
-        """Start the writer, bind the listeners (unless done already), then report ready.
+    @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot new requests are answered with."""
+        return self.gateway.snapshot
 
-        With workers, this process's metrics are written to the shared files every
-        ``metrics.FLUSH_INTERVAL_SECONDS``.
-        """
-        super().startService()
-        if metrics.MULTIPROCESS:
-            self._metrics_flush.start(metrics.FLUSH_INTERVAL_SECONDS, now=False)
-        self._bind().addCallbacks(self._bound, self._bind_failed)
-        if hasattr(self.reactor, "callWhenRunning"):
-            self.reactor.callWhenRunning(self._install_signal_handlers)
+    @property
+    def config(self) -> Config:
+        """The configuration being served."""
+        return self.gateway.snapshot.config
 
-    def _bind(self) -> defer.Deferred[Any]:
-        if self._listening is None:
-            listen = self.config.listen
-            factories: dict[str, tuple[str, Any]] = {}
-            if listen.http:
-                factories["http"] = (listen.http, self._gateway_factory("http"))
-            if listen.https and self.tls is not None:
-                https = https_factory(self.tls, self._gateway_factory("https"))
-                factories["https"] = (listen.https, https)
-            if listen.admin and self.worker_index == 0:
-                factories["admin"] = (listen.admin, _QuietSite(admin_resource(self.is_ready)))
-            self._listening = defer.gatherResults(
-                [self._listen(name, spec, factory) for name, (spec, factory) in factories.items()],
-                consumeErrors=True,
-            )
-        return self._listening
+    @property
+    def proxy(self) -> StreamingProxy:
+        """The streaming proxy of the current snapshot."""
+        return self.gateway.snapshot.forwarder
 
-    def _gateway_factory(self, listener: str) -> GatewayFactory:
-        limits = self.config.limits
-        factory = GatewayFactory(
-            self.gateway.handle, listener, limits.max_body_bytes, self.reactor,
-            tls=listener == "https", timeout=limits.client_timeout,
-            max_connections=limits.max_connections,
-        )
-        self.gateway_factories.append(factory)
+    def apply(self, config: Config, generation: int) -> None:
+        """Serve ``config`` as ``generation`` from now on: build the whole snapshot, then swap
+        the one reference (requests in flight finish with the old one)."""
+        old = self.gateway.snapshot
+        same_proxy = config.proxy == old.config.proxy
+        forwarder = old.forwarder if same_proxy else StreamingProxy(self.reactor, config.proxy)
+        for warning in config.warnings:
+            log.warn("config: {warning}", warning=warning)
+        for section in RESTART_SECTIONS:
+            if getattr(config, section) != getattr(old.config, section):
+                log.warn("config reload: changes to {section} take effect after a restart",
+                         section=section)
+        packuments = old.packuments if same_proxy else None
+        self.gateway.use(Snapshot(config, generation, forwarder, packuments))
+        if self.tls is not None:
+            self.tls.set_domains(config.router.domains)
+        if not same_proxy:
+            old.forwarder.close()
+        self._note_generation()
+        log.info("config generation {generation} applied: {domains} domains, {rules} rules",
+                 generation=generation, domains=len(config.router.domains),
+                 rules=len(config.rules))
+
+    def _note_generation(self) -> None:
+        if self.index == 0:
+            metrics.CONFIG_GENERATION.labels(self.label).set(self.snapshot.generation)
+
+    # -- listeners --------------------------------------------------------------------------
+
+    def _gateway_listeners(self, config: Config) -> list[Listener]:
+        listen, backlog = config.listen, config.limits.listen_backlog
+        listeners = []
+        if listen.http:
+            listeners.append(Listener("http", listen.http, self._gateway_factory("http", config),
+                                      backlog))
+        if listen.https and self.tls is not None:
+            inner = self._gateway_factory("https", config)
+            listeners.append(Listener("https", listen.https, https_factory(self.tls, inner),
+                                      backlog))
+        return listeners
+
+    def _gateway_factory(self, name: str, config: Config) -> GatewayFactory:
+        limits = config.limits
+        factory = GatewayFactory(self.gateway.handle, name, limits.max_body_bytes, self.reactor,
+                                 tls=name == "https", timeout=limits.client_timeout,
+                                 max_connections=limits.max_connections)
+        self.factories.append(factory)
         return factory
 
-    def _listen(self, name: str, spec: str, factory: Any) -> defer.Deferred[None]:
-        """Listen on ``spec``: on the socket inherited from the primary (in a worker), on the
-        first of one SO_REUSEPORT socket per process (in a primary with workers; the others
-        are kept for the workers), or on the endpoint itself."""
-        spec = with_backlog(spec, self.config.limits.listen_backlog)
-        shared = self.inherited.get(name)
-        if shared is None and self.workers is not None and name != "admin":
-            own, *others = reuseport_sockets(spec, self.workers.count)
-            self.worker_sockets[name] = others
-            shared = SharedSocket(os.dup(own.fileno()), own.family)
-            own.close()
-        if shared is not None:
-            listening = defer.succeed(
-                self.reactor.adoptStreamPort(shared.fileno, shared.family, factory))
-            os.close(shared.fileno)
-        else:
-            listening = serverFromString(self.reactor, spec).listen(factory)
+    def _bound(self, name: str, port: IListeningPort) -> None:
+        if name == "https":
+            self.gateway.https_port = int(getattr(port.getHost(), "port", 443))
 
-        def keep(port: IListeningPort) -> None:
-            self.ports[name] = port
-            if name == "https":
-                self.gateway.https_port = int(getattr(port.getHost(), "port", 443))
-            log.info("listening for {name} on {address}", name=name, address=port.getHost())
+    @property
+    def ports(self) -> dict[str, IListeningPort]:
+        """Every listening port of this process, by listener name."""
+        admin = self.admin_listener.ports if self.admin_listener is not None else {}
+        return {**self.listeners.ports, **admin}
 
-        return listening.addCallback(keep)
+    # -- readiness and stop -----------------------------------------------------------------
 
-    def _bound(self, _: object) -> None:
-        self.ready = not self.stopping
-        if self.workers is not None and not self.stopping:
-            self.workers.start({
-                index: {name: SharedSocket(sockets[index - 1].fileno(), sockets[index - 1].family)
-                        for name, sockets in self.worker_sockets.items()}
-                for index in range(1, self.workers.count)
-            })
+    @property
+    def ready(self) -> bool:
+        """True while this process and every worker serve the current generation."""
+        bound = len(self.listeners.ports) == len(self.listeners.listeners)
+        workers = self.workers is None or self.workers.in_step()
+        return bool(self.running) and bound and workers and not self.stopping
 
-    def _bind_failed(self, failure: Any) -> None:
-        log.critical("cannot listen: {error}", error=failure.value)
-        if hasattr(self.reactor, "stop") and self.reactor.running:
-            self.reactor.stop()
+    def is_ready(self) -> bool:
+        """:attr:`ready`, for ``/readyz``."""
+        return self.ready
 
-    def _install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._on_sighup))
-        signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self._on_sigusr1))
-        signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._on_sigterm))
-
-    def _on_sigusr1(self) -> None:
+    def reopen(self) -> None:
+        """Reopen event files (SIGUSR1, after logrotate), in the workers too."""
         log.info("SIGUSR1 received: reopening event files")
         self.writer.reopen()
         if self.workers is not None:
             self.workers.signal_all(signal.SIGUSR1)
 
-    def _on_sighup(self) -> None:
-        log.info("SIGHUP received")
-        self.reload()
-        if self.workers is not None:
-            self.workers.signal_all(signal.SIGHUP)
-
-    def _on_sigterm(self) -> None:
-        """Stop gracefully and exit 0 (twistd's own handler would re-raise the signal)."""
+    def terminate(self) -> None:
+        """SIGTERM: stop gracefully and exit 0 (twistd's own handler would re-raise it)."""
         if self.stopping:
             log.info("SIGTERM received again: already shutting down")
             return
@@ -204,90 +238,109 @@ class GatewayService(MultiService):
         self.stopping = True
         self.reactor.stop()
 
-    def is_ready(self) -> bool:
-        """True while the gateway should receive traffic."""
-        return self.ready and not self.stopping
-
-    def reload(self) -> bool:
-        """Load the config file again and switch to it atomically; keep the old one on error."""
-        log.info("reloading config from {path}", path=self.config_path)
-        try:
-            config = load_config(self.config_path)
-            proxy = (StreamingProxy(self.reactor, config.proxy)
-                     if config.proxy != self.config.proxy else None)
-        except Exception as exc:
-            self._count_load("failure")
-            log.error("config reload refused, still serving the previous config: {error}",
-                      error=str(exc))
-            return False
-        for warning in config.warnings:
-            log.warn("config: {warning}", warning=warning)
-        for section in _RESTART_SECTIONS:
-            if getattr(config, section) != getattr(self.config, section):
-                log.warn("config reload: changes to {section} take effect after a restart",
-                         section=section)
-        if proxy is not None:
-            old_proxy, self.proxy = self.proxy, proxy
-            self.gateway.forwarder = proxy
-            old_proxy.close()
-        self.gateway.use_config(config)
-        if self.tls is not None:
-            self.tls.set_domains(config.router.domains)
-        self.config = config
-        self._count_load("success")
-        log.info("config reloaded: {domains} domains, {rules} rules",
-                 domains=len(config.router.domains), rules=len(config.rules))
-        return True
-
-    def _count_load(self, result: str) -> None:
-        """Config loads are counted by the primary only (workers load the same file)."""
-        if self.worker_index == 0:
-            metrics.CONFIG_RELOADS.labels(result).inc()
-            if result == "success":
-                metrics.CONFIG_LAST_RELOAD_SUCCESS.set(self.reactor.seconds())
-
-    def _stop_listening(self, names: Iterable[str]) -> defer.Deferred[Any]:
-        ports = [self.ports[name] for name in names if name in self.ports]
-        return defer.gatherResults(
-            [defer.maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
-        )
+    def _certificate_installed(self, domain: str) -> None:
+        if self.workers is not None:
+            self.workers.certificate_stored(domain)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Report not ready, stop accepting, let in-flight requests finish, flush events.
-
-        The admin listener stays open until the end, so ``/readyz`` answers 503 meanwhile;
-        idle keep-alive connections are closed, busy ones get ``Connection: close`` on their
-        answer.
-        """
+        """Not ready at once; then stop in the order described in the module docstring."""
         self.stopping = True
-        self.gateway.draining = True
         log.info("stopping: no longer ready, closing listeners")
-        grace = self.config.shutdown_grace_period
-        workers_done = (self.workers.terminate(grace + _WORKER_STOP_MARGIN_SECONDS)
-                        if self.workers is not None else defer.succeed(None))
-        yield self._stop_listening(name for name in self.ports if name != "admin")
-        for factory in self.gateway_factories:
-            factory.close_idle()
-        deadline = self.reactor.seconds() + self.config.shutdown_grace_period
-        while self.gateway.in_flight and self.reactor.seconds() < deadline:
-            yield task.deferLater(self.reactor, _DRAIN_POLL_SECONDS, lambda: None)
-        if self.gateway.in_flight:
-            log.warn("grace period over, {count} requests still in flight",
-                     count=self.gateway.in_flight)
-        yield workers_done
-        for sockets in self.worker_sockets.values():
-            for sock in sockets:
-                sock.close()
         yield super().stopService()
-        if self._metrics_flush.running:
-            self._metrics_flush.stop()
         metrics.flush()
-        yield self.proxy.close()
-        if self.geoip is not None:
-            self.geoip.close()
-        yield self._stop_listening(["admin"])
         log.info("stopped")
+
+
+def _writer(config: Config, reactor: Any, index: int) -> EventWriter:
+    events = config.events
+    return EventWriter(
+        reactor, build_sinks(events.sinks, reactor), batch_size=events.batch_size,
+        flush_interval=events.flush_interval, queue_limit=events.queue_limit,
+        spool_dir=worker_spool_dir(events.spool_dir, index),
+        spool_max_bytes=events.spool_max_bytes,
+    )
+
+
+class ConfigFile:
+    """The primary's config file: reloaded on SIGHUP, validated, applied here and handed to
+    every worker; a broken file is refused and the previous configuration kept everywhere."""
+
+    def __init__(self, path: str, process: GatewayProcess) -> None:
+        self.path = path
+        self.process = process
+        self.generation = 1
+        self._count("success")
+
+    def current(self) -> HandConfig:
+        """What the workers are handed: the current generation's documents."""
+        documents = self.process.config.documents
+        assert documents is not None, "a config read from a file keeps its documents"
+        return HandConfig(self.generation, documents)
+
+    def reload(self) -> bool:
+        """Load the file again and switch every process to it; keep the old one on error."""
+        log.info("reloading config from {path}", path=self.path)
+        try:
+            config = load_config(self.path)
+        except ConfigError as exc:
+            self._count("failure")
+            log.error("config reload refused, still serving the previous config: {error}",
+                      error=str(exc))
+            return False
+        self.generation += 1
+        self.process.apply(config, self.generation)
+        self._count("success")
+        if self.process.workers is not None:
+            self.process.workers.hand_over(self.current())
+        return True
+
+    def _count(self, result: str) -> None:
+        metrics.CONFIG_RELOADS.labels(result).inc()
+        if result == "success":
+            metrics.CONFIG_LAST_RELOAD_SUCCESS.set(self.process.reactor.seconds())
+
+
+def primary_service(config: Config, reactor: Any, config_path: str | None = None
+                    ) -> GatewayProcess:
+    """The primary process: serves, owns the admin listener, the config file, certificate
+    orders and the ``config.workers - 1`` worker processes.
+
+    A subsystem of the primary only (e.g. the insights read side) joins as one child of
+    ``process.resources``: started after the writer and TLS, stopped once traffic drained.
+    """
+    process = GatewayProcess(config, reactor)
+    config_file = process.config_file = ConfigFile(config_path or config.source, process)
+    if config.listen.admin:
+        process.admin_listener = Listeners(reactor, [Listener(
+            "admin", config.listen.admin, _QuietSite(admin_resource(process.is_ready)))])
+        process.admin_listener.setServiceParent(process.admin)
+    if config.workers > 1:
+        process.workers = WorkerPool(
+            reactor, config.workers, process.listeners.worker_sockets, process.listeners.cover,
+            config.shutdown_grace_period + WORKER_STOP_MARGIN_SECONDS,
+            on_exit=_forget_process_metrics)
+        process.workers.hand_over(config_file.current())
+        process.workers.setServiceParent(process.traffic)
+    Signals(reactor, {
+        signal.SIGHUP: config_file.reload,
+        signal.SIGUSR1: process.reopen,
+        signal.SIGTERM: process.terminate,
+    }).setServiceParent(process)
+    return process
+
+
+def worker_service(config: Config, generation: int, reactor: Any, index: int,
+                   inherited: Mapping[str, SharedSocket]) -> GatewayProcess:
+    """Worker ``index``: serves the sockets it inherited with the configuration the primary
+    handed it; follows the primary's certificates."""
+    process = GatewayProcess(config, reactor, index, generation, inherited)
+    Signals(reactor, {
+        signal.SIGHUP: lambda: log.info("SIGHUP ignored: the primary hands workers the config"),
+        signal.SIGUSR1: process.reopen,
+        signal.SIGTERM: process.terminate,
+    }).setServiceParent(process)
+    return process
 
 
 def _forget_process_metrics(pid: int | None) -> None:

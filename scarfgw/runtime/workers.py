@@ -2,11 +2,15 @@
 
 The primary process (``twistd scarfgw``) binds one ``SO_REUSEPORT`` socket per process for
 each listener (while it still has its privileges), serves the first itself, owns ACME
-ordering and the admin listener, and runs ``workers - 1`` further processes
+ordering, the admin listener and the config file, and runs ``workers - 1`` further processes
 (``python -m scarfgw.runtime.worker``), each inheriting its own sockets. The kernel spreads new
-connections over the sockets. A worker that dies is started again on the same sockets,
-which the primary keeps open, so no connection attempt is refused meanwhile. SIGHUP and
-SIGTERM are passed on to the workers.
+connections over the sockets.
+
+Each worker is handed the current configuration on its stdin when it starts and again on
+every reload (:mod:`scarfgw.runtime.control`), and reports on its stdout which generation it
+applied. A worker that dies is started again with the current configuration; until it
+serves again the primary serves its sockets itself (``cover``), so no connection waits for
+it. SIGUSR1 and SIGTERM are passed on to the workers.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +27,18 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from scarfgw.ops import metrics
+from scarfgw.runtime.control import (
+    READY_LINE,
+    CertificateStored,
+    HandConfig,
+    Message,
+    frame,
+    parse_result_line,
+)
+
 log = Logger()
 
-METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-"""Where prometheus-client keeps the metrics of every process when there are workers."""
-READY_LINE = "scarfgw-worker-ready"
-"""Printed by a worker once its signal handlers are installed."""
 RESPAWN_DELAY_SECONDS = 1.0
 FIRST_INHERITED_FD = 3
 
@@ -55,23 +65,31 @@ def parse_inherit_argument(value: str) -> tuple[str, SharedSocket]:
     return name, SharedSocket(int(fd), int(family))
 
 
+def worker_label(index: int) -> str:
+    """How metrics and logs name worker ``index``."""
+    return f"worker-{index}"
+
+
 class _WorkerProtocol(protocol.ProcessProtocol):
-    """Relays a worker's log lines and reports its end to the pool."""
+    """One worker process: its stdin takes control frames, its stdout gives log lines and
+    results; its end is reported to the pool."""
 
     def __init__(self, pool: WorkerPool, index: int) -> None:
         self.pool = pool
         self.index = index
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.ready = False
-        self.held_signals: list[int] = []
+        self.generation = 0
         self._partial = b""
 
+    def tell(self, message: Message) -> None:
+        """Write ``message`` to the worker's stdin."""
+        if self.transport is not None:
+            self.transport.write(frame(message))
+
     def send(self, signum: int) -> None:
-        """Deliver ``signum`` now, or once the worker can handle it (a SIGHUP that reached
-        a starting worker would kill it)."""
-        if not self.ready and signum == signal.SIGHUP:
-            self.held_signals.append(signum)
-        elif self.transport is not None and self.transport.pid is not None:
+        """Deliver ``signum`` to the worker process."""
+        if self.transport is not None and self.transport.pid is not None:
             self.transport.signalProcess(signum)
 
     def outReceived(self, data: bytes) -> None:
@@ -79,11 +97,12 @@ class _WorkerProtocol(protocol.ProcessProtocol):
         self._partial = lines.pop()
         for line in lines:
             text = line.decode("utf-8", "replace").strip()
-            if text == READY_LINE:
+            result = parse_result_line(text)
+            if result is not None:
+                self.pool.result(self, result.generation, result.error)
+            elif text == READY_LINE:
                 self.ready = True
-                for signum in self.held_signals:
-                    self.send(signum)
-                self.held_signals.clear()
+                self.pool.serving(self)
             elif text:
                 log.info("worker {index}: {line}", index=self.index, line=text)
 
@@ -95,33 +114,60 @@ class _WorkerProtocol(protocol.ProcessProtocol):
 
 
 class WorkerPool(Service):
-    """Starts, supervises and stops the worker processes of one primary."""
+    """Starts, supervises, configures and stops the worker processes of one primary.
 
-    def __init__(self, reactor: Any, config_path: str, count: int,
-                 on_exit: Any = None) -> None:
+    ``sockets()`` gives, once the listeners are bound, worker index -> listener -> socket;
+    ``cover(index)`` starts serving a missing worker's sockets in the primary and returns
+    the function that stops it again.
+    """
+
+    def __init__(self, reactor: Any, count: int,
+                 sockets: Callable[[], Mapping[int, Mapping[str, SharedSocket]]],
+                 cover: Callable[[int], Callable[[], None]], stop_timeout: float,
+                 on_exit: Callable[[int | None], None] | None = None) -> None:
         self.reactor = reactor
-        self.config_path = config_path
         self.count = count
+        self.stop_timeout = stop_timeout
+        self.sockets = sockets
+        self.cover = cover
         self.on_exit = on_exit
-        self.sockets: Mapping[int, Mapping[str, SharedSocket]] = {}
         self.workers: dict[int, _WorkerProtocol] = {}
+        self.current: HandConfig | None = None
         self.stopping = False
+        self._covers: dict[int, Callable[[], None]] = {}
 
-    def start(self, sockets: Mapping[int, Mapping[str, SharedSocket]]) -> None:
-        """Start workers 1..count-1, worker i serving ``sockets[i]`` (listener -> socket).
+    def hand_over(self, config: HandConfig) -> None:
+        """Make ``config`` current: tell every running worker; workers started later get it
+        at their start."""
+        self.current = config
+        for worker in list(self.workers.values()):
+            worker.tell(config)
+
+    def certificate_stored(self, domain: str) -> None:
+        """Tell every running worker that storage holds a new certificate for ``domain``."""
+        for worker in list(self.workers.values()):
+            worker.tell(CertificateStored(domain))
+
+    def in_step(self) -> bool:
+        """True when every worker runs, serves, and serves the current generation."""
+        current = self.current.generation if self.current is not None else 0
+        return len(self.workers) == self.count - 1 and all(
+            worker.ready and worker.generation == current for worker in self.workers.values())
+
+    def startService(self) -> None:
+        """Start workers 1..count-1 on their sockets, each with the current configuration.
 
         The primary keeps every socket open, so while a worker is being replaced its
-        connections wait in the socket's backlog instead of being refused.
+        connections are served by the primary instead of being refused.
         """
-        self.sockets = sockets
+        super().startService()
         for index in range(1, self.count):
             self._spawn(index)
 
     def _spawn(self, index: int) -> None:
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        args = [sys.executable, "-m", "scarfgw.runtime.worker", "--config", self.config_path,
-                "--index", str(index)]
-        for offset, (name, shared) in enumerate(sorted(self.sockets[index].items())):
+        args = [sys.executable, "-m", "scarfgw.runtime.worker", "--index", str(index)]
+        for offset, (name, shared) in enumerate(sorted(self.sockets()[index].items())):
             child_fd = FIRST_INHERITED_FD + offset
             child_fds[child_fd] = shared.fileno
             args += ["--inherit", inherit_argument(name, child_fd, shared.family)]
@@ -129,7 +175,28 @@ class WorkerPool(Service):
         self.workers[index] = worker
         self.reactor.spawnProcess(worker, sys.executable, args, env=dict(os.environ),
                                   childFDs=child_fds)
+        if self.current is not None:
+            worker.tell(self.current)
         log.info("started worker {index}", index=index)
+
+    def result(self, worker: _WorkerProtocol, generation: int, error: str | None) -> None:
+        """A worker applied (``error`` None) or refused configuration ``generation``."""
+        label = worker_label(worker.index)
+        if error is None:
+            worker.generation = generation
+            metrics.CONFIG_GENERATION.labels(label).set(generation)
+            metrics.WORKER_CONFIG_RESULTS.labels(label, "applied").inc()
+        else:
+            metrics.WORKER_CONFIG_RESULTS.labels(label, "refused").inc()
+            log.error("worker {index} refused configuration {generation}, it still serves "
+                      "{serving}: {error}", index=worker.index, generation=generation,
+                      serving=worker.generation, error=error)
+
+    def serving(self, worker: _WorkerProtocol) -> None:
+        """A worker serves its sockets: the primary stops covering for it."""
+        uncover = self._covers.pop(worker.index, None)
+        if uncover is not None:
+            uncover()
 
     def ended(self, worker: _WorkerProtocol, reason: Failure) -> None:
         """A worker exited: forget it, and start it again unless we are stopping."""
@@ -140,8 +207,10 @@ class WorkerPool(Service):
         if self.stopping:
             log.info("worker {index} stopped", index=worker.index)
             return
-        log.warn("worker {index} exited ({reason}); starting it again",
-                 index=worker.index, reason=reason.value)
+        log.warn("worker {index} exited ({reason}); serving its sockets here and starting "
+                 "it again", index=worker.index, reason=reason.value)
+        if worker.index not in self._covers:
+            self._covers[worker.index] = self.cover(worker.index)
         self.reactor.callLater(RESPAWN_DELAY_SECONDS, self._respawn, worker.index)
 
     def _respawn(self, index: int) -> None:
@@ -153,9 +222,17 @@ class WorkerPool(Service):
         for worker in list(self.workers.values()):
             worker.send(signum)
 
+    def stopService(self) -> defer.Deferred[Any]:
+        """Stop every worker (:meth:`terminate` after ``stop_timeout``)."""
+        super().stopService()
+        return self.terminate(self.stop_timeout)
+
     def terminate(self, grace: float) -> defer.Deferred[Any]:
         """SIGTERM every worker; SIGKILL those still running after ``grace`` seconds."""
         self.stopping = True
+        for uncover in self._covers.values():
+            uncover()
+        self._covers.clear()
         running = list(self.workers.values())
         self.signal_all(signal.SIGTERM)
         killer = self.reactor.callLater(grace, self.signal_all, signal.SIGKILL)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from scarfgw.config import TLSConfig
 from scarfgw.ops import metrics
+from scarfgw.rules.request import normalize_domain
 from scarfgw.tls.acme import AcmeClient, AcmeProblem, ChallengeResponder
 from scarfgw.tls.certs import (
     KeyedChain,
@@ -84,7 +85,7 @@ class _Domain:
 
 
 def _normalized(domains: Iterable[str]) -> frozenset[str]:
-    return frozenset(domain.lower().rstrip(".") for domain in domains)
+    return frozenset(normalize_domain(domain) for domain in domains)
 
 
 class TLSService(Service):
@@ -92,8 +93,12 @@ class TLSService(Service):
 
     def __init__(self, reactor: Any, config: TLSConfig, domains: frozenset[str],
                  clock: Any = None, timing: Timing | None = None, issuer: Issuer | None = None,
-                 follower: bool = False) -> None:
+                 follower: bool = False, on_installed: Callable[[str], None] | None = None
+                 ) -> None:
         self.follower = follower
+        self.on_installed = on_installed
+        """Told the domain of every certificate this process installs (the primary tells its
+        workers, which then load it from storage: :meth:`certificate_stored`)."""
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.config = config
@@ -103,9 +108,7 @@ class TLSService(Service):
                                self.timing.lock_stale_after)
         now = self.clock.seconds()
         self.sni = SNIServerOptions(self_signed(FALLBACK_NAME, now - 60, 10 * 365 * 86400),
-                                    self._stored_alpn_challenge)
-        self._follow_loop: task.LoopingCall | None = None
-        self._generation = b""
+                                    self._stored_alpn_challenge, self._load_missing)
         self.verifier = self._verifier(reactor, config)
         self._http: HTTPClient | None = None
         self._pool: HTTPConnectionPool | None = None
@@ -140,8 +143,25 @@ class TLSService(Service):
         return alpn_challenge_cert(domain, stored, self.clock.seconds())
 
     def has_certificate(self, domain: str) -> bool:
-        """True once ``domain`` has a certificate installed."""
-        return self.sni.has(domain.lower().rstrip("."))
+        """True once ``domain`` has a certificate installed (one in storage that this process
+        was not told about yet is installed now)."""
+        name = normalize_domain(domain)
+        if not self.sni.has(name):
+            self._load_missing(name)
+        return self.sni.has(name)
+
+    def _load_missing(self, domain: str) -> None:
+        """Install the stored certificate of a configured ``domain`` that has none yet (the
+        SNI callback and the plain-HTTP 308 ask before falling back)."""
+        state = self._domains.get(domain)
+        if state is not None and state.installed is None:
+            self._load_stored(state)
+
+    def certificate_stored(self, domain: str) -> None:
+        """Another process stored a certificate for ``domain``: serve it from now on."""
+        state = self._domains.get(normalize_domain(domain))
+        if state is not None:
+            self._load_stored(state)
 
     def server_options(self) -> SNIServerOptions:
         """The connection creator of the https listener."""
@@ -181,18 +201,12 @@ class TLSService(Service):
             metrics.TLS_CERT_NOT_AFTER.sources.append(self.not_after)
         for state in list(self._domains.values()):
             self._wake(state)
-        if self.follower:
-            self._follow_loop = task.LoopingCall(self._follow)
-            self._follow_loop.clock = self.clock
-            self._follow_loop.start(self.timing.follow_interval, now=False)
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop timers and passes (locks are released as passes unwind)."""
         super().stopService()
         if self.not_after in metrics.TLS_CERT_NOT_AFTER.sources:
             metrics.TLS_CERT_NOT_AFTER.sources.remove(self.not_after)
-        if self._follow_loop is not None and self._follow_loop.running:
-            self._follow_loop.stop()
         for state in self._domains.values():
             self._halt(state)
         if self._pool is None:
@@ -225,14 +239,6 @@ class TLSService(Service):
             state.running.cancel()
 
     # -- the maintenance pass ---------------------------------------------------------------
-
-    def _follow(self) -> None:
-        """Follower: re-read the certificates when another process saved one."""
-        generation = self.store.generation()
-        if generation != self._generation:
-            self._generation = generation
-            for state in list(self._domains.values()):
-                self._load_stored(state)
 
     def _wake(self, state: _Domain) -> None:
         if self.follower:
@@ -293,6 +299,8 @@ class TLSService(Service):
     def _install(self, state: _Domain, keyed: KeyedChain) -> None:
         self.sni.install(state.name, keyed)
         state.installed = keyed
+        if self.on_installed is not None:
+            self.on_installed(state.name)
         state.renew_at = renewal_time(keyed.not_before, keyed.not_after, self.timing, self.rng)
         state.ari_checked_until = 0.0
         state.ari_renew_at = None

@@ -11,7 +11,6 @@ class Timing:
     """The certificate manager's intervals, in seconds."""
 
     maintenance_interval: float = 600.0
-    follow_interval: float = 2.0
     lock_retry: float = 1.0
     lock_refresh: float = 5.0
     lock_stale_after: float = 10.0

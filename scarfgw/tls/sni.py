@@ -1,8 +1,10 @@
 """One OpenSSL context per server name, picked in the SNI callback.
 
 Unknown names (and clients without SNI) get a self-signed fallback certificate, never
-another domain's. A pending TLS-ALPN-01 challenge certificate is served only to clients
-offering ``acme-tls/1``; everyone else keeps getting the domain's real certificate.
+another domain's; a name without a context is first offered to ``load_missing`` (which
+installs a certificate another process stored meanwhile). A pending TLS-ALPN-01 challenge
+certificate is served only to clients offering ``acme-tls/1``; everyone else keeps getting
+the domain's real certificate.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
+from scarfgw.rules.request import normalize_domain
 from scarfgw.tls.certs import KeyedChain
 
 HTTP_1_1 = b"http/1.1"
@@ -52,8 +55,10 @@ class SNIServerOptions:
     """The https listener's connection creator; contexts are swapped in without a restart."""
 
     def __init__(self, fallback: KeyedChain,
-                 challenge_source: Callable[[str], KeyedChain | None] | None = None) -> None:
+                 challenge_source: Callable[[str], KeyedChain | None] | None = None,
+                 load_missing: Callable[[str], None] | None = None) -> None:
         self._challenge_source = challenge_source
+        self._load_missing = load_missing
         self._default = build_context(fallback)
         self._default.set_tlsext_servername_callback(self._select)
         self._contexts: dict[str, SSL.Context] = {}
@@ -93,7 +98,7 @@ class SNIServerOptions:
         name = conn.get_servername()
         if not name:
             return
-        domain = name.decode("ascii", "replace").lower().rstrip(".")
+        domain = normalize_domain(name.decode("ascii", "replace"))
         offered = getattr(conn.get_app_data(), "offered_protocols", ())
         if ACME_TLS_1 in offered:
             challenge = self._challenges.get(domain) or self._shared_challenge(domain)
@@ -101,5 +106,8 @@ class SNIServerOptions:
                 conn.set_context(challenge)
                 return
         context = self._contexts.get(domain)
+        if context is None and self._load_missing is not None:
+            self._load_missing(domain)
+            context = self._contexts.get(domain)
         if context is not None:
             conn.set_context(context)

@@ -8,8 +8,6 @@ Layout under the storage root::
     locks/<domain>.lock                     {"owner", "updated"}: held while ordering
     challenges/<kind>/<token or domain>     pending key authorizations, so that every process
                                             sharing the storage can answer a validation
-    generation                              rewritten on every certificate save: followers
-                                            re-read certificates when it changes
 
 Every file is written to a temporary name and renamed into place. A lock is refreshed by its
 holder and considered abandoned once it has not been refreshed for ``stale_after`` seconds
@@ -109,19 +107,10 @@ class CertStore:
         return load_keyed_chain(key_data, chain_data)
 
     def save(self, domain: str, keyed: KeyedChain) -> None:
-        """Store the key (0600) and then the chain of ``domain``; bump the generation."""
+        """Store the key (0600) and then the chain of ``domain``."""
         folder = self.root / "certificates" / _checked(domain)
         write_atomic(folder / KEY_FILE, key_pem(keyed.key), 0o600)
         write_atomic(folder / CHAIN_FILE, keyed.chain_pem(), 0o644)
-        write_atomic(self.root / "generation", f"{self.owner} {os.urandom(8).hex()}".encode(),
-                     0o644)
-
-    def generation(self) -> bytes:
-        """A marker that changes whenever any instance saves a certificate."""
-        try:
-            return (self.root / "generation").read_bytes()
-        except FileNotFoundError:
-            return b""
 
     def _challenge_path(self, kind: str, name: str) -> Path:
         checked = name if _TOKEN.match(name) else _checked(name)

@@ -10,19 +10,21 @@ from typing import Any
 from twisted.names import client, dns
 from twisted.names import error as dns_error
 
+from scarfgw.rules.request import normalize_domain
+
 RECORD_PREFIX = "_scarfgw-challenge."
 VALUE_PREFIX = "scarfgw-verification="
 
 
 def record_name(domain: str) -> str:
     """The DNS name holding the ownership TXT record of ``domain``."""
-    return RECORD_PREFIX + domain.lower().rstrip(".")
+    return RECORD_PREFIX + normalize_domain(domain)
 
 
 def expected_value(secret: str, domain: str) -> str:
     """``scarfgw-verification=<hex HMAC-SHA256(secret, lower-cased domain)[:32]>``."""
     digest = hmac.new(
-        secret.encode("utf-8"), domain.lower().rstrip(".").encode("utf-8"), hashlib.sha256
+        secret.encode("utf-8"), normalize_domain(domain).encode("utf-8"), hashlib.sha256
     ).hexdigest()
     return VALUE_PREFIX + digest[:32]
 

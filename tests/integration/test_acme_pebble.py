@@ -31,6 +31,7 @@ from tests.support import (
     deferLater,
     gateway_config,
     get,
+    http_get,
     start_gateway,
     start_twistd,
     write_config,
@@ -305,13 +306,18 @@ def test_workers_answer_validations_and_serve_the_certificate(tmp_path, pebble, 
                 assert time.monotonic() < deadline, log.read_text()
                 yield deferLater(0.2)
         check_pebble_certificate(answer.leaf, pebble, domain)
-        yield deferLater(2.5)  # a worker reloads stored certificates within follow_interval
-        answers = []
+        answers = []  # at once: the primary told its worker, which does not poll
         for _ in range(12):
             answer = yield verified_get(pebble, domain, "/dl/x")
             answers.append(answer)
         assert {a.leaf.serial_number for a in answers} == {answers[0].leaf.serial_number}
         assert all(a.status == 307 for a in answers)
+        plain = f"http://127.0.0.1:{pebble.http_port}/dl/x?v=1"
+        redirects = []
+        for _ in range(12):
+            status, headers, _ = yield threads.deferToThread(http_get, plain, {"Host": domain})
+            redirects.append((status, headers.get("Location")))
+        assert redirects == [(308, f"https://{domain}:{pebble.tls_port}/dl/x?v=1")] * 12
         lines = log.read_text().splitlines()
         issued = [line for line in lines if f"{domain}: certificate issued" in line]
         assert len(issued) == 1 and "worker 1:" not in issued[0], "only the primary orders"

@@ -355,3 +355,57 @@ def test_with_the_default_timeout_an_idle_connection_goes_within_five_seconds_of
     assert not closed(transport)
     clock.pump([5, 1])
     assert closed(transport)
+
+
+def test_the_timeout_sweep_survives_its_own_failure_and_keeps_cutting() -> None:
+    from twisted.logger import ILogObserver, globalLogPublisher
+    from zope.interface import provider
+
+    failures: list[dict[str, object]] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, object]) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    channel, transport, clock = connect(timeout=1.0)
+    broken = object()
+    channel.factory.channels.add(broken)  # type: ignore[arg-type]
+    globalLogPublisher.addObserver(observe)
+    try:
+        clock.advance(0.3)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert failures and "{listener} listener failed; restarting" in str(failures[0]["log_format"])
+    channel.factory.channels.discard(broken)
+    for _ in range(10):
+        clock.advance(0.3)
+    assert closed(transport), "the restarted sweep still cuts an idle connection"
+
+
+def test_the_twisted_internals_the_channel_reads_are_still_there() -> None:
+    """The channel sends straight to the socket and measures queued bytes through private
+    attributes of ``twisted.internet.tcp.Connection`` (``dataBuffer``, ``offset``,
+    ``_tempDataLen``, ``TLS``); a Twisted release that changes them must fail here, not
+    silently disable the direct send or break the timeout sweep."""
+    import socket
+
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Protocol
+
+    from scarfgw.http.channel import _queued, _sends_directly
+
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        connection = tcp.Connection(ours, Protocol(), MemoryReactorClock())
+        for name in ("dataBuffer", "offset", "_tempDataLen", "TLS", "socket"):
+            assert hasattr(connection, name), f"twisted.internet.tcp.Connection.{name} is gone"
+        assert _sends_directly(connection)
+        assert _queued(connection) == 0
+        connection.connected = True
+        connection.write(b"abc")
+        assert _queued(connection) == 3, "queued bytes are counted as before"
+    finally:
+        ours.close()
+        theirs.close()

@@ -102,7 +102,7 @@ def test_https_with_txt_verification_needs_a_secret(tmp_path: Path) -> None:
 def test_geoip_and_access_log_sections(tmp_path: Path) -> None:
     config = load_config(str(write(tmp_path, "events: {geoip: {databases: [a.mmdb, b.mmdb]}}\n"
                                              "access_log: {enabled: true, sample: 0.25}\n")))
-    assert config.events.geoip_databases == ("a.mmdb", "b.mmdb")
+    assert config.events.geoip_databases == (str(tmp_path / "a.mmdb"), str(tmp_path / "b.mmdb"))
     assert (config.access_log.enabled, config.access_log.sample) == (True, 0.25)
     assert error_of(write(tmp_path, "access_log: {sample: 2}\n")).path == "access_log.sample"
 

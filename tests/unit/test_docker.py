@@ -124,7 +124,7 @@ def test_token_realm_is_passed_to_the_proxy(value: str | None, expected: str) ->
         assert isinstance(decision, Proxy)
         assert decision.backend == "ghcr.io"
         assert decision.kind == "docker"
-        assert decision.options == {"token_realm": expected}
+        assert decision.rewrite_token_realm == (expected == "rewrite")
 
 
 @pytest.mark.parametrize("user_agent", ["docker/27.0", "skopeo/1.9.3"])
@@ -135,7 +135,7 @@ def test_token_endpoint_is_proxied_for_rewrite_rules_only(user_agent: str) -> No
         decision = rule.match(request(own, query="scope=x", user_agent=user_agent))
         assert decision == Proxy(
             backend="ghcr.io", kind="docker",
-            options={"token_realm": "rewrite", "token_endpoint": True},
+            rewrite_token_realm=True, token_endpoint=True,
         )
         assert rule.match(request("/v2/token", user_agent=user_agent)) is None
     assert v1().match(request(own, user_agent=user_agent)) is None

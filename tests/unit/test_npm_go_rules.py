@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 
 from scarfgw.config import load_config
-from scarfgw.rules.decision import Decision, Proxy, Redirect, Respond
+from scarfgw.rules.decision import Decision, PackumentFetch, Proxy, Redirect, Respond
 from scarfgw.rules.fields import RuleError
 from scarfgw.rules.manifest import parse_rules
-from scarfgw.rules.npm import PackumentFetch
 from scarfgw.rules.request import Headers, RequestView
 from scarfgw.rules.router import Router
 
@@ -55,7 +54,7 @@ def test_packument_requests_are_fetched_by_the_shell(path: str, name: str, docum
     decision = route(router(npm_rule()), "npm.example.test", path)
     assert decision == Proxy(
         "registry.example.test", "npm", npm_event(name),
-        {"packument": PackumentFetch(name, document, NPM_BACKEND, 32 << 20)})
+        packument=PackumentFetch(name, document, NPM_BACKEND, 32 << 20))
 
 
 @pytest.mark.parametrize(("path", "name", "version"), [
@@ -72,7 +71,7 @@ def test_tarballs_are_counted_downloads(path: str, name: str, version: str) -> N
         target, "npm", npm_event(name, version, target))
     proxied = route(router(npm_rule(**{"always-proxy": True})), "npm.example.test", path)
     assert proxied == Proxy("registry.example.test", "npm", npm_event(name, version, target),
-                            {"base_url": NPM_BACKEND, "path": target[len(NPM_BACKEND):]})
+                            base_url=NPM_BACKEND, path=target[len(NPM_BACKEND):])
 
 
 @pytest.mark.parametrize("path", [
@@ -115,7 +114,7 @@ def test_goproxy_requests(path: str, module: str, version: str | None, file: str
     assert decision == Redirect(GO_BACKEND + canonical, "go", go_event(module, version, file))
     proxied = route(router(go_rule(**{"always-proxy": True})), "go.example.test", path)
     assert proxied == Proxy("goproxy.example.test", "go", go_event(module, version, file),
-                            {"base_url": GO_BACKEND, "path": canonical})
+                            base_url=GO_BACKEND, path=canonical)
 
 
 @pytest.mark.parametrize(("path", "status"), [

@@ -1,14 +1,17 @@
-"""Pure helpers of the streaming proxy (header filtering, redirects, token realms)."""
+"""Pure helpers of the streaming proxy (header filtering) and of its registry behaviour
+(redirects, token realms, Location rewrites)."""
 
 from __future__ import annotations
 
 import pytest
 
-from scarfgw.gateway.proxy import (
-    UpstreamMap,
+from scarfgw.gateway.proxy import UpstreamMap, connection_tokens
+from scarfgw.gateway.registry import (
+    TokenRealms,
     bearer_realm,
-    connection_tokens,
+    followed_target,
     is_registry_location,
+    public_location,
     replace_realm,
     token_url,
 )
@@ -55,3 +58,26 @@ def test_no_bearer_realm(challenge: str) -> None:
 )
 def test_token_url(realm: str, query: str | None, expected: str) -> None:
     assert token_url(realm, query) == expected
+
+
+def test_only_registry_redirects_are_followed_and_resolved_against_the_request() -> None:
+    url = "http://127.0.0.1:5000/v2/a/manifests/1"
+    assert followed_target(307, "/v2/b/manifests/1", url) == (
+        "http://127.0.0.1:5000/v2/b/manifests/1")
+    assert followed_target(301, "/v2/b/manifests/1", url) is None
+    assert followed_target(307, "https://cdn.test/blob", url) is None
+
+
+def test_relative_locations_name_the_public_backend() -> None:
+    assert public_location(b"/v2/x/blobs/1", "ghcr.io") == b"https://ghcr.io/v2/x/blobs/1"
+    assert public_location(b"https://cdn.test/b", "ghcr.io") == b"https://cdn.test/b"
+
+
+def test_a_rewritten_challenge_names_the_gateway_and_the_real_realm_is_kept() -> None:
+    realms = TokenRealms()
+    own = realms.own_challenge(b'Bearer realm="https://auth.test/token",service="r"',
+                               "ghcr.io", "https://cr.example.test")
+    assert own.startswith(b'Bearer realm="https://cr.example.test/v2/token/')
+    assert realms.known("ghcr.io") == "https://auth.test/token"
+    assert realms.learn("other.test", [b"Basic realm=\"x\"", b'Bearer realm="https://a.test"']) == (
+        "https://a.test")

@@ -232,18 +232,32 @@ def test_challenges_are_published_and_withdrawn(tmp_path):
     assert not service.has_certificate("a.test")
 
 
-def test_a_follower_orders_nothing_and_serves_what_the_primary_stores(tmp_path):
+def test_a_follower_orders_nothing_and_serves_what_the_primary_tells_it_about(tmp_path):
     clock = Clock()
     issuer = FakeIssuer(clock, 90 * DAY)
     follower = make(tmp_path, {"a.test"}, clock, issuer, follower=True)
     follower.startService()
-    assert not follower.has_certificate("a.test") and issuer.calls == []
+    assert not follower.sni.has("a.test") and issuer.calls == []
     primary = make(tmp_path, {"a.test"}, clock, issuer)
+    primary.on_installed = follower.certificate_stored
     primary.startService()
     assert issuer.calls == ["a.test"]
-    clock.advance(TIMING.follow_interval)
-    assert follower.has_certificate("a.test")
+    assert follower.sni.has("a.test")
     assert issuer.calls == ["a.test"]
+    primary.stopService()
+    follower.stopService()
+
+
+def test_a_follower_not_told_yet_looks_in_storage_before_falling_back(tmp_path):
+    clock = Clock()
+    issuer = FakeIssuer(clock, 90 * DAY)
+    follower = make(tmp_path, {"a.test"}, clock, issuer, follower=True)
+    follower.startService()
+    primary = make(tmp_path, {"a.test"}, clock, issuer)
+    primary.startService()
+    assert not follower.sni.has("a.test")
+    assert follower.has_certificate("A.test.")
+    assert not follower.has_certificate("unconfigured.test")
     primary.stopService()
     follower.stopService()
 

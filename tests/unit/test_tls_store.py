@@ -79,15 +79,6 @@ def test_refreshed_lock_stays_and_an_abandoned_one_goes_stale(tmp_path):
     assert not one.try_lock("a.test"), "the old holder must not take it back by refreshing"
 
 
-def test_generation_changes_on_every_save(tmp_path):
-    store = CertStore(str(tmp_path), Clock(), "me")
-    assert store.generation() == b""
-    store.save("a.test", self_signed("a.test", 0, 86400))
-    first = store.generation()
-    store.save("a.test", self_signed("a.test", 0, 86400))
-    assert first and store.generation() != first
-
-
 def test_unstorable_challenge_names_are_simply_absent(tmp_path):
     store = CertStore(str(tmp_path), Clock(), "me")
     for name in ("a" * 300, "../x", "", "a/b"):

@@ -1,0 +1,183 @@
+"""The defects of the old runtime, each reproduced with a real ``twistd scarfgw`` and
+``workers: 2``: the primary is the only process reading the config file, a restarted worker
+serves what the primary serves, the primary covers a missing worker's sockets, ``/readyz``
+and ``/metrics`` tell the truth about every process, listeners that cannot bind and bad
+endpoint strings or duplicate keys stop it with one line, orphaned spools are replayed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scarfgw.analytics.writer import Spool, serialise
+from tests.support import (
+    child_pids,
+    free_port,
+    http_get,
+    jsonl_events,
+    loopback_listeners,
+    poll_until,
+    start_twistd,
+    twistd_env,
+    wait_ready,
+    write_config,
+)
+
+DOCKER = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}
+
+
+def _rule(image: str) -> dict[str, Any]:
+    return {"type": "docker-v1", "domain": "cr.example.test", "repository-name": image,
+            "registry": "registry.example.test", "package-id": f"pkg-{image}"}
+
+
+def _config(tmp_path: Path, *images: str) -> tuple[dict[str, Any], int, int]:
+    http, admin = free_port(), free_port()
+    return ({"workers": 2, "listen": loopback_listeners(http, admin),
+             "rules": [_rule(image) for image in images],
+             "events": jsonl_events(tmp_path, 0.1)}, http, admin)
+
+
+def _statuses(http: int, image: str, count: int = 40) -> list[int]:
+    """``count`` requests on fresh connections (each may land on either process)."""
+    url = f"http://127.0.0.1:{http}/v2/{image}/manifests/1"
+    return [http_get(url, DOCKER)[0] for _ in range(count)]
+
+
+def _readyz(admin: int) -> int:
+    return http_get(f"http://127.0.0.1:{admin}/readyz")[0]
+
+
+def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, log.read_text()
+
+
+def _kill_worker(process: subprocess.Popen[bytes], admin: int, log: Path) -> None:
+    """SIGKILL the worker; ``/readyz`` says 503 until its replacement serves again."""
+    [worker] = child_pids(process)
+    os.kill(worker, signal.SIGKILL)
+    poll_until(lambda: _readyz(admin) == 503, "not ready while the worker is down", log)
+    poll_until(lambda: len(child_pids(process) - {worker}) == 1 and _readyz(admin) == 200,
+               "the worker's replacement serving", log)
+
+
+def test_a_worker_restarted_after_a_refused_reload_serves_the_last_good_config(tmp_path):
+    config, http, admin = _config(tmp_path, "library/one", "library/two")
+    config_path = write_config(tmp_path, config)
+    log = tmp_path / "twistd.log"
+    process = start_twistd(config_path, log)
+    try:
+        wait_ready(admin, process, log)
+        config_path.write_text("rules: [{type: docker-v1, domain: x}]\n")
+        process.send_signal(signal.SIGHUP)
+        poll_until(lambda: "config reload refused" in log.read_text(), "the refusal", log)
+        [worker] = child_pids(process)
+        os.kill(worker, signal.SIGKILL)
+        started = time.monotonic()
+        assert _statuses(http, "library/two") == [307] * 40, "no connection hangs or fails"
+        assert time.monotonic() - started < 10
+        poll_until(lambda: _readyz(admin) == 200, "ready again", log)
+        time.sleep(2)  # a worker crash-looping on the broken file would have exited by now
+        assert len(child_pids(process) - {worker}) == 1
+        assert "invalid config" not in log.read_text()
+        assert _statuses(http, "library/two") == [307] * 40
+    finally:
+        _stop(process, log)
+
+
+def test_an_edit_without_sighup_is_not_served_by_a_restarted_worker(tmp_path):
+    config, http, admin = _config(tmp_path, "library/one")
+    config_path = write_config(tmp_path, config)
+    log = tmp_path / "twistd.log"
+    process = start_twistd(config_path, log)
+    try:
+        wait_ready(admin, process, log)
+        config["rules"].append(_rule("library/two"))
+        config_path.write_text(yaml.safe_dump(config))
+        _kill_worker(process, admin, log)
+        assert _statuses(http, "library/two") == [404] * 40, "one configuration everywhere"
+        process.send_signal(signal.SIGHUP)
+        poll_until(lambda: _statuses(http, "library/two", 1) == [307], "the reload", log)
+        poll_until(lambda: _readyz(admin) == 200, "every process on generation 2", log)
+        assert _statuses(http, "library/two") == [307] * 40
+        metrics = http_get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
+        assert 'scarfgw_config_generation{process="primary"} 2.0' in metrics
+        assert 'scarfgw_config_generation{process="worker-1"} 2.0' in metrics
+        assert ('scarfgw_worker_config_results_total{result="applied",worker="worker-1"} 3.0'
+                in metrics), "first start, restart, reload"
+    finally:
+        _stop(process, log)
+
+
+def _cannot_start(config_path: Path) -> tuple[int, str]:
+    process = start_twistd(config_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=60)
+    return process.returncode, stdout.decode() + stderr.decode()
+
+
+def test_a_listener_that_cannot_bind_exits_at_once_with_one_line(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        for workers in (1, 2):
+            config, _, admin = _config(tmp_path, "library/one")
+            config.update(workers=workers, listen=loopback_listeners(port, admin))
+            started = time.monotonic()
+            status, output = _cannot_start(write_config(tmp_path, config))
+            assert status == 1, output
+            assert time.monotonic() - started < 30
+            assert "Traceback" not in output
+            [line] = [line for line in output.splitlines() if "scarfgw: cannot" in line]
+            assert line.endswith(f"scarfgw: cannot listen for http on "
+                                 f"'tcp:{port}:interface=127.0.0.1': Address already in use")
+    finally:
+        taken.close()
+
+
+def test_bad_endpoints_and_duplicate_keys_are_refused_by_check_config_and_twistd(tmp_path):
+    config, _, admin = _config(tmp_path, "library/one")
+    config["listen"]["http"] = "tcpp:0"
+    bad_endpoint = write_config(tmp_path, config)
+    duplicate = tmp_path / "duplicate.yaml"
+    duplicate.write_text(f"workers: 2\nlisten: {{http: 'tcp:0'}}\nrules: []\n"
+                         f"listen: {{admin: 'tcp:{admin}:interface=127.0.0.1'}}\n")
+    for path, message in ((bad_endpoint, "listen.http: not a usable Twisted endpoint string "
+                                         "'tcpp:0': Unknown endpoint type: 'tcpp'"),
+                          (duplicate, "line 4, column 1: key 'listen' appears twice")):
+        result = subprocess.run([sys.executable, "-m", "scarfgw.cli", "check-config", str(path)],
+                                env=twistd_env(), capture_output=True, timeout=60, text=True)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        status, output = _cannot_start(path)
+        assert status != 0 and message in output and "Traceback" not in output, output
+
+
+def test_the_spools_of_workers_that_no_longer_exist_are_replayed(tmp_path):
+    config, _, admin = _config(tmp_path, "library/one")
+    orphan = tmp_path / "spool" / "worker-3"
+    orphan.mkdir(parents=True)
+    spooled = {"request_id": "from-a-former-worker-3", "domain": "cr.example.test"}
+    spool = Spool(orphan, "jsonl", 1 << 20)
+    spool.append([serialise(spooled)])
+    log = tmp_path / "twistd.log"
+    process = start_twistd(write_config(tmp_path, config), log)
+    events = tmp_path / "events.jsonl"
+    try:
+        wait_ready(admin, process, log)
+        poll_until(lambda: events.exists() and "from-a-former-worker-3" in events.read_text(),
+                   "the orphaned spool replayed", log)
+    finally:
+        _stop(process, log)
+    assert [json.loads(line) for line in events.read_text().splitlines()] == [spooled]
+    assert not list(orphan.glob("*.spool")), "confirmed spool segments are removed"
