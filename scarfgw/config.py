@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from scarfgw.analytics.sinks import sink_factories
+from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
 from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
@@ -42,6 +43,7 @@ class ListenConfig:
     http: str | None = "tcp:8080"
     https: str | None = None
     admin: str | None = "tcp:9180:interface=127.0.0.1"
+    insights: str | None = "tcp:9190:interface=127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class Config:
     events: EventsConfig
     limits: LimitsConfig
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    insights: InsightsConfig = field(default_factory=InsightsConfig)
     workers: int = 1
     shutdown_grace_period: float = 30.0
     warnings: tuple[str, ...] = ()
@@ -184,6 +187,7 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         events = _events(top)
         limits = _limits(top)
         access_log = _access_log(top)
+        insights = parse_insights(top, jsonl_sink_paths(events.sinks), listen.insights is not None)
         _check_tls_needs(listen, tls)
         grace = top.number("shutdown_grace_period", Config.shutdown_grace_period)
         workers = _workers(top, listen, warnings.append)
@@ -201,6 +205,7 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         events=events,
         limits=limits,
         access_log=access_log,
+        insights=insights,
         workers=workers,
         shutdown_grace_period=grace,
         warnings=tuple(warnings),
@@ -218,6 +223,7 @@ def _listen(top: Fields) -> ListenConfig:
         http=_endpoint(section, "http", default.http),
         https=_endpoint(section, "https", default.https),
         admin=_endpoint(section, "admin", default.admin),
+        insights=_endpoint(section, "insights", default.insights),
     )
     section.reject_unknown()
     return listen
