@@ -16,10 +16,9 @@ from typing import Final
 from scarfgw.insights.badge_options import compact
 
 WIDTH: Final = 720
-HEIGHT: Final = 240
-_LEFT: Final = 44
-_BOTTOM: Final = 24
-_TOP: Final = 8
+HEIGHT: Final = 200
+"""The plot's view box; axis labels are HTML around it, placed in percent of it."""
+_TOP: Final = 6
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,12 @@ class Bar:
 
 @dataclass(frozen=True)
 class Tick:
-    """An axis label at ``position`` (x for periods, y for counts)."""
+    """An axis label at ``percent`` of the plot's width (periods) or height from the top
+    (counts), with the gridline's ``y`` in the view box."""
 
-    position: float
+    percent: float
     text: str
+    y: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,6 @@ class BarChart:
     bars: tuple[Bar, ...]
     y_ticks: tuple[Tick, ...]
     x_ticks: tuple[Tick, ...]
-    plot_left: int = _LEFT
-    plot_right: int = WIDTH
-    baseline: int = HEIGHT - _BOTTOM
 
 
 def _nice_top(peak: int) -> int:
@@ -75,22 +73,24 @@ def period_label(period: date, interval: str) -> str:
 def bar_chart(points: Sequence[tuple[date, int]], interval: str) -> BarChart:
     """The chart of ``(period, downloads)`` in order."""
     top = _nice_top(max((count for _, count in points), default=0))
-    plot_width = WIDTH - _LEFT
-    plot_height = HEIGHT - _BOTTOM - _TOP
-    slot = plot_width / max(len(points), 1)
+    plot_height = HEIGHT - _TOP
+    slot = WIDTH / max(len(points), 1)
     gap = min(slot * 0.2, 4.0)
     bars = []
     for index, (period, count) in enumerate(points):
         height = plot_height * count / top
-        bars.append(Bar(x=_LEFT + index * slot + gap / 2, y=HEIGHT - _BOTTOM - height,
+        bars.append(Bar(x=index * slot + gap / 2, y=HEIGHT - height,
                         width=max(slot - gap, 1.0), height=height,
                         title=f"{period_label(period, interval)}: {count:,} downloads"))
-    y_ticks = tuple(Tick(HEIGHT - _BOTTOM - plot_height * i / 4, compact(top * i // 4))
-                    for i in range(5))
+    y_ticks = []
+    for i in range(5):
+        y = HEIGHT - plot_height * i / 4
+        y_ticks.append(Tick(100 * y / HEIGHT, compact(top * i // 4), y))
     every = max(1, -(-len(points) // 6))
-    x_ticks = tuple(Tick(_LEFT + (index + 0.5) * slot, period_label(period, interval))
+    x_ticks = tuple(Tick(100 * (index + 0.5) / max(len(points), 1),
+                         period_label(period, interval))
                     for index, (period, _) in enumerate(points) if index % every == 0)
-    return BarChart(tuple(bars), y_ticks, x_ticks)
+    return BarChart(tuple(bars), tuple(y_ticks), x_ticks)
 
 
 def sparkline(counts: Sequence[int], width: int = 120, height: int = 32) -> str:
