@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, threads
+from twisted.internet import reactor as global_reactor
+from twisted.internet import threads
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -25,6 +26,8 @@ from scarfgw.insights.settings import TokenConfig
 from scarfgw.insights.tokens import Tokens, token_hash
 from scarfgw.insights.ui import InsightsUI
 from tests.insights_fakes import MemoryReader, sample_downloads
+
+reactor: Any = global_reactor
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +63,7 @@ def site_url():
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
     yield f"http://127.0.0.1:{port.getHost().port}"
     ui.stopService()
-    port.stopListening()
+    pytest_twisted.blockon(port.stopListening())
 
 
 def browser() -> Any:

@@ -4,11 +4,13 @@ sessions, access per token, bad input answered clearly (never a 500), CSV export
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
+from twisted.internet import reactor as global_reactor
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -17,6 +19,8 @@ from scarfgw.insights.settings import TokenConfig
 from scarfgw.insights.tokens import Tokens, token_hash
 from scarfgw.insights.ui import InsightsUI
 from tests.insights_fakes import MemoryReader, sample_downloads
+
+reactor: Any = global_reactor
 
 ALL = "sgi_all"
 OTHER = "sgi_other"
@@ -37,7 +41,7 @@ def site():
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
     yield f"http://127.0.0.1:{port.getHost().port}", reader
     ui.stopService()
-    port.stopListening()
+    pytest_twisted.blockon(port.stopListening())
 
 
 @pytest_twisted.inlineCallbacks
@@ -71,7 +75,7 @@ def test_sign_in_cookie_and_escaped_labels(site):
 def test_secure_cookie_when_forwarded_over_https(site):
     base, _ = site
     answer = yield treq.post(base + "/session", data={"token": ALL}, allow_redirects=False,
-                             headers={"X-Forwarded-Proto": "https"})
+                             headers=Headers({b"X-Forwarded-Proto": [b"https"]}))
     yield treq.content(answer)
     assert "Secure" in cookie_of(answer)[1]
 
