@@ -23,7 +23,11 @@ STYLES: Final[tuple[Style, ...]] = ("flat", "flat-square", "plastic", "for-the-b
 _FONT_FAMILY: Final = "Verdana,Geneva,DejaVu Sans,sans-serif"
 _SOCIAL_FONT_FAMILY: Final = "Helvetica Neue,Helvetica,Arial,sans-serif"
 _MEASURED_AT_PX: Final = 110.0
-_BOLD_WIDTH: Final = 1.11  # DejaVu Sans Bold over Book, measured on capitals and digits
+# shields.io sets for-the-badge messages in Verdana Bold and social badges in Helvetica Bold;
+# their widths relative to DejaVu Sans Book, averaged over capitals, digits and badge words
+# (measured with shields.io's own width tables, the npm package anafanafo):
+_BOLD_WIDTH: Final = 1.14
+_SOCIAL_WIDTH: Final = 0.95
 _LOGO: Final = 14
 _PAD: Final = 5
 
@@ -46,15 +50,15 @@ def _measurer() -> PrecalculatedTextMeasurer:
     return PrecalculatedTextMeasurer.default()
 
 
-def text_width(text: str, size_px: float = 11.0, bold: bool = False) -> float:
-    """The advance width of ``text`` in pixels at ``size_px`` (kerning applied)."""
-    width = _measurer().text_width(text) * size_px / _MEASURED_AT_PX
-    return width * _BOLD_WIDTH if bold else width
+def text_width(text: str, size_px: float = 11.0, scale: float = 1.0) -> float:
+    """The advance width of ``text`` in pixels at ``size_px`` (kerning applied), times
+    ``scale`` for another face (``_BOLD_WIDTH``, ``_SOCIAL_WIDTH``)."""
+    return _measurer().text_width(text) * size_px / _MEASURED_AT_PX * scale
 
 
-def _odd_width(text: str, size_px: float = 11.0, bold: bool = False) -> int:
+def _odd_width(text: str, size_px: float = 11.0, scale: float = 1.0) -> int:
     """Whole pixels, rounded up to odd, so the centred text lands on the pixel grid."""
-    width = int(text_width(text, size_px, bold))
+    width = int(text_width(text, size_px, scale))
     return width + 1 if width % 2 == 0 else width
 
 
@@ -158,7 +162,7 @@ def _for_the_badge(spec: BadgeSpec) -> str:
     height, margin, logo_margin, gutter, spacing = 28, 12, 9, 6, 1.25
     label, message = spec.label.upper(), spec.message.upper()
     label_width = int(text_width(label, 10)) + spacing * len(label) if label else 0
-    message_width = int(text_width(message, 10, bold=True)) + spacing * len(message)
+    message_width = int(text_width(message, 10, _BOLD_WIDTH)) + spacing * len(message)
     label_x = logo_margin + _LOGO + gutter if spec.logo else margin
     if label or spec.logo:
         left = label_x + label_width + margin if label else 2 * logo_margin + _LOGO
@@ -188,8 +192,8 @@ def _social(spec: BadgeSpec) -> str:
     """social: a light button with the label, and the count in a speech bubble."""
     label = spec.label[:1].upper() + spec.label[1:]
     logo_width = _LOGO + 3 if spec.logo else 0
-    label_text = _odd_width(label, bold=True)
-    message_text = _odd_width(spec.message, bold=True)
+    label_text = _odd_width(label, scale=_SOCIAL_WIDTH)
+    message_text = _odd_width(spec.message, scale=_SOCIAL_WIDTH)
     label_rect = label_text + logo_width + 2 * _PAD
     message_rect = message_text + 2 * 4
     bubble_x = label_rect + 6
