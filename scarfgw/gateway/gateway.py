@@ -19,6 +19,7 @@ from scarfgw.config import Config
 from scarfgw.gateway.clientinfo import TrustedProxies, client_address, forwarded_chain
 from scarfgw.gateway.proxy import CLIENT_CLOSED, StreamingProxy
 from scarfgw.http.channel import GatewayRequest
+from scarfgw.insights.public import public_site
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect
@@ -86,11 +87,13 @@ class Gateway:
         self.clock = clock
         self.config = config
         self.trusted = TrustedProxies(config.trusted_proxies)
+        self.insights = public_site(config)
         self.in_flight = 0
 
     def use_config(self, config: Config) -> None:
         """Serve new requests with ``config`` (requests in flight keep their decision)."""
         self.trusted = TrustedProxies(config.trusted_proxies)
+        self.insights = public_site(config)
         self.config = config
 
     def handle(self, request: GatewayRequest) -> None:
@@ -125,6 +128,10 @@ class Gateway:
             self._respond_plain(request, 413, message, started)
             return
         if self.tls is not None and self._answered_for_tls(request, context):
+            return
+        insights = self.insights
+        if insights is not None and context.view.host == insights.domain:
+            self._render(request, context, insights.decision)
             return
         self._render(request, context, self.config.router.route(context.view))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from io import BytesIO
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
@@ -38,6 +39,7 @@ from twisted.web.client import (
     URI,
     Agent,
     BrowserLikePolicyForHTTPS,
+    FileBodyProducer,
     HTTPConnectionPool,
     ResponseDone,
     ResponseNeverReceived,
@@ -286,7 +288,8 @@ class StreamingProxy:
         gateway's own ``/v2/token`` when the rule rewrites the token realm.
         """
         exchange = _Exchange(self, request, decision, forwarded_for, public_origin, done)
-        if request.method not in _PROXIED_METHODS:
+        site_url = decision.options.get("site_url")
+        if request.method not in _PROXIED_METHODS and not site_url:
             exchange.error(405, "UNSUPPORTED", "only GET and HEAD are proxied")
         elif decision.options.get("token_endpoint"):
             self._token_realm(decision.backend).addCallback(
@@ -294,7 +297,7 @@ class StreamingProxy:
                 if realm else exchange.error(502, "UNAVAILABLE", "backend has no token realm")
             )
         else:
-            base = self.upstreams.base_url(decision.backend)
+            base = site_url or self.upstreams.base_url(decision.backend)
             exchange.send(base + view.raw_path + view.query_with_mark)
 
     def _token_realm(self, backend: str) -> defer.Deferred[str | None]:
@@ -340,6 +343,9 @@ class _Exchange:
         self._done = done
         self.reported = False
         self.headers = _upstream_headers(request, forwarded_for)
+        if decision.options.get("site_url"):  # a web site behind the gateway (insights.domain)
+            self.headers.setRawHeaders(b"x-forwarded-proto",
+                                       [public_origin.partition(":")[0].encode()])
 
     def done(self, status: int) -> None:
         """Report the outcome to the gateway, exactly once."""
@@ -356,7 +362,10 @@ class _Exchange:
         proxy = self.proxy
         started = time.monotonic()
         try:
-            pending = proxy.agent.request(request.method, url.encode("ascii"), self.headers)
+            body = (FileBodyProducer(BytesIO(request.body))
+                    if request.body and self.decision.options.get("site_url") else None)
+            pending = proxy.agent.request(request.method, url.encode("ascii"), self.headers,
+                                          body)
         except (ValueError, UnicodeError) as exc:
             metrics.UPSTREAM_ERRORS.labels("other").inc()
             log.info("cannot ask upstream {url!r}: {error}", url=url, error=exc)

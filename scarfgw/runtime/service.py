@@ -23,6 +23,7 @@ from scarfgw.config import Config, load_config
 from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
 from scarfgw.http.channel import GatewayFactory
+from scarfgw.insights.public import certificate_domains
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
@@ -75,7 +76,7 @@ class GatewayService(MultiService):
         self.proxy = StreamingProxy(reactor, config.proxy)
         self.tls: TLSService | None = None
         if config.listen.https:
-            self.tls = TLSService(reactor, config.tls, config.router.domains,
+            self.tls = TLSService(reactor, config.tls, certificate_domains(config),
                                   follower=worker_index > 0)
             self.tls.setServiceParent(self)
         databases = config.events.geoip_databases
@@ -229,7 +230,7 @@ class GatewayService(MultiService):
             old_proxy.close()
         self.gateway.use_config(config)
         if self.tls is not None:
-            self.tls.set_domains(config.router.domains)
+            self.tls.set_domains(certificate_domains(config))
         self.config = config
         self._count_load("success")
         log.info("config reloaded: {domains} domains, {rules} rules",

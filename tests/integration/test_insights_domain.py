@@ -1,0 +1,143 @@
+"""``insights.domain``: the insights site on the public listeners, with a certificate from a
+real pebble, reached through the gateway's plain and HTTPS listeners."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from cryptography import x509
+from twisted.internet import reactor as global_reactor
+from twisted.internet import threads
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from scarfgw.insights.model import Package
+from scarfgw.insights.settings import TokenConfig
+from scarfgw.insights.tokens import Tokens, token_hash
+from scarfgw.insights.ui import InsightsUI
+from scarfgw.tls import manager
+from scarfgw.tls.schedule import Timing
+from scarfgw.tls.verify import expected_value, record_name
+from tests.insights_fakes import MemoryReader, sample_downloads
+from tests.integration.pebble import PEBBLE, FakeDNS, https_get, start_pebble
+from tests.support import deferLater, free_port, gateway_config, get, raw_request, start_gateway
+
+reactor: Any = global_reactor
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not PEBBLE.exists(), reason="pebble is not installed (/usr/bin/pebble)"),
+]
+
+SECRET = "test-secret"
+DOMAIN = "stats.test"
+TOKEN = "sgi_domain-test"
+
+
+@pytest.fixture
+def pebble_dns(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    dns = FakeDNS()
+    dns.start()
+    running = start_pebble(tmp_path_factory.mktemp("pebble"), dns.address)
+    yield running, dns
+    running.stop()
+    dns.port.stopListening()
+
+
+@pytest.fixture
+def insights_site() -> Any:
+    """The insights site (badges and dashboard) on a fixed loopback port, as the primary
+    serves it on ``listen.insights``."""
+    reader = MemoryReader([Package("pkg", "file", "hello", ("get.test",))],
+                          sample_downloads(datetime.now(UTC).date()))
+    tokens = Tokens([TokenConfig("ops", token_hash(TOKEN), frozenset({"*"}))])
+    ui = InsightsUI(reader, tokens.grant, reactor)
+    ui.startService()
+    root = Resource()
+    ui.install(root)
+    port = reactor.listenTCP(free_port(), Site(root), interface="127.0.0.1")
+    yield port.getHost().port
+    ui.stopService()
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest_twisted.inlineCallbacks
+def wait_for(condition: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        yield deferLater(0.05)
+
+
+@pytest_twisted.inlineCallbacks
+def test_insights_domain_gets_a_certificate_and_serves_the_site(
+        tmp_path: Path, pebble_dns: Any, insights_site: int, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(manager, "DEFAULT_TIMING",
+                        Timing(verify_backoff=(0.3,), order_backoff=(1.0,), jitter=0.0))
+    pebble, dns = pebble_dns
+    dns.txt[record_name(DOMAIN)] = [expected_value(SECRET, DOMAIN)]
+    config = gateway_config(
+        tmp_path,
+        listen={"http": f"tcp:{pebble.http_port}:interface=127.0.0.1",
+                "https": f"tcp:{pebble.tls_port}:interface=127.0.0.1",
+                "admin": "tcp:0:interface=127.0.0.1",
+                "insights": f"tcp:{insights_site}:interface=127.0.0.1"},
+        rules=[{"type": "file-v1", "domain": "get.test", "incoming-path": "/{+path}",
+                "package-id": "pkg", "outgoing-url": "https://files.example.org/{+path}"}],
+        insights={"domain": DOMAIN,
+                  "tokens": [{"name": "ops", "sha256": token_hash(TOKEN), "packages": ["*"]}]},
+        tls={"storage": str(tmp_path / "tls"),
+             "acme": {"directory": pebble.directory, "ca_bundle": pebble.ca_bundle,
+                      "contact": "mailto:ops@example.test"},
+             "verification": {"mode": "txt", "secret": SECRET, "resolver": dns.address}},
+    )
+    gateway = yield start_gateway(tmp_path, config)
+    try:
+        yield wait_for(lambda: gateway.service.tls.has_certificate(DOMAIN))
+        badge = yield threads.deferToThread(https_get, pebble.tls_port, DOMAIN,
+                                            "/badge/downloads/pkg.svg?style=flat-square",
+                                            pebble.root_pem)
+        assert badge.status == 200
+        assert badge.headers["content-type"].startswith("image/svg+xml")
+        assert badge.headers["cache-control"] == "public, max-age=300"
+        san = badge.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.DNSName) == [DOMAIN]
+        assert pebble.intermediate is not None and badge.leaf.issuer == pebble.intermediate.subject
+        scarf = yield threads.deferToThread(https_get, pebble.tls_port, DOMAIN,
+                                            "/package/installs-badge/pkg", pebble.root_pem)
+        assert scarf.status == 200
+        unknown = yield threads.deferToThread(https_get, pebble.tls_port, DOMAIN,
+                                              "/badge/downloads/nope.svg", pebble.root_pem)
+        assert unknown.status == 404
+        home = yield threads.deferToThread(https_get, pebble.tls_port, DOMAIN, "/",
+                                           pebble.root_pem)
+        assert home.status == 200 and home.headers["content-type"].startswith("text/html")
+
+        plain = yield get(gateway.port, "/badge/downloads/pkg.svg", Host=DOMAIN)
+        assert plain.status == 308
+        assert plain.header("location") == (f"https://{DOMAIN}:{pebble.tls_port}"
+                                            "/badge/downloads/pkg.svg")
+
+        # signing in is a POST with a form body; the site sees https and marks the cookie
+        # Secure (the plain listener believes X-Forwarded-Proto from a trusted proxy)
+        body = f"token={TOKEN}".encode()
+        signed = yield raw_request(gateway.port, "POST", "/session",
+                                   [("Host", DOMAIN), ("X-Forwarded-Proto", "https"),
+                                    ("Content-Type", "application/x-www-form-urlencoded")],
+                                   body)
+        assert signed.status == 303
+        cookie = signed.header("set-cookie") or ""
+        assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Strict" in cookie
+        page = yield get(gateway.port, "/packages/pkg", Host=DOMAIN, X_Forwarded_Proto="https",
+                         Cookie=cookie.split(";")[0])
+        assert page.status == 200 and b"Top companies" in page.body
+        # the rule domain still routes as before
+        rule = yield get(gateway.port, "/dl/a.tgz", Host="get.test")
+        assert rule.status == 307
+    finally:
+        yield gateway.stop()
