@@ -74,7 +74,7 @@ SELECT {_COLUMNS}, line_hash FROM fresh WHERE NOT EXISTS (
 
 DIALECT: Final = counting.Dialect(
     seconds="CAST(floor(epoch(time)) AS BIGINT)",
-    millis="epoch_ms(time)",
+    millis="epoch_ms(date_trunc('second', time))",
     day="CAST(to_timestamp({ts}) AT TIME ZONE 'UTC' AS DATE)",
     periods={"day": "{day}", "week": "CAST(date_trunc('week', {day}) AS DATE)",
              "month": "CAST(date_trunc('month', {day}) AS DATE)",

@@ -76,6 +76,10 @@ class Engine:
         """The rows of :meth:`events_sql`, ``batch`` at a time."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release the engine's resources."""
+        raise NotImplementedError
+
     def _range(self, start: date, end: date, package_id: str | None) -> str:
         """``where`` for candidates of the range (and package); the window before ``start``
         is included so that a session begun just before it is not counted again."""

@@ -23,6 +23,7 @@ from scarfgw.config import Config, load_config
 from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
 from scarfgw.http.channel import GatewayFactory
+from scarfgw.insights.service import InsightsService
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
@@ -35,7 +36,7 @@ log = Logger()
 
 _DRAIN_POLL_SECONDS = 0.05
 _WORKER_STOP_MARGIN_SECONDS = 5.0
-_RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers")
+_RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers", "insights")
 
 
 class _QuietSite(Site):
@@ -89,6 +90,10 @@ class GatewayService(MultiService):
         if spawn_workers > 1 and worker_index == 0:
             self.workers = WorkerPool(reactor, self.config_path, spawn_workers,
                                       on_exit=_forget_process_metrics)
+        self.insights: InsightsService | None = None
+        if worker_index == 0 and config.listen.insights:
+            self.insights = InsightsService(config, reactor)
+            self.insights.setServiceParent(self)
         self._count_load("success")
         for warning in config.warnings:
             log.warn("config: {warning}", warning=warning)
