@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from tests.integration.test_clickhouse import SETTINGS, ClickHouse, clickhouse  # noqa: F401
 from tests.support import deferLater, gateway_config, http_get, raw_request, start_gateway
@@ -126,10 +126,8 @@ def _downloads_of(port: int, path: str, expected: int) -> Any:
 
 
 def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
-    from twisted.internet import reactor, threads
-
-    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args,
-                                     **kwargs)
+    """``function`` in a thread: the blocking client must not stall the gateway's reactor."""
+    return threads.deferToThread(function, *args, **kwargs)
 
 
 @pytest_twisted.inlineCallbacks
