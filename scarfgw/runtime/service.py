@@ -80,7 +80,7 @@ class GatewayService(MultiService):
                                   follower=worker_index > 0)
             self.tls.setServiceParent(self)
         databases = config.events.geoip_databases
-        self.geoip = GeoIP(databases) if databases else None
+        self.geoip = GeoIP(databases, config.events.geoip_overrides) if databases else None
         access_log = AccessLog(config.access_log.sample) if config.access_log.enabled else None
         self.gateway = Gateway(config, self.writer, self.proxy, reactor, tls=self.tls,
                                geoip=self.geoip, access_log=access_log)
