@@ -95,8 +95,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str,
 
 
 @pytest_twisted.inlineCallbacks
-def _run_gateway(tmp_path: Path, engine: dict[str, Any]) -> Any:
+def _run_gateway(tmp_path: Path, engine: dict[str, Any], **geoip: Any) -> Any:
     config = gateway_config(tmp_path, rules=RULES, **engine)
+    config["events"]["geoip"] = geoip or None
     config["listen"]["insights"] = "tcp:0:interface=127.0.0.1"
     gateway = yield start_gateway(tmp_path, config)
     for _ in range(200):
@@ -214,5 +215,42 @@ def test_tokens_scopes_and_bad_requests_get_json_reasons(tmp_path: Path,
             _api, port, "/api/v1/packages/hello/companies", TOKEN, Accept="text/csv")
         assert (status, headers["Content-Type"]) == (200, "text/csv; charset=utf-8")
         assert body == b"company,downloads,unique,first_seen,last_seen\r\n"
+    finally:
+        yield gateway.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_companies_are_orgs_that_are_not_isps_or_hosting(
+        tmp_path: Path, engine: dict[str, Any], typed_databases: list[Path]) -> Any:
+    overrides = tmp_path / "companies.txt"
+    overrides.write_text("198.51.100.128/25 Cable Customer Inc\n")
+    gateway = yield _run_gateway(tmp_path, engine, databases=[str(p) for p in typed_databases],
+                                 overrides=str(overrides))
+    wheel = "/simple/six/six-1.16.0-py2.py3-none-any.whl"
+    # client addresses behind the trusted proxy 127.0.0.1; two clients of one network
+    # with different runtimes are two downloads from one unique network
+    clients = [("203.0.113.7", PIP_UA), ("203.0.113.99", UV_UA), ("100.64.3.4", PIP_UA),
+               ("198.51.100.7", PIP_UA), ("198.51.100.200", UV_UA), ("192.0.2.7", PIP_UA)]
+    try:
+        for address, agent in clients:
+            yield raw_request(gateway.port, "GET", wheel, [
+                ("Host", "pypi.example.test"), ("User-Agent", agent),
+                ("X-Forwarded-For", address)])
+        port = gateway.service.insights.port.getHost().port
+        by_type = yield _downloads_of(port, "/api/v1/packages/six/downloads?by=type", 6)
+        assert {p["key"]: (p["downloads"], p["unique"]) for p in by_type["series"]} == {
+            "business": (3, 2), "education": (1, 1), "isp": (1, 1), "hosting": (1, 1)}
+        status, _, body = yield _in_thread(_api, port, "/api/v1/packages/six/companies")
+        companies = json.loads(body)["companies"]
+        assert status == 200
+        assert [(c["company"], c["downloads"], c["unique"]) for c in companies] == [
+            ("Example Corp", 2, 1), ("Cable Customer Inc", 1, 1), ("Uni Example", 1, 1)]
+        status, headers, body = yield _in_thread(
+            _api, port, "/api/v1/packages/six/companies", TOKEN, Accept="text/csv")
+        lines = body.decode().splitlines()
+        assert lines[0] == "company,downloads,unique,first_seen,last_seen"
+        assert [line.split(",")[:3] for line in lines[1:]] == [
+            ["Example Corp", "2", "1"], ["Cable Customer Inc", "1", "1"],
+            ["Uni Example", "1", "1"]]
     finally:
         yield gateway.stop()
