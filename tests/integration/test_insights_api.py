@@ -245,7 +245,7 @@ def test_companies_are_orgs_that_are_not_isps_or_hosting(
         assert status == 200
         assert [(c["company"], c["downloads"], c["unique"]) for c in companies] == [
             ("Example Corp", 2, 1), ("Cable Customer Inc", 1, 1), ("Uni Example", 1, 1)]
-        status, headers, body = yield _in_thread(
+        _, _, body = yield _in_thread(
             _api, port, "/api/v1/packages/six/companies", TOKEN, Accept="text/csv")
         lines = body.decode().splitlines()
         assert lines[0] == "company,downloads,unique,first_seen,last_seen"
