@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from scarfgw.analytics.companies import CompanyOverrides, load_overrides
 from scarfgw.analytics.sinks import sink_factories
 from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
 from scarfgw.rules.base import Rule
@@ -97,6 +98,7 @@ class EventsConfig:
     spool_max_bytes: int = 1 << 30
     sinks: tuple[Mapping[str, Any], ...] = ({"type": "jsonl", "path": "var/events.jsonl"},)
     geoip_databases: tuple[str, ...] = ()
+    geoip_overrides: CompanyOverrides | None = None
 
 
 @dataclass(frozen=True)
@@ -339,9 +341,19 @@ def _events(top: Fields) -> EventsConfig:
         raise RuleError(path, reason) from None
     geoip = _section(section, "geoip")
     databases = tuple(geoip.optional_string_list("databases") or ())
+    overrides_path = geoip.optional_string("overrides")
+    overrides = None
+    if overrides_path is not None:
+        if not databases:
+            raise geoip.error("overrides", "needs databases (the overrides refine them)")
+        try:
+            overrides = load_overrides(overrides_path)
+        except ValueError as exc:
+            raise geoip.error("overrides", str(exc)) from None
     geoip.reject_unknown()
     events = EventsConfig(
         geoip_databases=databases,
+        geoip_overrides=overrides,
         batch_size=section.positive_int("batch_size", default.batch_size),
         flush_interval=section.number("flush_interval", default.flush_interval),
         queue_limit=section.positive_int("queue_limit", default.queue_limit),

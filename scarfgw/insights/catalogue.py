@@ -40,11 +40,10 @@ def _entries(rule: Rule) -> Iterator[tuple[str, str, str]]:
     elif isinstance(rule, CatchAllRule):
         yield rule.package_id, "catchall", f"{rule.domain} (catch-all)"
     else:
-        package_id = getattr(rule, "package_id", None)
-        if isinstance(package_id, str):
+        declared = getattr(rule, "package_id", None)
+        if isinstance(declared, str):
             kind = rule.rule_type.rsplit("-", 1)[0]
-            label = getattr(rule, "package_name", None) or rule.domain
-            yield package_id, kind, str(label)
+            yield declared, kind, str(getattr(rule, "package_name", None) or rule.domain)
 
 
 def catalogue(rules: Iterable[Rule]) -> tuple[Package, ...]:

@@ -87,7 +87,8 @@ def candidates_sql(dialect: Dialect, where: str) -> str:
     NULL for a docker digest), the ``digest`` flag, the request id and every attribute."""
     attributes = ", ".join(f"{expression} AS {name}" for name, expression in ATTRIBUTES)
     return (
-        f"SELECT {PACKAGE} AS pkg, {dialect.seconds} AS ts, {SUBJECT} AS subject, {NETWORK} AS net, {RUNTIME} AS rt,"
+        f"SELECT {PACKAGE} AS pkg, {dialect.seconds} AS ts, {SUBJECT} AS subject,"
+        f" {NETWORK} AS net, {RUNTIME} AS rt,"
         f" CASE WHEN {DIGEST} THEN NULL ELSE ifNull({VERSION}, '') END AS vkey,"
         f" CASE WHEN {DIGEST} THEN 1 ELSE 0 END AS digest, request_id, {attributes}"
         f" FROM events WHERE {CANDIDATE} AND {where}"

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS ingest_files (
 
 _CSV_LINES: Final = ("read_csv($file, columns={'line': 'VARCHAR'}, delim=chr(1), quote='',"
                     " escape='', header=false, auto_detect=false, strict_mode=false,"
-                    " null_padding=true)")
+                    " null_padding=true, ignore_errors=true)")
 _TEXT_FIELDS: Final = tuple(c for c in EVENT_COLUMNS if c not in ("time", "status", "complete"))
 _PATHS: Final = ["$.time", "$.status", "$.complete"] + [
     "$." + ".".join(f'"{part}"' for part in column.split(".")) for column in _TEXT_FIELDS]
@@ -74,7 +74,7 @@ SELECT {_COLUMNS}, line_hash FROM fresh WHERE NOT EXISTS (
 
 DIALECT: Final = counting.Dialect(
     seconds="CAST(floor(epoch(time)) AS BIGINT)",
-    millis="epoch_ms(time)",
+    millis="epoch_ms(date_trunc('second', time))",
     day="CAST(to_timestamp({ts}) AT TIME ZONE 'UTC' AS DATE)",
     periods={"day": "{day}", "week": "CAST(date_trunc('week', {day}) AS DATE)",
              "month": "CAST(date_trunc('month', {day}) AS DATE)",
@@ -170,7 +170,7 @@ class DuckDBStore(Engine):
         finally:
             os.unlink(chunk)
         total, invalid = counted or (0, 0)
-        # read_csv drops blank lines: they count as skipped too
+        # read_csv drops blank lines and lines it cannot read (not UTF-8, a 0x01 byte): skipped
         skipped = invalid + lines.count(b"\n") - total
         return (int(inserted[0]) if inserted else 0), skipped
 

@@ -76,6 +76,10 @@ class Engine:
         """The rows of :meth:`events_sql`, ``batch`` at a time."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release the engine's resources."""
+        raise NotImplementedError
+
     def _range(self, start: date, end: date, package_id: str | None) -> str:
         """``where`` for candidates of the range (and package); the window before ``start``
         is included so that a session begun just before it is not counted again."""
@@ -94,19 +98,19 @@ class Engine:
         """The series of ``package_id``; see :meth:`scarfgw.insights.model.Reader.downloads`."""
         sql = counting.series_sql(self._downloads_of(start, end, package_id), self.dialect,
                                   interval, by)
-        return [SeriesPoint(_as_date(period), None if by is None else str(key), int(n), int(u))
+        return [SeriesPoint(_as_date(period), None if by is None else str(key), int(n), int(u or 0))
                 for period, key, n, u in self.query(sql)]
 
     def companies(self, package_id: str, start: date, end: date) -> list[CompanyRow]:
         """The companies that downloaded ``package_id``, most downloads first."""
         sql = counting.companies_sql(self._downloads_of(start, end, package_id))
-        return [CompanyRow(str(company), int(n), int(u), _as_time(first), _as_time(last))
+        return [CompanyRow(str(company), int(n), int(u or 0), _as_time(first), _as_time(last))
                 for company, n, u, first, last in self.query(sql)]
 
     def totals(self, start: date, end: date) -> dict[str, tuple[int, int]]:
         """(downloads, distinct companies) per package id with downloads in the range."""
         sql = counting.totals_sql(self._downloads_of(start, end, None))
-        return {str(pkg): (int(n), int(c)) for pkg, n, c in self.query(sql)}
+        return {str(pkg): (int(n), int(c or 0)) for pkg, n, c in self.query(sql)}
 
     def events_sql(self, package_id: str, start: date, end: date) -> str:
         """Every stored event of the package in the range, oldest first, its time as

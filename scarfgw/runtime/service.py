@@ -24,6 +24,7 @@ from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
 from scarfgw.http.channel import GatewayFactory
 from scarfgw.insights.public import certificate_domains
+from scarfgw.insights.service import InsightsService
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
@@ -36,7 +37,7 @@ log = Logger()
 
 _DRAIN_POLL_SECONDS = 0.05
 _WORKER_STOP_MARGIN_SECONDS = 5.0
-_RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers")
+_RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers", "insights")
 
 
 class _QuietSite(Site):
@@ -80,7 +81,7 @@ class GatewayService(MultiService):
                                   follower=worker_index > 0)
             self.tls.setServiceParent(self)
         databases = config.events.geoip_databases
-        self.geoip = GeoIP(databases) if databases else None
+        self.geoip = GeoIP(databases, config.events.geoip_overrides) if databases else None
         access_log = AccessLog(config.access_log.sample) if config.access_log.enabled else None
         self.gateway = Gateway(config, self.writer, self.proxy, reactor, tls=self.tls,
                                geoip=self.geoip, access_log=access_log)
@@ -90,6 +91,10 @@ class GatewayService(MultiService):
         if spawn_workers > 1 and worker_index == 0:
             self.workers = WorkerPool(reactor, self.config_path, spawn_workers,
                                       on_exit=_forget_process_metrics)
+        self.insights: InsightsService | None = None
+        if worker_index == 0 and config.listen.insights:
+            self.insights = InsightsService(config, reactor)
+            self.insights.setServiceParent(self)
         self._count_load("success")
         for warning in config.warnings:
             log.warn("config: {warning}", warning=warning)
