@@ -30,6 +30,7 @@ from scarfgw.insights.reader import ThreadedReader
 from scarfgw.insights.settings import jsonl_sink_paths
 from scarfgw.insights.site import InsightsSite, insights_root
 from scarfgw.insights.tokens import Tokens
+from scarfgw.insights.ui import InsightsUI
 from scarfgw.ops import metrics
 
 log = Logger()
@@ -74,8 +75,11 @@ class InsightsService(MultiService):
             self._loop.start(POLL_SECONDS, now=True)
         reader = ThreadedReader(self.engine, catalogue(self.config.rules), self._queries,
                                 self.reactor)
-        self.root = insights_root(reader, Tokens(self.config.insights.tokens),
-                                  self.reactor.seconds)
+        tokens = Tokens(self.config.insights.tokens)
+        self.root = insights_root(reader, tokens, self.reactor.seconds)
+        ui = InsightsUI(reader, tokens.grant, self.reactor, badges=self.config.insights.badges)
+        ui.install(self.root)
+        ui.setServiceParent(self)
         spec = self.config.listen.insights
         if spec:
             listening = serverFromString(self.reactor, spec).listen(InsightsSite(self.root))
