@@ -14,6 +14,16 @@ from scarfgw.insights.model import Breakdown, CompanyRow, Interval, Package, Ser
 from scarfgw.insights.view_range import period_start
 
 
+class NoEvents:
+    """The raw-event export, which the badges and the dashboard never use."""
+
+    def next_page(self) -> defer.Deferred[bytes]:
+        return defer.succeed(b"")
+
+    def close(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+
 @dataclass(frozen=True)
 class Download:
     """One counted download and what it is broken down by."""
@@ -76,6 +86,9 @@ class MemoryReader:
         for d in self._in(start, end):
             counts[d.package] += 1
         return self._answer(dict(counts))
+
+    def events(self, package_id: str, start: date, end: date) -> NoEvents:
+        return NoEvents()
 
     def company_counts(self, start: date, end: date) -> defer.Deferred[dict[str, int]]:
         companies: dict[str, set[str]] = defaultdict(set)

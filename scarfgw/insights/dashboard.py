@@ -35,9 +35,10 @@ from scarfgw.insights.view_range import PRESETS, RangeError, ViewRange, parse_ra
 
 log: Final = Logger()
 
-TABLES: Final[tuple[Breakdown, ...]] = ("version", "client", "country", "company", "domain")
+TABLES: Final[tuple[Breakdown, ...]] = ("version", "client", "country", "domain")
+"""The breakdowns shown as tables; companies have their own, richer table."""
 _TABLE_TITLES: Final = {"version": "Versions", "client": "Clients", "country": "Countries",
-                        "company": "Companies", "domain": "Domains"}
+                        "domain": "Domains"}
 _TOP_ROWS: Final = 10
 _MAX_FORM: Final = 4096
 _HTML: Final = b"text/html; charset=utf-8"

@@ -2,32 +2,32 @@
 sign in, a wrong token, the package list, a package page and its chart, a range change, CSV
 export, sign out; no console errors; screenshots at 1280 and 375 px wide.
 
+The data is a real gateway's: requests from many client networks (GeoIP databases written
+with mmdb-writer give countries and companies, one with HTML in its name) go through its
+HTTP listener, its JSONL events are followed into DuckDB by the primary, and the insights
+listener serves the pages. To show history, those real events are also copied into the
+JSONL file on earlier days (time and request id changed), as the gateway would have
+written them then.
+
 Screenshots go to ``$SCARFGW_ARTIFACTS`` (default ``var/artifacts``, ignored by git).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor as global_reactor
 from twisted.internet import threads
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
-from scarfgw.insights.model import Package
-from scarfgw.insights.settings import TokenConfig
-from scarfgw.insights.tokens import Tokens, token_hash
-from scarfgw.insights.ui import InsightsUI
-from tests.insights_fakes import MemoryReader, sample_downloads
-
-reactor: Any = global_reactor
+from scarfgw.insights.tokens import token_hash
+from tests.support import deferLater, gateway_config, http_get, raw_request, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +35,23 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 TOKEN = "sgi_browser-test-token"
 OTHER_TOKEN = "sgi_other-package-token"
-PACKAGES = (
-    Package("pkg-hello", "python", "hello-<em>world</em>", ("get.example.test",)),
-    Package("pkg-other", "docker", "acme/other", ("cr.example.test",)),
-)
+EVIL = "<script>alert(1)</script> Ltd"
+COMPANIES = ["Acme Corp", "Globex", EVIL, "Initech"]
+COUNTRIES = ["US", "DE", "FR", "IN"]
+RULES = [
+    {"type": "file-v1", "domain": "get.example.test",
+     "incoming-path": "/download/{name}-{version}.tar.gz",
+     "outgoing-url": "https://files.example.test/{name}/{version}.tar.gz",
+     "package-id": "tool"},
+    {"type": "python-v1", "domain": "pypi.example.test", "package-name": "six",
+     "file-name": "six-1.16.0-py2.py3-none-any.whl", "version": "1.16.0",
+     "backend-url": "https://files.example.test/six-1.16.0-py2.py3-none-any.whl",
+     "package-id": "six"},
+]
+AGENTS = ["curl/8.5.0", "Wget/1.21.3", 'pip/24.0 {"implementation":{"name":"CPython"}}',
+          "uv/0.5.1", "python-requests/2.32.3"]
+VERSIONS = ["2.1.0", "2.0.3", "1.9.9", "1.0.0"]
+HISTORY_DAYS = 95
 
 
 def artifacts() -> Path:
@@ -48,22 +61,89 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture
-def site_url():
-    """A real insights site on 127.0.0.1 with the badges and the dashboard."""
-    today = datetime.now(UTC).date()
-    reader = MemoryReader(PACKAGES, sample_downloads(today))
-    tokens = Tokens([TokenConfig("hello-maintainers", token_hash(TOKEN),
-                                 frozenset({"pkg-hello", "pkg-other"})),
-                     TokenConfig("other", token_hash(OTHER_TOKEN), frozenset({"pkg-other"}))])
-    ui = InsightsUI(reader, tokens.grant, reactor)
-    ui.startService()
-    root = Resource()
-    ui.install(root)
-    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-    yield f"http://127.0.0.1:{port.getHost().port}"
-    ui.stopService()
-    pytest_twisted.blockon(port.stopListening())
+def geoip(tmp_path: Path) -> list[str]:
+    """Country and ASN databases for 198.18.0.0/16: four companies, four countries."""
+    mmdb_writer = pytest.importorskip("mmdb_writer")
+    netaddr = pytest.importorskip("netaddr")
+    country = mmdb_writer.MMDBWriter(ip_version=4, database_type="GeoLite2-Country")
+    asn = mmdb_writer.MMDBWriter(ip_version=4, database_type="GeoLite2-ASN")
+    for index in range(4):
+        block = netaddr.IPSet([f"198.18.{64 * index}.0/18"])
+        country.insert_network(block, {"country": {"iso_code": COUNTRIES[index]}})
+        asn.insert_network(block, {"autonomous_system_number": 64500 + index,
+                                   "autonomous_system_organization": COMPANIES[index]})
+    paths = [str(tmp_path / "country.mmdb"), str(tmp_path / "asn.mmdb")]
+    country.to_db_file(paths[0])
+    asn.to_db_file(paths[1])
+    return paths
+
+
+def history(events: list[dict[str, Any]], today: datetime) -> list[str]:
+    """The gateway's real events copied onto the earlier days, a varying number a day."""
+    lines = []
+    for back in range(1, HISTORY_DAYS):
+        day = today - timedelta(days=back)
+        count = 6 + (back * 7) % 11 + (HISTORY_DAYS - back) // 8
+        for n in range(count):
+            event = dict(events[(n * 7 + back * 3) % len(events)])
+            event["time"] = (day.replace(hour=n % 24, minute=n % 60)
+                             .strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+            event["request_id"] = f"history-{back}-{n}"
+            lines.append(json.dumps(event) + "\n")
+    return lines
+
+
+@pytest_twisted.inlineCallbacks
+def real_gateway(tmp_path: Path) -> Any:
+    """A gateway with insights on, fed by real requests (and their copies on past days)."""
+    config = gateway_config(
+        tmp_path, rules=RULES,
+        insights={"engine": "duckdb", "duckdb": {"path": str(tmp_path / "insights.duckdb")},
+                  "tokens": [{"name": "maintainers", "sha256": token_hash(TOKEN),
+                              "packages": ["tool", "six"]},
+                             {"name": "six-only", "sha256": token_hash(OTHER_TOKEN),
+                              "packages": ["six"]}]})
+    config["events"]["geoip"] = {"databases": geoip(tmp_path)}
+    config["listen"]["insights"] = "tcp:0:interface=127.0.0.1"
+    gateway = yield start_gateway(tmp_path, config)
+    for _ in range(200):
+        if gateway.service.insights.port is not None:
+            break
+        yield deferLater(0.01)
+    sent = 0
+    for n in range(48):
+        client = f"198.18.{(n * 37) % 256}.{n % 250 + 1}"
+        agent = AGENTS[n % len(AGENTS)]
+        if n % 4 == 3:
+            host, path = "pypi.example.test", "/simple/six/six-1.16.0-py2.py3-none-any.whl"
+        else:
+            host, path = "get.example.test", f"/download/tool-{VERSIONS[n // 3 % 4]}.tar.gz"
+        answer = yield raw_request(gateway.port, "GET", path,
+                                   [("Host", host), ("User-Agent", agent),
+                                    ("X-Forwarded-For", client)])
+        assert answer.status in (200, 302, 307)
+        sent += 1
+    for _ in range(400):
+        written = gateway.events()
+        if len(written) >= sent:
+            break
+        yield deferLater(0.02)
+    assert len(written) == sent
+    today = datetime.now(UTC).replace(microsecond=0)
+    with gateway.events_path.open("a") as sink:
+        sink.writelines(history(written, today))
+    insights = gateway.service.insights.port.getHost().port
+    start = (today - timedelta(days=HISTORY_DAYS)).date().isoformat()
+    path = f"/api/v1/packages/tool/downloads?from={start}&to={today.date().isoformat()}"
+    for _ in range(400):
+        status, _, body = yield threads.deferToThread(
+            http_get, f"http://127.0.0.1:{insights}{path}", {"Authorization": f"Bearer {TOKEN}"})
+        days = {point["period"] for point in json.loads(body).get("series", [])}
+        if status == 200 and len(days) >= HISTORY_DAYS - 1:
+            break
+        yield deferLater(0.05)
+    assert len(days) >= HISTORY_DAYS - 1, "the history was not ingested"
+    return gateway, f"http://127.0.0.1:{insights}"
 
 
 def browser() -> Any:
@@ -100,6 +180,7 @@ def flow(base: str) -> dict[str, Any]:
     """Everything a maintainer does, in one browser; returns what the test checks."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
 
     seen: dict[str, Any] = {"errors": []}
     driver = browser()
@@ -133,9 +214,6 @@ def flow(base: str) -> dict[str, Any]:
                 break
             active.send_keys(Keys.TAB)
         driver.switch_to.active_element.send_keys(Keys.ENTER)
-        seen["keyboard_title"] = driver.find_element(By.TAG_NAME, "h1").text
-        driver.back()
-        driver.find_element(By.PARTIAL_LINK_TEXT, "hello-<em>").click()
         seen["package_title"] = driver.find_element(By.TAG_NAME, "h1").text
         seen["bars_30"] = len(driver.find_elements(By.CSS_SELECTOR, ".chart rect.bar"))
         seen["kpi_30"] = driver.find_element(By.ID, "kpi-downloads").text
@@ -146,58 +224,70 @@ def flow(base: str) -> dict[str, Any]:
         seen["errors"] += console_errors(driver)
 
         driver.set_window_size(1280, 900)
-        select = driver.find_element(By.NAME, "interval")
-        select.send_keys("week")
         driver.find_element(By.LINK_TEXT, "90 days").click()
         seen["url_90"] = driver.current_url
         seen["bars_90"] = len(driver.find_elements(By.CSS_SELECTOR, ".chart rect.bar"))
-        driver.find_element(By.NAME, "interval").send_keys("week")
+        Select(driver.find_element(By.NAME, "interval")).select_by_value("week")
         driver.find_element(By.CSS_SELECTOR, ".range-form button").click()
         seen["url_weeks"] = driver.current_url
         seen["bars_weeks"] = len(driver.find_elements(By.CSS_SELECTOR, ".chart rect.bar"))
         shoot(driver, "package-90-days-by-week", 1280)
         seen["errors"] += console_errors(driver)
 
-        csv_link = driver.find_element(By.CSS_SELECTOR,
-                                       ".card-head a.csv[href*='table=version']")
-        seen["csv_href"] = csv_link.get_attribute("href")
         cookie = driver.get_cookie("scarfgw_session")["value"]
-        fetch = urllib.request.Request(seen["csv_href"],
-                                       headers={"Cookie": f"scarfgw_session={cookie}"})
-        with urllib.request.urlopen(fetch) as answer:
-            seen["csv"] = answer.read().decode()
-            seen["csv_type"] = answer.headers["Content-Type"]
+        for table in ("version", "companies"):
+            link = driver.find_element(By.CSS_SELECTOR, f".card-head a.csv[href*='table={table}']")
+            fetch = urllib.request.Request(link.get_attribute("href"),
+                                           headers={"Cookie": f"scarfgw_session={cookie}"})
+            with urllib.request.urlopen(fetch) as answer:
+                seen[f"csv_{table}"] = answer.read().decode()
+                seen["csv_type"] = answer.headers["Content-Type"]
 
-        driver.get(base + "/badge/downloads/pkg-hello.svg?style=for-the-badge&logo=python")
+        driver.get(base + "/badge/downloads/tool.svg?style=for-the-badge&logo=python")
         seen["badge_source"] = driver.page_source
         driver.get(base + "/")
         driver.find_element(By.CSS_SELECTOR, ".signout button").click()
         seen["after_signout"] = bool(driver.find_elements(By.ID, "token"))
         seen["cookie_after"] = driver.get_cookie("scarfgw_session")
         seen["errors"] += console_errors(driver)
+
+        # a token for another package neither lists nor opens this one
+        driver.find_element(By.ID, "token").send_keys(OTHER_TOKEN + Keys.ENTER)
+        seen["other_labels"] = [row.text for row in driver.find_elements(
+            By.CSS_SELECTOR, ".package-name")]
+        seen["errors"] += console_errors(driver)
+        driver.get(base + "/packages/tool")
+        seen["other_denied"] = driver.find_element(By.TAG_NAME, "h1").text
+        seen["other_logged"] = console_errors(driver)  # the 403 itself
     finally:
         driver.quit()
     return seen
 
 
 @pytest_twisted.inlineCallbacks
-def test_maintainer_flow_in_chromium(site_url):
-    seen = yield threads.deferToThread(flow, site_url)
+def test_maintainer_flow_in_chromium(tmp_path):
+    gateway, site_url = yield real_gateway(tmp_path)
+    try:
+        seen = yield threads.deferToThread(flow, site_url)
+    finally:
+        yield gateway.stop()
     assert "not accepted" in seen["wrong"] and not seen["wrong_has_list"]
     assert len(seen["refused_logged"]) == 1 and "401" in seen["refused_logged"][0]
-    assert seen["labels"] == ["acme/other", "hello-<em>world</em>"]  # escaped, shown as text
+    assert seen["labels"] == [RULES[0]["incoming-path"], "six"]
     assert seen["sparklines"] == 2
     assert seen["cookie"]["httpOnly"] is True and seen["cookie"]["sameSite"] == "Strict"
-    assert seen["keyboard_title"] == "acme/other"
-    assert seen["package_title"] == "hello-<em>world</em>"
+    assert seen["package_title"] == RULES[0]["incoming-path"]  # reached by keyboard
     assert seen["bars_30"] == 30 and int(seen["kpi_30"].replace(",", "")) > 0
-    assert "<script>alert(1)</script> Ltd" in seen["companies"]
+    assert set(seen["companies"]) == set(COMPANIES)  # EVIL shown as text, not run
     assert "from=" in seen["url_90"] and seen["bars_90"] == 90
     assert "interval=week" in seen["url_weeks"] and 13 <= seen["bars_weeks"] <= 14
     assert seen["csv_type"].startswith("text/csv")
-    lines = seen["csv"].splitlines()
-    assert lines[0] == "version,downloads,unique" and len(lines) == 5
-    assert "<b>1.0</b>" in seen["csv"]
+    versions = seen["csv_version"].splitlines()
+    assert versions[0] == "version,downloads,unique"
+    assert sorted(line.split(",")[0] for line in versions[1:]) == sorted(VERSIONS)
+    assert EVIL in seen["csv_companies"]
     assert "DOWNLOADS" in seen["badge_source"]
     assert seen["after_signout"] and seen["cookie_after"] is None
+    assert seen["other_labels"] == ["six"]
+    assert "may not read" in seen["other_denied"] and "403" in seen["other_logged"][0]
     assert seen["errors"] == []
