@@ -244,14 +244,18 @@ def _filename(name: str) -> str:
     return "".join(c if c.isascii() and (c.isalnum() or c in "-._") else "_" for c in name)
 
 
-class IndexPage(Resource):
-    """``/``: the sign-in form or the packages."""
+class _Pages(Resource):
+    """A leaf of the dashboard: it answers every path below it."""
 
     isLeaf = True
 
     def __init__(self, dashboard: Dashboard) -> None:
         super().__init__()
         self.dashboard = dashboard
+
+
+class IndexPage(_Pages):
+    """``/``: the sign-in form or the packages."""
 
     def render_GET(self, request: Request) -> bytes | int:
         """The page for the session in the request's cookie."""
@@ -264,14 +268,8 @@ class IndexPage(Resource):
             request, lambda: self.dashboard.overview(request, grant))
 
 
-class SessionPage(Resource):
+class SessionPage(_Pages):
     """``POST /session`` signs in, ``POST /session/end`` signs out."""
-
-    isLeaf = True
-
-    def __init__(self, dashboard: Dashboard) -> None:
-        super().__init__()
-        self.dashboard = dashboard
 
     def render_POST(self, request: Request) -> bytes:
         """Sign in or out, then back to ``/``."""
@@ -305,14 +303,8 @@ class SessionPage(Resource):
         return self._home(request)
 
 
-class PackagePages(Resource):
+class PackagePages(_Pages):
     """``/packages/{id}`` and ``/packages/{id}/export.csv``."""
-
-    isLeaf = True
-
-    def __init__(self, dashboard: Dashboard) -> None:
-        super().__init__()
-        self.dashboard = dashboard
 
     def render_GET(self, request: Request) -> bytes | int:
         """A package page or one of its tables as CSV, for a signed-in grant."""

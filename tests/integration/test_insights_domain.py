@@ -1,10 +1,9 @@
-"""``insights.domain``: the insights site on the public listeners, with a certificate from a
-real pebble, reached through the gateway's plain and HTTPS listeners."""
+"""``insights.domain``: the insights site (served by the primary on ``listen.insights``) on
+the public listeners, with a certificate from a real pebble, reached through the gateway's
+plain and HTTPS listeners."""
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,14 @@ import pytest_twisted
 from cryptography import x509
 from twisted.internet import reactor as global_reactor
 from twisted.internet import threads
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
-from scarfgw.insights.model import Package
-from scarfgw.insights.settings import TokenConfig
-from scarfgw.insights.tokens import Tokens, token_hash
-from scarfgw.insights.ui import InsightsUI
+from scarfgw.insights.tokens import token_hash
 from scarfgw.tls import manager
 from scarfgw.tls.schedule import Timing
 from scarfgw.tls.verify import expected_value, record_name
-from tests.insights_fakes import MemoryReader, sample_downloads
 from tests.integration.pebble import PEBBLE, FakeDNS, https_get, start_pebble
-from tests.support import deferLater, free_port, gateway_config, get, raw_request, start_gateway
+from tests.integration.test_acme_pebble import wait_for
+from tests.support import free_port, gateway_config, get, raw_request, start_gateway
 
 reactor: Any = global_reactor
 
@@ -49,34 +43,9 @@ def pebble_dns(tmp_path_factory: pytest.TempPathFactory) -> Any:
     dns.port.stopListening()
 
 
-@pytest.fixture
-def insights_site() -> Any:
-    """The insights site (badges and dashboard) on a fixed loopback port, as the primary
-    serves it on ``listen.insights``."""
-    reader = MemoryReader([Package("pkg", "file", "hello", ("get.test",))],
-                          sample_downloads(datetime.now(UTC).date()))
-    tokens = Tokens([TokenConfig("ops", token_hash(TOKEN), frozenset({"*"}))])
-    ui = InsightsUI(reader, tokens.grant, reactor)
-    ui.startService()
-    root = Resource()
-    ui.install(root)
-    port = reactor.listenTCP(free_port(), Site(root), interface="127.0.0.1")
-    yield port.getHost().port
-    ui.stopService()
-    pytest_twisted.blockon(port.stopListening())
-
-
-@pytest_twisted.inlineCallbacks
-def wait_for(condition: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        yield deferLater(0.05)
-
-
 @pytest_twisted.inlineCallbacks
 def test_insights_domain_gets_a_certificate_and_serves_the_site(
-        tmp_path: Path, pebble_dns: Any, insights_site: int, monkeypatch: pytest.MonkeyPatch):
+        tmp_path: Path, pebble_dns: Any, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(manager, "DEFAULT_TIMING",
                         Timing(verify_backoff=(0.3,), order_backoff=(1.0,), jitter=0.0))
     pebble, dns = pebble_dns
@@ -86,10 +55,10 @@ def test_insights_domain_gets_a_certificate_and_serves_the_site(
         listen={"http": f"tcp:{pebble.http_port}:interface=127.0.0.1",
                 "https": f"tcp:{pebble.tls_port}:interface=127.0.0.1",
                 "admin": "tcp:0:interface=127.0.0.1",
-                "insights": f"tcp:{insights_site}:interface=127.0.0.1"},
+                "insights": f"tcp:{free_port()}:interface=127.0.0.1"},
         rules=[{"type": "file-v1", "domain": "get.test", "incoming-path": "/{+path}",
                 "package-id": "pkg", "outgoing-url": "https://files.example.org/{+path}"}],
-        insights={"domain": DOMAIN,
+        insights={"domain": DOMAIN, "duckdb": {"path": str(tmp_path / "insights.duckdb")},
                   "tokens": [{"name": "ops", "sha256": token_hash(TOKEN), "packages": ["*"]}]},
         tls={"storage": str(tmp_path / "tls"),
              "acme": {"directory": pebble.directory, "ca_bundle": pebble.ca_bundle,
@@ -98,6 +67,7 @@ def test_insights_domain_gets_a_certificate_and_serves_the_site(
     )
     gateway = yield start_gateway(tmp_path, config)
     try:
+        yield wait_for(lambda: gateway.service.insights.port is not None)
         yield wait_for(lambda: gateway.service.tls.has_certificate(DOMAIN))
         badge = yield threads.deferToThread(https_get, pebble.tls_port, DOMAIN,
                                             "/badge/downloads/pkg.svg?style=flat-square",
