@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 from cryptography import x509
-from twisted.internet import reactor as global_reactor
 from twisted.internet import threads
 
 from scarfgw.insights.tokens import token_hash
@@ -20,8 +19,6 @@ from scarfgw.tls.verify import expected_value, record_name
 from tests.integration.pebble import PEBBLE, FakeDNS, https_get, start_pebble
 from tests.integration.test_acme_pebble import wait_for
 from tests.support import free_port, gateway_config, get, raw_request, start_gateway
-
-reactor: Any = global_reactor
 
 pytestmark = [
     pytest.mark.integration,
