@@ -134,8 +134,11 @@ class Dashboard:
             return self.error(request, 503, "The insights store did not answer; try again "
                                             "in a moment.")
 
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
         def done(body: bytes) -> None:
-            if not request.finished and not request._disconnected:
+            if not gone:
                 request.write(body)
                 request.finish()
 

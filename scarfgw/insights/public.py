@@ -8,12 +8,15 @@ certificate like any rule domain.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 from scarfgw.rules.decision import Proxy
 
 KIND: Final = "insights"
+_FIELD: Final = re.compile(r"(?<!\\):")
+"""A colon that separates endpoint fields (``\\:`` is a colon inside one)."""
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,10 @@ class PublicSite:
 def listener_url(endpoint: str) -> str | None:
     """``http://host:port`` that reaches a ``tcp:PORT[:interface=HOST]`` listener from this
     machine (None for other endpoint kinds or port 0, which no other process can know)."""
-    kind, _, rest = endpoint.partition(":")
-    if kind != "tcp" or not rest:
+    kind, *fields = (part.replace("\\:", ":") for part in _FIELD.split(endpoint))
+    if kind != "tcp" or not fields:
         return None
-    port, *options = rest.split(":")
+    port, *options = fields
     if not port.isdigit() or int(port) == 0:
         return None
     host = "127.0.0.1"
