@@ -49,9 +49,18 @@ def test_compact_counts(count, text):
 def test_widths_come_from_font_metrics():
     # proportional, not per character: "iiii" is far narrower than "MMMM"
     assert text_width("iiii") < text_width("MMMM") / 2
-    # shields.io's flat "downloads | 1.2k" is 69 + 35 = 104 px (Verdana 11px: 58.4 and 24.5)
-    svg = render(BadgeSpec("downloads", "1.2k", "#007ec6", "#555"))
-    assert abs(width_of(svg) - 104) <= 2
+
+
+@pytest.mark.parametrize(("style", "label", "message", "shields"), [
+    ("flat", "downloads", "1.2k", 104), ("flat", "companies", "37", 92),
+    ("flat", "installs", "3.4M/month", 126), ("flat-square", "pulls", "999k/week", 106),
+    ("plastic", "downloads", "0", 86), ("for-the-badge", "downloads", "1.2k", 156.25),
+    ("for-the-badge", "companies", "37", 136.75), ("social", "downloads", "12k", 103),
+    ("social", "installs", "3.4M/month", 125)])
+def test_badges_are_as_wide_as_shields_io_badges(style, label, message, shields):
+    # ``shields``: the width shields.io's own badge-maker 6.0.0 gives the same badge
+    svg = render(BadgeSpec(label, message, "#007ec6", "#555", style=style))
+    assert abs(width_of(svg) - shields) <= 3
 
 
 def test_every_style_renders_accessible_svg():
