@@ -2,12 +2,12 @@
 throughput with insights on vs off.
 
 Usage: ``python bench/insights.py [--events N] [--packages 200] [--days 90] [--queries 40]
-[--rounds 3] [--duration 10] [--skip-throughput] [--keep DIR]``.
+[--rounds 3] [--duration 10] [--threads 1] [--skip-throughput] [--keep DIR]``.
 
 1. Writes ``--events`` gateway-shaped events (docker, python and file kinds over
    ``--packages`` packages and ``--days`` days, about 440 bytes each) to a JSONL file.
 2. Ingests the file into a fresh DuckDB store exactly as the primary does (the follower,
-   64 MiB chunks, idempotent inserts), timed: events/s.
+   64 MiB chunks, idempotent inserts, ``--threads`` DuckDB threads), timed: events/s.
 3. Runs ``--queries`` 30-day daily downloads-by-version series for random packages (the
    session and digest rules included): p50/p95 in ms. Also the companies of a package and
    the all-package totals behind ``/api/v1/packages``.
@@ -103,9 +103,9 @@ def write_events(path: Path, count: int, packages: int, days: int, seed: int = 7
         out.writelines(lines)
 
 
-def ingest(path: Path, store_path: Path) -> tuple[float, int]:
+def ingest(path: Path, store_path: Path, threads: int) -> tuple[float, int]:
     """Seconds to ingest ``path`` into a new store, and the events stored."""
-    store = DuckDBStore(str(store_path))
+    store = DuckDBStore(str(store_path), threads=threads)
     follower = Follower(store, [str(path)])
     began = time.perf_counter()
     added = 0
@@ -126,9 +126,9 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def queries(store_path: Path, packages: int, count: int) -> dict[str, float]:
+def queries(store_path: Path, packages: int, count: int, threads: int) -> dict[str, float]:
     """Latencies in ms: series p50/p95, one companies query, one totals query."""
-    store = DuckDBStore(str(store_path), read_only=True)
+    store = DuckDBStore(str(store_path), read_only=True, threads=threads)
     rng = random.Random(3)
     start = END - timedelta(days=29)
     store.downloads("p0", start, END, "day", "version")  # warm the file cache
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="DuckDB threads (insights.duckdb.threads; default 1)")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--keep", type=Path, help="work in DIR and keep the files")
     args = parser.parse_args(argv)
@@ -189,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generated {args.events:,} events ({size / 2**30:.2f} GiB) in "
           f"{time.perf_counter() - began:.1f} s")
     store = tmp / "insights.duckdb"
-    seconds, added = ingest(events, store)
+    seconds, added = ingest(events, store, args.threads)
     print(f"ingest: {added:,} events in {seconds:.1f} s = {added / seconds:,.0f} events/s "
           f"({size / seconds / 2**20:.0f} MiB/s); store {store.stat().st_size / 2**20:.0f} MiB")
-    latency = queries(store, args.packages, args.queries)
+    latency = queries(store, args.packages, args.queries, args.threads)
     print(f"30-day daily downloads by version, {args.queries} random packages: "
           f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms; companies of a package "
           f"{latency['companies']:.1f} ms; totals of all packages {latency['totals']:.1f} ms")

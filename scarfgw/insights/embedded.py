@@ -107,15 +107,18 @@ def _starts(where: str, since: int) -> str:
 
 
 class DuckDBStore(Engine):
-    """The events of this instance in a DuckDB file (created with its directory)."""
+    """The events of this instance in a DuckDB file (created with its directory); DuckDB
+    runs each statement on ``threads`` threads (default: one per core)."""
 
     dialect = DIALECT
 
-    def __init__(self, path: str, *, read_only: bool = False) -> None:
+    def __init__(self, path: str, *, read_only: bool = False, threads: int | None = None
+                 ) -> None:
         self.path = path
         if not read_only:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._connection = duckdb.connect(path, read_only=read_only)
+        self._connection = duckdb.connect(
+            path, read_only=read_only, config={"threads": threads} if threads else {})
         if not read_only:
             self._connection.execute(_SCHEMA)
         self._local = threading.local()

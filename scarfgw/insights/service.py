@@ -9,8 +9,12 @@ there is nothing to ingest: the ``http`` sinks of every instance fill the table.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from typing import Any, Final
 
+import duckdb
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
@@ -36,6 +40,17 @@ log = Logger()
 
 POLL_SECONDS: Final = 1.0
 QUERY_THREADS: Final = 2
+INGEST_NICENESS: Final = 10
+"""How much the ingest thread yields to the reactor (Linux: a thread's own nice value)."""
+
+
+def _yielding_step(follower: Follower) -> StepResult:
+    """``follower.step()`` at a lower CPU priority than the reactor's thread: the ingest
+    catches up when the process has time to spare instead of competing with requests."""
+    if hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICENESS)
+    return follower.step()
 
 
 def open_engine(config: Config, *, read_only: bool = False) -> Engine:
@@ -43,7 +58,7 @@ def open_engine(config: Config, *, read_only: bool = False) -> Engine:
     settings = config.insights
     if settings.engine == "clickhouse":
         return ClickHouseStore(settings.clickhouse)
-    return DuckDBStore(settings.duckdb_path, read_only=read_only)
+    return DuckDBStore(settings.duckdb_path, read_only=read_only, threads=settings.duckdb_threads)
 
 
 class InsightsService(MultiService):
@@ -61,20 +76,27 @@ class InsightsService(MultiService):
         self._loop = task.LoopingCall(self._poll)
         self._loop.clock = reactor
         self._stepping: defer.Deferred[Any] | None = None
+        self.reader: ThreadedReader | None = None
         self.root: Resource | None = None
 
     def startService(self) -> None:
         """Open the engine, start ingesting and listening."""
         super().startService()
-        self.engine = open_engine(self.config)
+        try:
+            self.engine = open_engine(self.config)
+        except (duckdb.Error, OSError) as error:
+            log.critical("cannot open the insights store {path}: {error}",
+                         path=self.config.insights.duckdb_path, error=error)
+            self._stop_reactor()
+            return
         self._queries.start()
         self._ingest_pool.start()
         if isinstance(self.engine, DuckDBStore):
             self.follower = Follower(self.engine, jsonl_sink_paths(self.config.events.sinks))
             self._loop.start(POLL_SECONDS, now=True)
-        reader = ThreadedReader(self.engine, catalogue(self.config.rules), self._queries,
-                                self.reactor)
-        self.root = insights_root(reader, Tokens(self.config.insights.tokens),
+        self.reader = ThreadedReader(self.engine, catalogue(self.config.rules), self._queries,
+                                     self.reactor)
+        self.root = insights_root(self.reader, Tokens(self.config.insights.tokens),
                                   self.reactor.seconds)
         spec = self.config.listen.insights
         if spec:
@@ -87,6 +109,9 @@ class InsightsService(MultiService):
 
     def _listen_failed(self, failure: Any) -> None:
         log.critical("cannot listen for insights: {error}", error=failure.value)
+        self._stop_reactor()
+
+    def _stop_reactor(self) -> None:
         if getattr(self.reactor, "running", False):
             self.reactor.stop()
 
@@ -95,7 +120,7 @@ class InsightsService(MultiService):
             return
         follower = self.follower
         self._stepping = deferToThreadPool(
-            self._threads_reactor(), self._ingest_pool, follower.step)
+            self._threads_reactor(), self._ingest_pool, _yielding_step, follower)
         self._stepping.addCallbacks(self._stepped, self._step_failed)
 
     def _threads_reactor(self) -> IReactorFromThreads:
@@ -127,9 +152,10 @@ class InsightsService(MultiService):
             yield self._stepping
         yield super().stopService()
         engine, follower = self.engine, self.follower
+        if engine is None:
+            return
         self._queries.stop()
         if follower is not None:
             follower.close()
-        if engine is not None:
-            yield deferToThreadPool(self._threads_reactor(), self._ingest_pool, engine.close)
+        yield deferToThreadPool(self._threads_reactor(), self._ingest_pool, engine.close)
         self._ingest_pool.stop()

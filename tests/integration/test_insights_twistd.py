@@ -155,3 +155,22 @@ def test_real_clients_counted_through_rotation_and_restart(
     assert sorted(line.split() for line in running.stdout.splitlines()[2:]) == [
         ["hello", "skopeo", "1", "1"], ["id-idna", "curl", "1", "1"],
         ["id-idna", "pip", "1", "1"], *sorted(rows)]
+
+
+def test_a_second_instance_on_the_same_store_stops_with_a_clear_error(tmp_path: Path) -> None:
+    first_folder, second_folder = tmp_path / "a", tmp_path / "b"
+    first_folder.mkdir()
+    second_folder.mkdir()
+    first = Gateway(first_folder, [], "http://127.0.0.1:9")
+    second = Gateway(second_folder, [], "http://127.0.0.1:9")
+    document = json.loads(second.config.read_text())
+    document["insights"]["duckdb"]["path"] = str(first_folder / "insights.duckdb")
+    second.config.write_text(json.dumps(document))
+    first.start()
+    try:
+        log = second_folder / "twistd.log"
+        process = start_twistd(second.config, log)
+        assert process.wait(60) != 0
+        assert "cannot open the insights store" in log.read_text()
+    finally:
+        first.stop()
