@@ -79,22 +79,31 @@ class InsightsService(MultiService):
         self.reader: ThreadedReader | None = None
         self.root: Resource | None = None
 
+    def privilegedStartService(self) -> None:
+        """Open the engine before the reactor runs: a store that cannot be opened (another
+        process holds it) stops the start with one line naming it."""
+        super().privilegedStartService()
+        self._open()
+
+    def _open(self) -> Engine:
+        if self.engine is None:
+            try:
+                self.engine = open_engine(self.config)
+            except (duckdb.Error, OSError) as error:
+                raise SystemExit(f"error: cannot open the insights store "
+                                 f"{self.config.insights.duckdb_path}: {error}") from None
+        return self.engine
+
     def startService(self) -> None:
-        """Open the engine, start ingesting and listening."""
+        """Open the engine (unless done already), start ingesting and listening."""
         super().startService()
-        try:
-            self.engine = open_engine(self.config)
-        except (duckdb.Error, OSError) as error:
-            log.critical("cannot open the insights store {path}: {error}",
-                         path=self.config.insights.duckdb_path, error=error)
-            self._stop_reactor()
-            return
+        engine = self._open()
         self._queries.start()
         self._ingest_pool.start()
-        if isinstance(self.engine, DuckDBStore):
-            self.follower = Follower(self.engine, jsonl_sink_paths(self.config.events.sinks))
+        if isinstance(engine, DuckDBStore):
+            self.follower = Follower(engine, jsonl_sink_paths(self.config.events.sinks))
             self._loop.start(POLL_SECONDS, now=True)
-        self.reader = ThreadedReader(self.engine, catalogue(self.config.rules), self._queries,
+        self.reader = ThreadedReader(engine, catalogue(self.config.rules), self._queries,
                                      self.reactor)
         self.root = insights_root(self.reader, Tokens(self.config.insights.tokens),
                                   self.reactor.seconds)
@@ -109,9 +118,6 @@ class InsightsService(MultiService):
 
     def _listen_failed(self, failure: Any) -> None:
         log.critical("cannot listen for insights: {error}", error=failure.value)
-        self._stop_reactor()
-
-    def _stop_reactor(self) -> None:
         if getattr(self.reactor, "running", False):
             self.reactor.stop()
 
