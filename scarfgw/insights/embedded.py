@@ -156,9 +156,9 @@ class DuckDBStore(Engine):
             cursor.execute("BEGIN")
             cursor.execute(_STAGE, {"file": chunk})
             counted = cursor.execute(
-                "SELECT count(*), count(*) FILTER (WHERE time IS NULL OR request_id IS NULL), "
-                "min(time), max(time) FROM staged WHERE request_id IS NOT NULL").fetchone()
-            total, invalid, first, last = counted or (0, 0, None, None)
+                "SELECT count(*), min(time), max(time) FROM staged "
+                "WHERE time IS NOT NULL AND request_id IS NOT NULL").fetchone()
+            valid, first, last = counted or (0, None, None)
             inserted = cursor.execute(_INSERT, {"first": first, "last": last}).fetchone()
             cursor.execute(
                 "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
@@ -170,9 +170,7 @@ class DuckDBStore(Engine):
             raise
         finally:
             os.unlink(chunk)
-        # read_json drops blank lines: skipped too
-        skipped = invalid + lines.count(b"\n") - total
-        return (int(inserted[0]) if inserted else 0), skipped
+        return (int(inserted[0]) if inserted else 0), lines.count(b"\n") - int(valid)
 
     def event_rows(self, package_id: str, start: date, end: date,
                    batch: int) -> Iterator[list[dict[str, Any]]]:
