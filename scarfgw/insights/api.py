@@ -146,9 +146,9 @@ class ApiResource(Resource):
         return segments
 
     def _package(self, grant: Grant, text: str) -> str:
-        if not _PACKAGE_ID.fullmatch(text):
-            raise ApiError(400, "malformed package id")
         if not any(package.id == text for package in self.reader.packages()):
+            if not _PACKAGE_ID.fullmatch(text):
+                raise ApiError(400, "malformed package id")
             raise ApiError(404, f"unknown package {text!r}")
         if not grant.may_read(text):
             raise ApiError(403, f"this token may not read package {text!r}")

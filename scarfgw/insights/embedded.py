@@ -6,10 +6,12 @@ connections must not be shared between threads; cursors of one connection may ru
 same time). Workers never open the file.
 
 A chunk of complete JSONL lines goes in with the file's new offset in one transaction, so
-a crash re-reads at most that chunk, and the chunk's events are inserted only where the
-table does not hold them yet (same ``request_id`` and the same line hash; several events of
-one request differ in their lines): a replayed or re-sent batch never counts twice. Lines
-that are not JSON objects with a ``time`` and a ``request_id`` are skipped and counted.
+a crash re-reads at most that chunk. DuckDB's own JSON reader parses it (about four times
+faster than extracting fields line by line), and its events are inserted only where the
+table does not hold them yet: same ``request_id`` and the same hash of the stored fields
+(several events of one request differ there, or are the same to insights), so a replayed
+or re-sent batch never counts twice. Lines that are not JSON objects with a ``time`` and a
+``request_id`` are skipped and counted.
 """
 
 from __future__ import annotations
@@ -41,35 +43,30 @@ CREATE TABLE IF NOT EXISTS ingest_files (
     path VARCHAR PRIMARY KEY, device UBIGINT, inode UBIGINT, head VARCHAR, "offset" UBIGINT);
 """
 
-_CSV_LINES: Final = ("read_csv($file, columns={'line': 'VARCHAR'}, delim=chr(1), quote='',"
-                    " escape='', header=false, auto_detect=false, strict_mode=false,"
-                    " null_padding=true, ignore_errors=true)")
 _TEXT_FIELDS: Final = tuple(c for c in EVENT_COLUMNS if c not in ("time", "status", "complete"))
-_PATHS: Final = ["$.time", "$.status", "$.complete"] + [
-    "$." + ".".join(f'"{part}"' for part in column.split(".")) for column in _TEXT_FIELDS]
+_NESTED: Final = {"origin": ("network", "country", "org", "type"),
+                  "client": ("runtime", "version"), "variables": ("version",)}
+_JSON_COLUMNS: Final = "{" + ", ".join(
+    f"'{name}': 'STRUCT({', '.join(f'{key} VARCHAR' for key in _NESTED[name])})'"
+    if name in _NESTED else f"'{name}': 'VARCHAR'"
+    for name in dict.fromkeys(column.split(".")[0] for column in EVENT_COLUMNS)) + "}"
 _STAGE: Final = f"""
 CREATE OR REPLACE TEMP TABLE staged AS
-WITH lines AS (
-    SELECT line, CASE WHEN json_valid(line) AND json_type(line) = 'OBJECT'
-                      THEN json_extract_string(line, {_PATHS!r}) END AS f
-    FROM {_CSV_LINES})
-SELECT TRY_CAST(replace(replace(f[1], 'T', ' '), 'Z', '') AS TIMESTAMP) AS time,
-       TRY_CAST(f[2] AS INTEGER) AS status,
-       CAST(CASE f[3] WHEN 'false' THEN 0 WHEN 'true' THEN 1 END AS UTINYINT) AS complete,
-       {", ".join(f'f[{i + 4}] AS "{c}"' for i, c in enumerate(_TEXT_FIELDS))},
-       hash(line) AS line_hash
-FROM lines
+SELECT TRY_CAST(time AS TIMESTAMP) AS time, TRY_CAST(status AS INTEGER) AS status,
+       CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END AS UTINYINT) AS complete,
+       {", ".join(f'"{c}"' if "." not in c else f'{c} AS "{c}"' for c in _TEXT_FIELDS)},
+       hash({", ".join(dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))}) AS line_hash
+FROM read_json($file, format='newline_delimited', ignore_errors=true,
+               maximum_object_size=16777216, columns={_JSON_COLUMNS})
 """
 _COLUMNS: Final = ", ".join(f'"{c}"' for c in ("time", "status", "complete", *_TEXT_FIELDS))
 _INSERT: Final = f"""
 INSERT INTO events ({_COLUMNS}, line_hash)
-WITH fresh AS (
-    SELECT * FROM staged WHERE time IS NOT NULL AND request_id IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY request_id, line_hash) = 1)
-SELECT {_COLUMNS}, line_hash FROM fresh WHERE NOT EXISTS (
-    SELECT 1 FROM events AS e
-    WHERE e.time BETWEEN (SELECT min(time) FROM fresh) AND (SELECT max(time) FROM fresh)
-      AND e.request_id = fresh.request_id AND e.line_hash = fresh.line_hash)
+SELECT {_COLUMNS}, line_hash FROM staged AS s
+WHERE rowid IN (SELECT min(rowid) FROM staged WHERE time IS NOT NULL
+                AND request_id IS NOT NULL GROUP BY request_id, line_hash)
+  AND NOT EXISTS (SELECT 1 FROM events AS e WHERE e.time BETWEEN $first AND $last
+                  AND e.request_id = s.request_id AND e.line_hash = s.line_hash)
 """
 
 DIALECT: Final = counting.Dialect(
@@ -110,15 +107,18 @@ def _starts(where: str, since: int) -> str:
 
 
 class DuckDBStore(Engine):
-    """The events of this instance in a DuckDB file (created with its directory)."""
+    """The events of this instance in a DuckDB file (created with its directory); DuckDB
+    runs each statement on ``threads`` threads (default: one per core)."""
 
     dialect = DIALECT
 
-    def __init__(self, path: str, *, read_only: bool = False) -> None:
+    def __init__(self, path: str, *, read_only: bool = False, threads: int | None = None
+                 ) -> None:
         self.path = path
         if not read_only:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._connection = duckdb.connect(path, read_only=read_only)
+        self._connection = duckdb.connect(
+            path, read_only=read_only, config={"threads": threads} if threads else {})
         if not read_only:
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
@@ -156,9 +156,10 @@ class DuckDBStore(Engine):
             cursor.execute("BEGIN")
             cursor.execute(_STAGE, {"file": chunk})
             counted = cursor.execute(
-                "SELECT count(*), count(*) FILTER (WHERE time IS NULL OR request_id IS NULL) "
-                "FROM staged").fetchone()
-            inserted = cursor.execute(_INSERT).fetchone()
+                "SELECT count(*), min(time), max(time) FROM staged "
+                "WHERE time IS NOT NULL AND request_id IS NOT NULL").fetchone()
+            valid, first, last = counted or (0, None, None)
+            inserted = cursor.execute(_INSERT, {"first": first, "last": last}).fetchone()
             cursor.execute(
                 "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
                 [path, position.device, position.inode, position.head, position.offset])
@@ -169,10 +170,7 @@ class DuckDBStore(Engine):
             raise
         finally:
             os.unlink(chunk)
-        total, invalid = counted or (0, 0)
-        # read_csv drops blank lines and lines it cannot read (not UTF-8, a 0x01 byte): skipped
-        skipped = invalid + lines.count(b"\n") - total
-        return (int(inserted[0]) if inserted else 0), skipped
+        return (int(inserted[0]) if inserted else 0), lines.count(b"\n") - int(valid)
 
     def event_rows(self, package_id: str, start: date, end: date,
                    batch: int) -> Iterator[list[dict[str, Any]]]:

@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any, TypeVar, cast
 
 import orjson
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -18,6 +18,10 @@ from scarfgw.insights.model import Breakdown, CompanyRow, Interval, Package, Ser
 
 T = TypeVar("T")
 EXPORT_BATCH = 1000
+TOTALS_SECONDS = 60.0
+"""How long the all-package totals (the package list, badges) are reused: they scan every
+package's events of the range, the one query whose cost grows with the whole store."""
+_TOTALS_KEPT = 64
 
 
 class EventPages:
@@ -44,7 +48,7 @@ class EventPages:
 
 class ThreadedReader:
     """Answers the Reader protocol from ``engine`` in ``pool`` (started and stopped by its
-    owner)."""
+    owner); the all-package totals of a range are kept for :data:`TOTALS_SECONDS`."""
 
     def __init__(self, engine: Engine, packages: Sequence[Package], pool: ThreadPool,
                  reactor: Any) -> None:
@@ -52,6 +56,7 @@ class ThreadedReader:
         self._packages = tuple(packages)
         self._pool = pool
         self._reactor = reactor
+        self._totals: dict[tuple[date, date], tuple[float, dict[str, tuple[int, int]]]] = {}
 
     def run(self, work: Callable[[], T]) -> Deferred[T]:
         """``work()`` in the pool."""
@@ -72,15 +77,30 @@ class ThreadedReader:
         """The companies of ``package_id``."""
         return self.run(lambda: self.engine.companies(package_id, start, end))
 
+    def _all_totals(self, start: date, end: date) -> Deferred[dict[str, tuple[int, int]]]:
+        now = self._reactor.seconds()
+        kept = self._totals.get((start, end))
+        if kept is not None and now - kept[0] < TOTALS_SECONDS:
+            return succeed(kept[1])
+
+        def keep(totals: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+            if len(self._totals) >= _TOTALS_KEPT:
+                self._totals.clear()
+            self._totals[start, end] = (now, totals)
+            return totals
+
+        return self.run(lambda: self.engine.totals(start, end)).addCallback(keep)
+
     def totals(self, start: date, end: date) -> Deferred[dict[str, int]]:
         """Downloads per package id."""
-        return self.run(lambda: {package: downloads for package, (downloads, _)
-                                 in self.engine.totals(start, end).items()})
+        return self._all_totals(start, end).addCallback(
+            lambda totals: {package: downloads for package, (downloads, _) in totals.items()})
 
     def company_counts(self, start: date, end: date) -> Deferred[dict[str, int]]:
         """Distinct companies per package id."""
-        return self.run(lambda: {package: companies for package, (_, companies)
-                                 in self.engine.totals(start, end).items() if companies})
+        return self._all_totals(start, end).addCallback(
+            lambda totals: {package: companies for package, (_, companies) in totals.items()
+                            if companies})
 
     def events(self, package_id: str, start: date, end: date) -> EventPages:
         """The raw events of ``package_id`` as NDJSON pages."""

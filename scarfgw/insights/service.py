@@ -9,8 +9,12 @@ there is nothing to ingest: the ``http`` sinks of every instance fill the table.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from typing import Any, Final
 
+import duckdb
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
@@ -37,6 +41,17 @@ log = Logger()
 
 POLL_SECONDS: Final = 1.0
 QUERY_THREADS: Final = 2
+INGEST_NICENESS: Final = 10
+"""How much the ingest thread yields to the reactor (Linux: a thread's own nice value)."""
+
+
+def _yielding_step(follower: Follower) -> StepResult:
+    """``follower.step()`` at a lower CPU priority than the reactor's thread: the ingest
+    catches up when the process has time to spare instead of competing with requests."""
+    if hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICENESS)
+    return follower.step()
 
 
 def open_engine(config: Config, *, read_only: bool = False) -> Engine:
@@ -44,7 +59,7 @@ def open_engine(config: Config, *, read_only: bool = False) -> Engine:
     settings = config.insights
     if settings.engine == "clickhouse":
         return ClickHouseStore(settings.clickhouse)
-    return DuckDBStore(settings.duckdb_path, read_only=read_only)
+    return DuckDBStore(settings.duckdb_path, read_only=read_only, threads=settings.duckdb_threads)
 
 
 class InsightsService(MultiService):
@@ -62,22 +77,39 @@ class InsightsService(MultiService):
         self._loop = task.LoopingCall(self._poll)
         self._loop.clock = reactor
         self._stepping: defer.Deferred[Any] | None = None
+        self.reader: ThreadedReader | None = None
         self.root: Resource | None = None
 
+    def privilegedStartService(self) -> None:
+        """Open the engine before the reactor runs: a store that cannot be opened (another
+        process holds it) stops the start with one line naming it."""
+        super().privilegedStartService()
+        self._open()
+
+    def _open(self) -> Engine:
+        if self.engine is None:
+            try:
+                self.engine = open_engine(self.config)
+            except (duckdb.Error, OSError) as error:
+                raise SystemExit(f"error: cannot open the insights store "
+                                 f"{self.config.insights.duckdb_path}: {error}") from None
+        return self.engine
+
     def startService(self) -> None:
-        """Open the engine, start ingesting and listening."""
+        """Open the engine (unless done already), start ingesting and listening."""
         super().startService()
-        self.engine = open_engine(self.config)
+        engine = self._open()
         self._queries.start()
         self._ingest_pool.start()
-        if isinstance(self.engine, DuckDBStore):
-            self.follower = Follower(self.engine, jsonl_sink_paths(self.config.events.sinks))
+        if isinstance(engine, DuckDBStore):
+            self.follower = Follower(engine, jsonl_sink_paths(self.config.events.sinks))
             self._loop.start(POLL_SECONDS, now=True)
-        reader = ThreadedReader(self.engine, catalogue(self.config.rules), self._queries,
-                                self.reactor)
+        self.reader = ThreadedReader(engine, catalogue(self.config.rules), self._queries,
+                                     self.reactor)
         tokens = Tokens(self.config.insights.tokens)
-        self.root = insights_root(reader, tokens, self.reactor.seconds)
-        ui = InsightsUI(reader, tokens.grant, self.reactor, badges=self.config.insights.badges)
+        self.root = insights_root(self.reader, tokens, self.reactor.seconds)
+        ui = InsightsUI(self.reader, tokens.grant, self.reactor,
+                        badges=self.config.insights.badges)
         ui.install(self.root)
         ui.setServiceParent(self)
         spec = self.config.listen.insights
@@ -99,7 +131,7 @@ class InsightsService(MultiService):
             return
         follower = self.follower
         self._stepping = deferToThreadPool(
-            self._threads_reactor(), self._ingest_pool, follower.step)
+            self._threads_reactor(), self._ingest_pool, _yielding_step, follower)
         self._stepping.addCallbacks(self._stepped, self._step_failed)
 
     def _threads_reactor(self) -> IReactorFromThreads:
@@ -131,9 +163,10 @@ class InsightsService(MultiService):
             yield self._stepping
         yield super().stopService()
         engine, follower = self.engine, self.follower
+        if engine is None:
+            return
         self._queries.stop()
         if follower is not None:
             follower.close()
-        if engine is not None:
-            yield deferToThreadPool(self._threads_reactor(), self._ingest_pool, engine.close)
+        yield deferToThreadPool(self._threads_reactor(), self._ingest_pool, engine.close)
         self._ingest_pool.stop()

@@ -46,6 +46,7 @@ class InsightsConfig:
 
     engine: str = "duckdb"
     duckdb_path: str = "var/insights.duckdb"
+    duckdb_threads: int = 1
     clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
     tokens: tuple[TokenConfig, ...] = ()
     badges: bool = True
@@ -62,6 +63,7 @@ def parse_insights(top: Fields, jsonl_paths: Sequence[str], enabled: bool) -> In
         raise section.error("engine", f"expected duckdb or clickhouse, got {engine!r}")
     store = Fields(section.optional_mapping("duckdb") or {}, section.at("duckdb"), preread=())
     duckdb_path = store.optional_string("path", default.duckdb_path) or default.duckdb_path
+    duckdb_threads = store.positive_int("threads", default.duckdb_threads)
     store.reject_unknown()
     if engine == "duckdb" and enabled and not jsonl_paths:
         raise section.error("engine", "duckdb follows the JSONL sink files: add a "
@@ -69,6 +71,7 @@ def parse_insights(top: Fields, jsonl_paths: Sequence[str], enabled: bool) -> In
     insights = InsightsConfig(
         engine=engine,
         duckdb_path=duckdb_path,
+        duckdb_threads=duckdb_threads,
         clickhouse=_clickhouse(section),
         tokens=_tokens(section),
         badges=section.boolean("badges", default.badges),

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Final
 
+from scarfgw.insights.api import MAX_DAYS
 from scarfgw.insights.model import INTERVALS, Interval
 
-MAX_DAYS: Final = 3 * 366 + 365
-"""The longest range a page shows (about four years)."""
 PRESETS: Final = (7, 30, 90, 365)
 """The ranges offered as links, in days ending today."""
 _MAX_PERIODS: Final = 400
@@ -58,8 +57,8 @@ def parse_range(query: Mapping[str, str], today: date) -> ViewRange:
         raise RangeError(f"interval: one of {', '.join(INTERVALS)}")
     if start > end:
         raise RangeError("from: must not be after to")
-    if (end - start).days >= MAX_DAYS:
-        raise RangeError(f"the range may span at most {MAX_DAYS} days")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise RangeError(f"the range may span at most {MAX_DAYS} days, as in the API")
     view = ViewRange(start, end, interval)
     if len(periods(view)) > _MAX_PERIODS:
         raise RangeError(f"at most {_MAX_PERIODS} periods: choose a longer interval")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -245,6 +246,16 @@ def flow(base: str) -> dict[str, Any]:
 
         driver.get(base + "/badge/downloads/tool.svg?style=for-the-badge&logo=python")
         seen["badge_source"] = driver.page_source
+        badges = "".join(
+            f'<p><img alt="{style}" src="{base}{path}?style={style}{extra}"></p>'
+            for style in ("flat", "flat-square", "plastic", "for-the-badge", "social")
+            for path, extra in (("/badge/downloads/tool.svg", "&logo=python&period=month"),
+                                ("/package/company-badge/tool", "&color=orange")))
+        driver.get("data:text/html," + urllib.parse.quote(f"<body>{badges}</body>"))
+        seen["badges_drawn"] = driver.execute_script(
+            "return [...document.images].filter(i => i.naturalWidth > 0).length")
+        shoot(driver, "badges", 375)
+        seen["errors"] += console_errors(driver)
         driver.get(base + "/")
         driver.find_element(By.CSS_SELECTOR, ".signout button").click()
         seen["after_signout"] = bool(driver.find_elements(By.ID, "token"))
@@ -286,7 +297,7 @@ def test_maintainer_flow_in_chromium(tmp_path):
     assert versions[0] == "version,downloads,unique"
     assert sorted(line.split(",")[0] for line in versions[1:]) == sorted(VERSIONS)
     assert EVIL in seen["csv_companies"]
-    assert "DOWNLOADS" in seen["badge_source"]
+    assert "DOWNLOADS" in seen["badge_source"] and seen["badges_drawn"] == 10
     assert seen["after_signout"] and seen["cookie_after"] is None
     assert seen["other_labels"] == ["six"]
     assert "may not read" in seen["other_denied"] and "403" in seen["other_logged"][0]

@@ -209,6 +209,19 @@ def test_tokens_scopes_and_bad_requests_get_json_reasons(tmp_path: Path,
             got, answer, body = yield _in_thread(_api, port, path, token, **headers)
             assert (got, answer.get("Content-Type")) == (status, "application/json"), path
             assert reason in json.loads(body)["error"], (path, body)
+        odd: list[tuple[str, list[tuple[str, str]], int]] = [
+            ("/api/v1/packages/%ff%fe/downloads", [("Authorization", f"Bearer {TOKEN}")], 400),
+            ("/api/v1/packages/six/downloads?from=%00", [("Authorization", f"Bearer {TOKEN}")],
+             400),
+            ("/api/v1/packages/six/downloads?%ff=1", [("Authorization", f"Bearer {TOKEN}")], 400),
+            ("/api/v1/packages", [("Authorization", "Bearer \xff\xfe")], 401),
+            ("/api/v1/packages", [("Authorization", f"Bearer {TOKEN} extra")], 401),
+            ("/api/v1/packages", [("Authorization", "Bearer " + "x" * 5000)], 401),
+        ]
+        for target, headers, status in odd:
+            response = yield raw_request(port, "GET", target, [("Host", "127.0.0.1"), *headers])
+            assert response.status == status, (target, response.body)
+            assert "error" in json.loads(response.body), target
         listing = json.loads((yield _in_thread(_api, port, "/api/v1/packages", HELLO_ONLY))[2])
         assert [p["id"] for p in listing["packages"]] == ["hello"]
         status, headers, body = yield _in_thread(

@@ -38,6 +38,12 @@ class Clock:
         return self.now
 
 
+def append(path: Path, data: bytes) -> None:
+    """What a sink's write does: append at the end."""
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
 def stored(store: DuckDBStore) -> int:
     return int(store.query("SELECT count(*) FROM events")[0][0])
 
@@ -61,8 +67,7 @@ def test_partial_line_waits_and_restart_resumes_at_the_stored_offset(tmp_path: P
     path.write_bytes(event(0) + line[:40])
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
     assert drain(Follower(store, [str(path)])) == (1, 0)
-    with path.open("ab") as handle:
-        handle.write(line[40:] + event(2))
+    append(path, line[40:] + event(2))
     store.close()
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
     follower = Follower(store, [str(path)])
@@ -86,8 +91,7 @@ def test_a_replayed_batch_never_counts_twice(tmp_path: Path) -> None:
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
     follower = Follower(store, [str(path)], chunk_bytes=len(batch) + 10)
     assert drain(follower) == (3, 0)
-    with path.open("ab") as handle:
-        handle.write(batch)
+    append(path, batch)
     assert drain(follower) == (0, 0)
     assert stored(store) == 3
 
@@ -100,14 +104,12 @@ def test_rotation_finishes_the_old_file_then_reads_the_new_one(tmp_path: Path) -
     follower = Follower(store, [str(path)], rotation_grace=5, clock=clock)
     assert drain(follower) == (1, 0)
     os.rename(path, str(path) + ".1")  # logrotate, then kill -USR1
-    with open(str(path) + ".1", "ab") as old:
-        old.write(event(1))  # a worker that has not reopened yet
+    append(Path(str(path) + ".1"), event(1))  # a worker that has not reopened yet
     path.write_bytes(event(2))
     assert drain(follower) == (1, 0)  # the old file's tail; the new one waits for the grace
     clock.now = 10
     assert drain(follower) == (1, 0)
-    with path.open("ab") as handle:
-        handle.write(event(3))
+    append(path, event(3))
     assert drain(follower) == (1, 0)
     assert stored(store) == 4
 
@@ -118,8 +120,7 @@ def test_restart_after_rotation_reads_the_rotated_rest_first(tmp_path: Path) -> 
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
     assert drain(Follower(store, [str(path)])) == (1, 0)
     store.close()
-    with path.open("ab") as handle:
-        handle.write(event(1))  # written while insights was down
+    append(path, event(1))  # written while insights was down
     os.rename(path, str(path) + ".1")
     path.write_bytes(event(2))
     clock = Clock()
@@ -139,8 +140,7 @@ def test_truncation_starts_the_file_again(tmp_path: Path) -> None:
     assert drain(follower) == (2, 0)
     with path.open("r+b") as handle:  # copytruncate
         handle.truncate(0)
-    with path.open("ab") as handle:
-        handle.write(event(2))
+    append(path, event(2))
     assert drain(follower) == (1, 0)
     assert stored(store) == 3
 
