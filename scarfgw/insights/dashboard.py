@@ -147,11 +147,11 @@ class Dashboard:
 
     @defer.inlineCallbacks
     def overview(self, request: Request, grant: Grant) -> Any:
-        """The packages ``grant`` may read, with 30-day totals and daily sparklines."""
+        """The packages ``grant`` may read, with 30-day totals and daily sparklines (the
+        totals are the sparklines' sums, so the two always agree)."""
         today = self.today()
         start = today - timedelta(days=29)
         packages = self.readable(grant)
-        totals = yield self.reader.totals(start, today)
         series = yield defer.gatherResults(
             [self.reader.downloads(p.id, start, today, "day", None) for p in packages],
             consumeErrors=True)
@@ -160,7 +160,7 @@ class Dashboard:
         for package, points in zip(packages, series, strict=True):
             by_day = {point.period: point.downloads for point in points}
             counts = [by_day.get(day, 0) for day in days]
-            rows.append({"package": package, "total": totals.get(package.id, 0),
+            rows.append({"package": package, "total": sum(counts),
                          "spark": sparkline(counts), "last_week": sum(counts[-7:]),
                          "week_before": sum(counts[-14:-7])})
         return self.page(request, 200, "packages.html", grant=grant, rows=rows,
@@ -339,13 +339,11 @@ class PackagePages(_Pages):
             request, lambda: dashboard.package_page(request, package, view))
 
 
-def stylesheet() -> Data:
-    """The dashboard's stylesheet, served from the package data."""
-    loader = templates().loader
-    assert loader is not None
-    source = loader.get_source(templates(), "app.css")[0]
-    resource = Data(source.encode("utf-8"), "text/css; charset=utf-8")
-    return resource
+def asset(name: str, content_type: str) -> Data:
+    """``name`` from the package's templates folder (the stylesheet, the icon), served as is."""
+    env = templates()
+    assert env.loader is not None
+    return Data(env.loader.get_source(env, name)[0].encode("utf-8"), content_type)
 
 
 def install(root: Resource, dashboard: Dashboard) -> None:
@@ -354,5 +352,8 @@ def install(root: Resource, dashboard: Dashboard) -> None:
     root.putChild(b"session", SessionPage(dashboard))
     root.putChild(b"packages", PackagePages(dashboard))
     static = Resource()
-    static.putChild(b"app.css", stylesheet())
+    static.putChild(b"app.css", asset("app.css", "text/css; charset=utf-8"))
+    icon = asset("icon.svg", "image/svg+xml")
+    static.putChild(b"icon.svg", icon)
     root.putChild(b"static", static)
+    root.putChild(b"favicon.ico", icon)

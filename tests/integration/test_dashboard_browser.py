@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +26,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
+from scarfgw.insights.badge_options import compact
 from scarfgw.insights.tokens import token_hash
+from scarfgw.insights.ui import InsightsUI
 from tests.support import deferLater, gateway_config, http_get, raw_request, start_gateway
 
 pytestmark = pytest.mark.integration
@@ -144,6 +145,11 @@ def real_gateway(tmp_path: Path) -> Any:
             break
         yield deferLater(0.05)
     assert len(days) >= HISTORY_DAYS - 1, "the history was not ingested"
+    ui = next(child for child in gateway.service.insights if isinstance(child, InsightsUI))
+    # the reader keeps totals for a minute and the badges refresh every minute: forget the
+    # (empty) totals of the start and refresh now, instead of waiting two minutes
+    gateway.service.insights.reader._totals.clear()
+    yield ui.counts.refresh()
     return gateway, f"http://127.0.0.1:{insights}"
 
 
@@ -161,7 +167,9 @@ def browser() -> Any:
                  "--no-first-run", "--disable-sync", "--disable-quic", "--hide-scrollbars"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(5)  # elements of the next page, after a submit
+    return driver
 
 
 def shoot(driver: Any, name: str, width: int) -> None:
@@ -181,7 +189,7 @@ def flow(base: str) -> dict[str, Any]:
     """Everything a maintainer does, in one browser; returns what the test checks."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     seen: dict[str, Any] = {"errors": []}
     driver = browser()
@@ -215,6 +223,7 @@ def flow(base: str) -> dict[str, Any]:
                 break
             active.send_keys(Keys.TAB)
         driver.switch_to.active_element.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 10).until(lambda d: "/packages/" in d.current_url)
         seen["package_title"] = driver.find_element(By.TAG_NAME, "h1").text
         seen["bars_30"] = len(driver.find_elements(By.CSS_SELECTOR, ".chart rect.bar"))
         seen["kpi_30"] = driver.find_element(By.ID, "kpi-downloads").text
@@ -230,6 +239,7 @@ def flow(base: str) -> dict[str, Any]:
         seen["bars_90"] = len(driver.find_elements(By.CSS_SELECTOR, ".chart rect.bar"))
         Select(driver.find_element(By.NAME, "interval")).select_by_value("week")
         driver.find_element(By.CSS_SELECTOR, ".range-form button").click()
+        WebDriverWait(driver, 10).until(lambda d: "interval=week" in d.current_url)
         seen["url_weeks"] = driver.current_url
         seen["bars_weeks"] = len(driver.find_elements(By.CSS_SELECTOR, ".chart rect.bar"))
         shoot(driver, "package-90-days-by-week", 1280)
@@ -246,12 +256,17 @@ def flow(base: str) -> dict[str, Any]:
 
         driver.get(base + "/badge/downloads/tool.svg?style=for-the-badge&logo=python")
         seen["badge_source"] = driver.page_source
+        driver.get(base + "/badge/downloads/tool.svg?style=for-the-badge&period=month")
+        seen["badge_month"] = driver.page_source
         badges = "".join(
-            f'<p><img alt="{style}" src="{base}{path}?style={style}{extra}"></p>'
+            f'<p><img alt="{style}" src="{path}?style={style}{extra}"></p>'
             for style in ("flat", "flat-square", "plastic", "for-the-badge", "social")
             for path, extra in (("/badge/downloads/tool.svg", "&logo=python&period=month"),
                                 ("/package/company-badge/tool", "&color=orange")))
-        driver.get("data:text/html," + urllib.parse.quote(f"<body>{badges}</body>"))
+        driver.get(base + "/static/app.css")  # a page of the site's origin, to draw them on
+        driver.execute_script("document.body.innerHTML = arguments[0]", badges)
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(
+            "return [...document.images].every(i => i.complete)"))
         seen["badges_drawn"] = driver.execute_script(
             "return [...document.images].filter(i => i.naturalWidth > 0).length")
         shoot(driver, "badges", 375)
@@ -298,6 +313,8 @@ def test_maintainer_flow_in_chromium(tmp_path):
     assert sorted(line.split(",")[0] for line in versions[1:]) == sorted(VERSIONS)
     assert EVIL in seen["csv_companies"]
     assert "DOWNLOADS" in seen["badge_source"] and seen["badges_drawn"] == 10
+    # the month badge and the dashboard's 30 days agree
+    assert f">{compact(int(seen['kpi_30'].replace(',', ''))).upper()}/MONTH<" in seen["badge_month"]
     assert seen["after_signout"] and seen["cookie_after"] is None
     assert seen["other_labels"] == ["six"]
     assert "may not read" in seen["other_denied"] and "403" in seen["other_logged"][0]
