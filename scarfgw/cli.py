@@ -74,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "in insights.tokens")
     report = commands.add_parser(
         "stats", help="print download statistics from the configured insights engine",
-        description="Downloads per day (or per version, client, ...) from the configured "
-        "engine. With DuckDB the store is opened read-only, which works while the gateway "
+        description="Downloads and unique networks per package (or per version, client, ...) "
+        "over the --since period, from the configured engine, as the API counts them. With "
+        "DuckDB the store is opened read-only, which works while the gateway "
         "is stopped; while it runs (it holds the file), ask its API instead: set "
         "SCARFGW_TOKEN to a token and the numbers come from listen.insights.")
     report.add_argument("--config", required=True, help="the gateway's config file")
