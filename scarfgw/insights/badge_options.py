@@ -12,6 +12,7 @@ import base64
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, Literal
 from urllib.parse import parse_qsl
 
@@ -82,6 +83,7 @@ def icon_slug(name: str) -> str:
     return "".join(char for char in decomposed if char.isascii() and char.isalnum())
 
 
+@lru_cache(maxsize=256)
 def logo_uri(name: str, logo_color: str | None, style: Style) -> str:
     """The data URI of logo ``name``: a data URI as given, or a simple-icons icon filled
     with ``logo_color`` (default: whitesmoke, or the brand colour on ``social``)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from twisted.web.resource import Resource
@@ -60,6 +61,14 @@ def badge_spec(measure: Measure, count: int, options: BadgeOptions) -> BadgeSpec
                      style=options.style, logo=options.logo)
 
 
+@lru_cache(maxsize=1024)
+def _rendered(spec: BadgeSpec) -> tuple[bytes, bytes]:
+    """The SVG of ``spec`` and its ETag; the badges READMEs show are few, and a refresh
+    changes their specs (the count is in the message), so a bounded cache suffices."""
+    body = render(spec).encode()
+    return body, b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
+
+
 class Badges:
     """Answers badge requests from ``counts`` for the packages ``reader`` configures."""
 
@@ -85,8 +94,7 @@ class Badges:
         except BadgeOptionError as exc:
             return _plain(400, f"bad badge parameter: {exc}")
         count = self.counts.count(measure, options.period, package_id)
-        body = render(badge_spec(measure, count, options)).encode()
-        etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
+        body, etag = _rendered(badge_spec(measure, count, options))
         headers = (*_SVG_HEADERS, (b"ETag", etag))
         if if_none_match is not None and etag in (tag.strip() for tag in
                                                   if_none_match.split(b",")):
