@@ -17,6 +17,7 @@ import yaml
 
 from scarfgw.analytics.companies import CompanyOverrides, load_overrides
 from scarfgw.analytics.sinks import sink_factories
+from scarfgw.insights.public import listener_url
 from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
 from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
@@ -190,6 +191,7 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         limits = _limits(top)
         access_log = _access_log(top)
         insights = parse_insights(top, jsonl_sink_paths(events.sinks), listen.insights is not None)
+        _check_insights_domain(listen, insights)
         _check_tls_needs(listen, tls)
         grace = top.number("shutdown_grace_period", Config.shutdown_grace_period)
         workers = _workers(top, listen, warnings.append)
@@ -395,6 +397,12 @@ def _check_tls_needs(listen: ListenConfig, tls: TLSConfig) -> None:
             "required when listen.https is set and verification.mode is txt "
             "(the HMAC key of the ownership TXT records)",
         )
+
+
+def _check_insights_domain(listen: ListenConfig, insights: InsightsConfig) -> None:
+    if insights.domain and listener_url(listen.insights or "") is None:
+        raise RuleError("insights.domain", "needs listen.insights to be a tcp:PORT endpoint "
+                        "with a fixed port (the public listeners hand the domain to it)")
 
 
 def _workers(top: Fields, listen: ListenConfig, warn: Callable[[str], None]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scarfgw.config import parse_config
+from scarfgw.config import ConfigError, parse_config
 from scarfgw.insights.public import certificate_domains, listener_url, public_site
 
 RULE = {"type": "file-v1", "domain": "get.test", "incoming-path": "/{+path}",
@@ -38,3 +38,10 @@ def test_without_a_domain_nothing_changes():
     config = parse_config({"rules": [RULE]}, "x.yaml")
     assert public_site(config) is None
     assert certificate_domains(config) == {"get.test"}
+
+
+@pytest.mark.parametrize("listener", [None, "tcp:0:interface=127.0.0.1", "unix:/run/i.sock"])
+def test_a_domain_needs_a_fixed_insights_listener(listener):
+    with pytest.raises(ConfigError, match=r"insights\.domain.*fixed port"):
+        parse_config({"rules": [RULE], "insights": {"domain": "stats.test"},
+                      "listen": {"insights": listener}}, "x.yaml")
