@@ -218,8 +218,8 @@ def test_tokens_scopes_and_bad_requests_get_json_reasons(tmp_path: Path,
             ("/api/v1/packages", [("Authorization", f"Bearer {TOKEN} extra")], 401),
             ("/api/v1/packages", [("Authorization", "Bearer " + "x" * 5000)], 401),
         ]
-        for target, headers, status in odd:
-            response = yield raw_request(port, "GET", target, [("Host", "127.0.0.1"), *headers])
+        for target, sent, status in odd:
+            response = yield raw_request(port, "GET", target, [("Host", "127.0.0.1"), *sent])
             assert response.status == status, (target, response.body)
             assert "error" in json.loads(response.body), target
         listing = json.loads((yield _in_thread(_api, port, "/api/v1/packages", HELLO_ONLY))[2])
