@@ -180,6 +180,16 @@ def shoot(driver: Any, name: str, width: int) -> None:
     driver.save_screenshot(str(artifacts() / f"{name}-{width}.png"))
 
 
+def layout_shift(driver: Any) -> float:
+    """The page's cumulative layout shift so far (0: nothing moved while it loaded)."""
+    return float(driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        let total = 0;
+        new PerformanceObserver(list => list.getEntries().forEach(e => total += e.value))
+            .observe({type: "layout-shift", buffered: true});
+        setTimeout(() => done(total), 300);"""))
+
+
 def console_errors(driver: Any) -> list[str]:
     return [entry["message"] for entry in driver.get_log("browser")
             if entry["level"] in ("SEVERE", "ERROR")]
@@ -229,6 +239,7 @@ def flow(base: str) -> dict[str, Any]:
         seen["kpi_30"] = driver.find_element(By.ID, "kpi-downloads").text
         seen["companies"] = [cell.text for cell in driver.find_elements(
             By.CSS_SELECTOR, "section[aria-labelledby=companies-title] td.key")]
+        seen["layout_shift"] = layout_shift(driver)
         for width in (1280, 375):
             shoot(driver, "package", width)
         seen["errors"] += console_errors(driver)
@@ -303,6 +314,7 @@ def test_maintainer_flow_in_chromium(tmp_path):
     assert seen["sparklines"] == 2
     assert seen["cookie"]["httpOnly"] is True and seen["cookie"]["sameSite"] == "Strict"
     assert seen["package_title"] == RULES[0]["incoming-path"]  # reached by keyboard
+    assert seen["layout_shift"] == 0.0
     assert seen["bars_30"] == 30 and int(seen["kpi_30"].replace(",", "")) > 0
     assert set(seen["companies"]) == set(COMPANIES)  # EVIL shown as text, not run
     assert "from=" in seen["url_90"] and seen["bars_90"] == 90
