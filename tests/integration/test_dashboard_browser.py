@@ -29,7 +29,8 @@ from twisted.internet import threads
 from scarfgw.insights.badge_options import compact
 from scarfgw.insights.tokens import token_hash
 from scarfgw.insights.ui import InsightsUI
-from tests.support import deferLater, gateway_config, http_get, raw_request, start_gateway
+from tests.integration.test_insights_api import RULES, _run_gateway
+from tests.support import deferLater, http_get, jsonl_events, raw_request
 
 pytestmark = pytest.mark.integration
 
@@ -37,19 +38,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 TOKEN = "sgi_browser-test-token"
 OTHER_TOKEN = "sgi_other-package-token"
+TOOL_LABEL = next(r["incoming-path"] for r in RULES if r["package-id"] == "tool")
 EVIL = "<script>alert(1)</script> Ltd"
 COMPANIES = ["Acme Corp", "Globex", EVIL, "Initech"]
 COUNTRIES = ["US", "DE", "FR", "IN"]
-RULES = [
-    {"type": "file-v1", "domain": "get.example.test",
-     "incoming-path": "/download/{name}-{version}.tar.gz",
-     "outgoing-url": "https://files.example.test/{name}/{version}.tar.gz",
-     "package-id": "tool"},
-    {"type": "python-v1", "domain": "pypi.example.test", "package-name": "six",
-     "file-name": "six-1.16.0-py2.py3-none-any.whl", "version": "1.16.0",
-     "backend-url": "https://files.example.test/six-1.16.0-py2.py3-none-any.whl",
-     "package-id": "six"},
-]
 AGENTS = ["curl/8.5.0", "Wget/1.21.3", 'pip/24.0 {"implementation":{"name":"CPython"}}',
           "uv/0.5.1", "python-requests/2.32.3"]
 VERSIONS = ["2.1.0", "2.0.3", "1.9.9", "1.0.0"]
@@ -98,20 +90,14 @@ def history(events: list[dict[str, Any]], today: datetime) -> list[str]:
 @pytest_twisted.inlineCallbacks
 def real_gateway(tmp_path: Path) -> Any:
     """A gateway with insights on, fed by real requests (and their copies on past days)."""
-    config = gateway_config(
-        tmp_path, rules=RULES,
-        insights={"engine": "duckdb", "duckdb": {"path": str(tmp_path / "insights.duckdb")},
-                  "tokens": [{"name": "maintainers", "sha256": token_hash(TOKEN),
-                              "packages": ["tool", "six"]},
-                             {"name": "six-only", "sha256": token_hash(OTHER_TOKEN),
-                              "packages": ["six"]}]})
-    config["events"]["geoip"] = {"databases": geoip(tmp_path)}
-    config["listen"]["insights"] = "tcp:0:interface=127.0.0.1"
-    gateway = yield start_gateway(tmp_path, config)
-    for _ in range(200):
-        if gateway.service.insights.port is not None:
-            break
-        yield deferLater(0.01)
+    engine = {"insights": {"engine": "duckdb",
+                           "duckdb": {"path": str(tmp_path / "insights.duckdb")},
+                           "tokens": [{"name": "maintainers", "sha256": token_hash(TOKEN),
+                                       "packages": ["tool", "six"]},
+                                      {"name": "six-only", "sha256": token_hash(OTHER_TOKEN),
+                                       "packages": ["six"]}]},
+              "events": jsonl_events(tmp_path, 0.05)}
+    gateway = yield _run_gateway(tmp_path, engine, databases=geoip(tmp_path))
     sent = 0
     for n in range(48):
         client = f"198.18.{(n * 37) % 256}.{n % 250 + 1}"
@@ -310,10 +296,10 @@ def test_maintainer_flow_in_chromium(tmp_path):
         yield gateway.stop()
     assert "not accepted" in seen["wrong"] and not seen["wrong_has_list"]
     assert len(seen["refused_logged"]) == 1 and "401" in seen["refused_logged"][0]
-    assert seen["labels"] == [RULES[0]["incoming-path"], "six"]
+    assert seen["labels"] == [TOOL_LABEL, "six"]
     assert seen["sparklines"] == 2
     assert seen["cookie"]["httpOnly"] is True and seen["cookie"]["sameSite"] == "Strict"
-    assert seen["package_title"] == RULES[0]["incoming-path"]  # reached by keyboard
+    assert seen["package_title"] == TOOL_LABEL  # reached by keyboard
     assert seen["layout_shift"] == 0.0
     assert seen["bars_30"] == 30 and int(seen["kpi_30"].replace(",", "")) > 0
     assert set(seen["companies"]) == set(COMPANIES)  # EVIL shown as text, not run
