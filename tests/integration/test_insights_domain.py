@@ -4,6 +4,9 @@ plain and HTTPS listeners."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,18 @@ from scarfgw.tls.schedule import Timing
 from scarfgw.tls.verify import expected_value, record_name
 from tests.integration.pebble import PEBBLE, FakeDNS, https_get, start_pebble
 from tests.integration.test_acme_pebble import wait_for
-from tests.support import free_port, gateway_config, get, raw_request, start_gateway
+from tests.support import (
+    free_port,
+    gateway_config,
+    get,
+    http_get,
+    loopback_listeners,
+    raw_request,
+    start_gateway,
+    start_twistd,
+    wait_ready,
+    write_config,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -108,3 +122,35 @@ def test_insights_domain_gets_a_certificate_and_serves_the_site(
         assert rule.status == 307
     finally:
         yield gateway.stop()
+
+
+def test_workers_hand_the_insights_domain_to_the_primary(tmp_path: Path) -> None:
+    """With workers, the public listener of every worker reaches the primary's site."""
+    http, admin, insights = free_port(), free_port(), free_port()
+    config = gateway_config(
+        tmp_path, workers=2, listen={**loopback_listeners(http, admin),
+                                     "insights": f"tcp:{insights}:interface=127.0.0.1"},
+        rules=[{"type": "file-v1", "domain": "get.test", "incoming-path": "/{+path}",
+                "package-id": "pkg", "outgoing-url": "https://files.example.org/{+path}"}],
+        insights={"domain": DOMAIN, "duckdb": {"path": str(tmp_path / "insights.duckdb")},
+                  "tokens": [{"name": "ops", "sha256": token_hash(TOKEN), "packages": ["*"]}]})
+    log = tmp_path / "twistd.log"
+    process = start_twistd(write_config(tmp_path, config), log)
+    try:
+        wait_ready(admin, process, log)
+        for _ in range(100):  # the primary's insights listener, bound beside the others
+            with contextlib.suppress(OSError):
+                if http_get(f"http://127.0.0.1:{insights}/badge/downloads/pkg.svg")[0] == 200:
+                    break
+            time.sleep(0.05)
+        # new connections spread over the workers; every one of them answers
+        answers = [http_get(f"http://127.0.0.1:{http}/badge/downloads/pkg.svg",
+                            {"Host": DOMAIN}) for _ in range(12)]
+        assert {status for status, _, _ in answers} == {200}
+        assert all(headers["Content-Type"].startswith("image/svg+xml")
+                   for _, headers, _ in answers)
+        status, _, body = http_get(f"http://127.0.0.1:{http}/", {"Host": DOMAIN})
+        assert status == 200 and b'name="token"' in body
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
