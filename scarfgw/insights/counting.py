@@ -36,6 +36,13 @@ WINDOW_SECONDS: Final = 60
 seconds of the previous one are one download."""
 
 PACKAGE: Final = 'coalesce(package, auto_create_rule)'
+
+
+def package_is(literal: str) -> str:
+    """``PACKAGE = literal``, written so that the engines filter while scanning."""
+    return f"(package = {literal} OR (package IS NULL AND auto_create_rule = {literal}))"
+
+
 CANDIDATE: Final = (
     "method = 'GET' AND status >= 200 AND status < 400 AND ifNull(complete, 1) = 1"
     " AND ((kind = 'docker' AND object = 'manifest') OR kind = 'file'"
