@@ -112,6 +112,12 @@ class InsightsService(MultiService):
             listening = serverFromString(self.reactor, spec).listen(InsightsSite(self.root))
             listening.addCallbacks(self._listening, self._listen_failed)
 
+    def use_config(self, config: Config) -> None:
+        """After a reload: the packages of the new rules (the insights section itself and
+        the listener change at a restart)."""
+        if self.reader is not None:
+            self.reader.use_packages(catalogue(config.rules))
+
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         log.info("listening for insights on {address}", address=port.getHost())
