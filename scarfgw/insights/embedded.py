@@ -108,17 +108,21 @@ def _starts(where: str, since: int) -> str:
 
 class DuckDBStore(Engine):
     """The events of this instance in a DuckDB file (created with its directory); DuckDB
-    runs each statement on ``threads`` threads (default: one per core)."""
+    runs each statement on ``threads`` threads within ``memory_limit`` (spilling to disk
+    beyond it; defaults: one thread per core, 80 % of the memory)."""
 
     dialect = DIALECT
 
-    def __init__(self, path: str, *, read_only: bool = False, threads: int | None = None
-                 ) -> None:
+    def __init__(self, path: str, *, read_only: bool = False, threads: int | None = None,
+                 memory_limit: str | None = None) -> None:
         self.path = path
         if not read_only:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._connection = duckdb.connect(
-            path, read_only=read_only, config={"threads": threads} if threads else {})
+        config: dict[str, str | bool | int | float | list[str]] = (
+            {"threads": threads} if threads else {})
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self._connection = duckdb.connect(path, read_only=read_only, config=config)
         if not read_only:
             self._connection.execute(_SCHEMA)
         self._local = threading.local()

@@ -58,7 +58,8 @@ def open_engine(config: Config, *, read_only: bool = False) -> Engine:
     settings = config.insights
     if settings.engine == "clickhouse":
         return ClickHouseStore(settings.clickhouse)
-    return DuckDBStore(settings.duckdb_path, read_only=read_only, threads=settings.duckdb_threads)
+    return DuckDBStore(settings.duckdb_path, read_only=read_only,
+                       threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
 
 
 class InsightsService(MultiService):
