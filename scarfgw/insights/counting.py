@@ -35,7 +35,6 @@ WINDOW_SECONDS: Final = 60
 """Requests of one package and version from one network and client within this many
 seconds of the previous one are one download."""
 
-PACKAGE: Final = 'coalesce(package, auto_create_rule)'
 CANDIDATE: Final = (
     "method = 'GET' AND status >= 200 AND status < 400 AND ifNull(complete, 1) = 1"
     " AND ((kind = 'docker' AND object = 'manifest') OR kind = 'file'"
@@ -79,6 +78,8 @@ class Dialect:
     """The first day of the period of the date ``day``."""
     quote: Callable[[str], str]
     """A string literal holding the text."""
+    package: str = "coalesce(package, auto_create_rule)"
+    """The package id of an event (docker-v2: its auto-creation rule id)."""
 
 
 def candidates_sql(dialect: Dialect, where: str) -> str:
@@ -87,7 +88,7 @@ def candidates_sql(dialect: Dialect, where: str) -> str:
     NULL for a docker digest), the ``digest`` flag, the request id and every attribute."""
     attributes = ", ".join(f"{expression} AS {name}" for name, expression in ATTRIBUTES)
     return (
-        f"SELECT {PACKAGE} AS pkg, {dialect.seconds} AS ts, {SUBJECT} AS subject,"
+        f"SELECT {dialect.package} AS pkg, {dialect.seconds} AS ts, {SUBJECT} AS subject,"
         f" {NETWORK} AS net, {RUNTIME} AS rt,"
         f" CASE WHEN {DIGEST} THEN NULL ELSE ifNull({VERSION}, '') END AS vkey,"
         f" CASE WHEN {DIGEST} THEN 1 ELSE 0 END AS digest, request_id, {attributes}"

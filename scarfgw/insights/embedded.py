@@ -31,7 +31,8 @@ from scarfgw.insights.engine import EVENT_COLUMNS, Engine
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
-    time TIMESTAMP NOT NULL, request_id VARCHAR NOT NULL, line_hash UBIGINT NOT NULL,
+    pkg VARCHAR, time TIMESTAMP NOT NULL, request_id VARCHAR NOT NULL,
+    line_hash UBIGINT NOT NULL,
     domain VARCHAR, method VARCHAR, path VARCHAR, status INTEGER, user_agent VARCHAR,
     referer VARCHAR, "origin.network" VARCHAR, "origin.country" VARCHAR, "origin.org" VARCHAR,
     "origin.type" VARCHAR, "client.runtime" VARCHAR, "client.version" VARCHAR, kind VARCHAR,
@@ -55,14 +56,15 @@ CREATE OR REPLACE TEMP TABLE staged AS
 SELECT TRY_CAST(time AS TIMESTAMP) AS time, TRY_CAST(status AS INTEGER) AS status,
        CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END AS UTINYINT) AS complete,
        {", ".join(f'"{c}"' if "." not in c else f'{c} AS "{c}"' for c in _TEXT_FIELDS)},
+       coalesce(package, auto_create_rule) AS pkg,
        hash({", ".join(dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))}) AS line_hash
 FROM read_json($file, format='newline_delimited', ignore_errors=true,
                maximum_object_size=16777216, columns={_JSON_COLUMNS})
 """
 _COLUMNS: Final = ", ".join(f'"{c}"' for c in ("time", "status", "complete", *_TEXT_FIELDS))
 _INSERT: Final = f"""
-INSERT INTO events ({_COLUMNS}, line_hash)
-SELECT {_COLUMNS}, line_hash FROM staged AS s
+INSERT INTO events ({_COLUMNS}, pkg, line_hash)
+SELECT {_COLUMNS}, pkg, line_hash FROM staged AS s
 WHERE rowid IN (SELECT min(rowid) FROM staged WHERE time IS NOT NULL
                 AND request_id IS NOT NULL GROUP BY request_id, line_hash)
   AND NOT EXISTS (SELECT 1 FROM events AS e WHERE e.time BETWEEN $first AND $last
@@ -77,6 +79,7 @@ DIALECT: Final = counting.Dialect(
              "month": "CAST(date_trunc('month', {day}) AS DATE)",
              "year": "CAST(date_trunc('year', {day}) AS DATE)"},
     quote=lambda text: "'" + text.replace("'", "''") + "'",
+    package="pkg",
 )
 
 
@@ -108,17 +111,21 @@ def _starts(where: str, since: int) -> str:
 
 class DuckDBStore(Engine):
     """The events of this instance in a DuckDB file (created with its directory); DuckDB
-    runs each statement on ``threads`` threads (default: one per core)."""
+    runs each statement on ``threads`` threads within ``memory_limit`` (spilling to disk
+    beyond it; defaults: one thread per core, 80 % of the memory)."""
 
     dialect = DIALECT
 
-    def __init__(self, path: str, *, read_only: bool = False, threads: int | None = None
-                 ) -> None:
+    def __init__(self, path: str, *, read_only: bool = False, threads: int | None = None,
+                 memory_limit: str | None = None) -> None:
         self.path = path
         if not read_only:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._connection = duckdb.connect(
-            path, read_only=read_only, config={"threads": threads} if threads else {})
+        config: dict[str, str | bool | int | float | list[str]] = (
+            {"threads": threads} if threads else {})
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self._connection = duckdb.connect(path, read_only=read_only, config=config)
         if not read_only:
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
@@ -171,6 +178,23 @@ class DuckDBStore(Engine):
         finally:
             os.unlink(chunk)
         return (int(inserted[0]) if inserted else 0), lines.count(b"\n") - int(valid)
+
+    def compact(self) -> None:
+        """Rewrite the events ordered by package and time: a package's rows then sit in a
+        few row groups, which a query finds by their min/max without reading the rest
+        (events arrive in time order, every package in every row group)."""
+        cursor = self._cursor()
+        cursor.execute("BEGIN")
+        try:
+            cursor.execute("CREATE TABLE events_sorted AS SELECT * FROM events "
+                           "ORDER BY pkg, time")
+            cursor.execute("DROP TABLE events")
+            cursor.execute("ALTER TABLE events_sorted RENAME TO events")
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("CHECKPOINT")
 
     def event_rows(self, package_id: str, start: date, end: date,
                    batch: int) -> Iterator[list[dict[str, Any]]]:

@@ -87,7 +87,7 @@ class Engine:
         _, after = day_bounds(start, end)
         where = f"time >= '{first:%Y-%m-%d %H:%M:%S}' AND time < '{after}'"
         if package_id is not None:
-            where += f" AND {counting.PACKAGE} = {self.dialect.quote(package_id)}"
+            where += f" AND {self.dialect.package} = {self.dialect.quote(package_id)}"
         return where
 
     def _downloads_of(self, start: date, end: date, package_id: str | None) -> str:
@@ -119,7 +119,7 @@ class Engine:
         columns = ", ".join(f'"{column}"' for column in EVENT_COLUMNS[1:])
         return (
             f"SELECT {self.dialect.millis} AS millis, {columns} FROM events"
-            f" WHERE {counting.PACKAGE} = {self.dialect.quote(package_id)}"
+            f" WHERE {self.dialect.package} = {self.dialect.quote(package_id)}"
             f" AND time >= '{first}' AND time < '{after}' ORDER BY time, request_id"
         )
 

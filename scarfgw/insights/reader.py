@@ -67,6 +67,10 @@ class ThreadedReader:
         """Every configured package."""
         return self._packages
 
+    def use_packages(self, packages: Sequence[Package]) -> None:
+        """The packages of a reloaded config."""
+        self._packages = tuple(packages)
+
     def downloads(self, package_id: str, start: date, end: date, interval: Interval,
                   by: Breakdown | None) -> Deferred[list[SeriesPoint]]:
         """The series of ``package_id``."""

@@ -3,8 +3,10 @@
 With the ``duckdb`` engine the primary follows the JSONL sink files into the store: one
 ingest step at a time in a thread of its own (a large file goes in chunk by chunk, the
 reactor never waits), again at once while more is waiting, else every
-:data:`POLL_SECONDS`. Queries run in a separate pool of two threads. With ``clickhouse``
-there is nothing to ingest: the ``http`` sinks of every instance fill the table.
+:data:`POLL_SECONDS`; that thread also re-sorts the store by package now and then
+(:data:`COMPACT_EVENTS`), so that a package's queries read its rows only. Queries run in
+a separate pool of two threads. With ``clickhouse`` there is nothing to ingest: the
+``http`` sinks of every instance fill the table.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 import duckdb
 from twisted.application.service import MultiService
@@ -43,15 +46,20 @@ POLL_SECONDS: Final = 1.0
 QUERY_THREADS: Final = 2
 INGEST_NICENESS: Final = 10
 """How much the ingest thread yields to the reactor (Linux: a thread's own nice value)."""
+COMPACT_EVENTS: Final = 1_000_000
+"""The DuckDB store is re-sorted by package once this many events came in since the last
+time (or the start), when the ingest has caught up."""
+
+T = TypeVar("T")
 
 
-def _yielding_step(follower: Follower) -> StepResult:
-    """``follower.step()`` at a lower CPU priority than the reactor's thread: the ingest
-    catches up when the process has time to spare instead of competing with requests."""
+def _at_low_priority(work: Callable[[], T]) -> T:
+    """``work()`` at a lower CPU priority than the reactor's thread: the ingest catches up
+    when the process has time to spare instead of competing with requests."""
     if hasattr(os, "setpriority"):
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICENESS)
-    return follower.step()
+    return work()
 
 
 def open_engine(config: Config, *, read_only: bool = False) -> Engine:
@@ -59,7 +67,8 @@ def open_engine(config: Config, *, read_only: bool = False) -> Engine:
     settings = config.insights
     if settings.engine == "clickhouse":
         return ClickHouseStore(settings.clickhouse)
-    return DuckDBStore(settings.duckdb_path, read_only=read_only, threads=settings.duckdb_threads)
+    return DuckDBStore(settings.duckdb_path, read_only=read_only,
+                       threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
 
 
 class InsightsService(MultiService):
@@ -77,6 +86,7 @@ class InsightsService(MultiService):
         self._loop = task.LoopingCall(self._poll)
         self._loop.clock = reactor
         self._stepping: defer.Deferred[Any] | None = None
+        self._since_compaction = 0
         self.reader: ThreadedReader | None = None
         self.root: Resource | None = None
 
@@ -117,6 +127,12 @@ class InsightsService(MultiService):
             listening = serverFromString(self.reactor, spec).listen(InsightsSite(self.root))
             listening.addCallbacks(self._listening, self._listen_failed)
 
+    def use_config(self, config: Config) -> None:
+        """After a reload: the packages of the new rules (the insights section itself and
+        the listener change at a restart)."""
+        if self.reader is not None:
+            self.reader.use_packages(catalogue(config.rules))
+
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         log.info("listening for insights on {address}", address=port.getHost())
@@ -129,9 +145,8 @@ class InsightsService(MultiService):
     def _poll(self) -> None:
         if self._stepping is not None or self.follower is None:
             return
-        follower = self.follower
         self._stepping = deferToThreadPool(
-            self._threads_reactor(), self._ingest_pool, _yielding_step, follower)
+            self._threads_reactor(), self._ingest_pool, _at_low_priority, self.follower.step)
         self._stepping.addCallbacks(self._stepped, self._step_failed)
 
     def _threads_reactor(self) -> IReactorFromThreads:
@@ -140,12 +155,27 @@ class InsightsService(MultiService):
 
     def _stepped(self, result: StepResult) -> None:
         self._stepping = None
+        self._since_compaction += result.added
         metrics.INSIGHTS_EVENTS_INGESTED.inc(result.added)
         metrics.INSIGHTS_LINES_SKIPPED.inc(result.skipped)
         if result.skipped:
             log.warn("insights ingest skipped {count} corrupt lines", count=result.skipped)
         if result.more and self.running:
             self.reactor.callLater(0, self._poll)
+        elif self._since_compaction >= COMPACT_EVENTS and isinstance(self.engine, DuckDBStore):
+            self._compact(self.engine)
+
+    def _compact(self, store: DuckDBStore) -> None:
+        log.info("insights: sorting the store by package ({count} new events)",
+                 count=self._since_compaction)
+        self._since_compaction = 0
+        self._stepping = deferToThreadPool(
+            self._threads_reactor(), self._ingest_pool, _at_low_priority, store.compact)
+        self._stepping.addCallbacks(self._compacted, self._step_failed)
+
+    def _compacted(self, _: None) -> None:
+        self._stepping = None
+        log.info("insights: store sorted")
 
     def _step_failed(self, failure: Any) -> None:
         self._stepping = None

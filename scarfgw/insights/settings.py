@@ -18,6 +18,7 @@ from scarfgw.rules.fields import Fields, RuleError
 ENGINES = ("duckdb", "clickhouse")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MEMORY = re.compile(r"[1-9][0-9]{0,5}(MB|GB)")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class InsightsConfig:
     engine: str = "duckdb"
     duckdb_path: str = "var/insights.duckdb"
     duckdb_threads: int = 1
+    duckdb_memory_limit: str = "1GB"
     clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
     tokens: tuple[TokenConfig, ...] = ()
     badges: bool = True
@@ -64,6 +66,10 @@ def parse_insights(top: Fields, jsonl_paths: Sequence[str], enabled: bool) -> In
     store = Fields(section.optional_mapping("duckdb") or {}, section.at("duckdb"), preread=())
     duckdb_path = store.optional_string("path", default.duckdb_path) or default.duckdb_path
     duckdb_threads = store.positive_int("threads", default.duckdb_threads)
+    memory_limit = store.optional_string("memory_limit", default.duckdb_memory_limit) or ""
+    if not _MEMORY.fullmatch(memory_limit):
+        raise store.error("memory_limit", f"expected a size like 512MB or 2GB, got "
+                                          f"{memory_limit!r}")
     store.reject_unknown()
     if engine == "duckdb" and enabled and not jsonl_paths:
         raise section.error("engine", "duckdb follows the JSONL sink files: add a "
@@ -72,6 +78,7 @@ def parse_insights(top: Fields, jsonl_paths: Sequence[str], enabled: bool) -> In
         engine=engine,
         duckdb_path=duckdb_path,
         duckdb_threads=duckdb_threads,
+        duckdb_memory_limit=memory_limit,
         clickhouse=_clickhouse(section),
         tokens=_tokens(section),
         badges=section.boolean("badges", default.badges),

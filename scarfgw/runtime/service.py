@@ -234,6 +234,8 @@ class GatewayService(MultiService):
             self.gateway.forwarder = proxy
             old_proxy.close()
         self.gateway.use_config(config)
+        if self.insights is not None:
+            self.insights.use_config(config)
         if self.tls is not None:
             self.tls.set_domains(certificate_domains(config))
         self.config = config

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import yaml
 from twisted.internet import defer, threads
 
 from tests.integration.test_clickhouse import SETTINGS, ClickHouse, clickhouse  # noqa: F401
@@ -268,5 +269,24 @@ def test_companies_are_orgs_that_are_not_isps_or_hosting(
         assert [line.split(",")[:3] for line in lines[1:]] == [
             ["Example Corp", "2", "1"], ["Cable Customer Inc", "1", "1"],
             ["Uni Example", "1", "1"]]
+    finally:
+        yield gateway.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reload_lists_the_packages_of_the_new_rules(tmp_path: Path,
+                                                      engine: dict[str, Any]) -> Any:
+    gateway = yield _run_gateway(tmp_path, engine)
+    try:
+        port = gateway.service.insights.port.getHost().port
+        document = yaml.safe_load(gateway.config_path.read_text())
+        document["rules"].append({"type": "file-v1", "domain": "get.example.test",
+                                  "incoming-path": "/new/{version}.zip", "package-id": "new"})
+        gateway.config_path.write_text(yaml.safe_dump(document))
+        assert gateway.service.reload()
+        listing = json.loads((yield _in_thread(_api, port, "/api/v1/packages"))[2])
+        assert [p["id"] for p in listing["packages"]] == ["hello", "six", "tool", "new"]
+        status, _, _ = yield _in_thread(_api, port, "/api/v1/packages/new/downloads")
+        assert status == 200
     finally:
         yield gateway.stop()

@@ -155,3 +155,20 @@ def test_a_file_larger_than_a_chunk_goes_in_chunk_by_chunk(tmp_path: Path) -> No
     assert drain(follower) == (5000 - first.added, 0)
     assert downloads(store) == 5000
     assert store.position(str(path)).offset == path.stat().st_size  # type: ignore[union-attr]
+
+
+def test_sorting_by_package_keeps_the_answers_and_the_replay_check(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    batch = b"".join(event(number, number * 7 % 3600, package=f"p{number % 3}")
+                     for number in range(600))
+    path.write_bytes(batch)
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)])
+    drain(follower)
+    before = [store.downloads(f"p{n}", DAY, DAY, "week", "client") for n in range(3)]
+    store.compact()
+    assert [store.downloads(f"p{n}", DAY, DAY, "week", "client") for n in range(3)] == before
+    assert sum(p.downloads for series in before for p in series) == 600
+    append(path, batch + event(9999, 10))  # a replay, and one new event, after the sort
+    assert drain(follower) == (1, 0)
+    assert stored(store) == 601
