@@ -85,7 +85,7 @@ def scarfgw(folder: Path, port: int, origin: int, core: int) -> Iterator[int]:
     """``twistd -n scarfgw`` proxying library/big to the origin; yields its pid."""
     folder.mkdir()
     config = {
-        "listen": {"http": f"tcp:{port}:interface=127.0.0.1", "admin": None},
+        "listen": {"http": f"tcp:{port}:interface=127.0.0.1", "admin": None, "insights": None},
         "rules": [{"type": "docker-v1", "domain": "127.0.0.1", "repository-name": "library/big",
                    "registry": "origin.test", "package-id": "big", "always-proxy": True}],
         "proxy": {"upstreams": {"origin.test": f"http://127.0.0.1:{origin}"}},

@@ -228,9 +228,11 @@ def _descendants(pid: int) -> list[int]:
 
 
 def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
-                  tls: TLSFiles | None = None, workers: int = 1, cores: str = "1") -> Server:
+                  tls: TLSFiles | None = None, workers: int = 1, cores: str = "1",
+                  insights: bool = False) -> Server:
     """``twistd -n scarfgw`` with ``domains`` docker domains plus the file and python rules,
-    ``workers`` processes, pinned to ``cores``.
+    ``workers`` processes, pinned to ``cores``; ``insights``: its listener on (following the
+    events into DuckDB), else off.
 
     With ``tls``: an https listener too, and only the docker rule of TLS_HOST, whose
     certificate is put into the gateway's TLS storage before it starts (the ACME directory
@@ -250,10 +252,12 @@ def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
         "workers": workers,
         "listen": {"http": f"tcp:{port}:interface=127.0.0.1:backlog=1024",
                    "https": f"tcp:{tls_port}:interface=127.0.0.1:backlog=1024" if tls else None,
-                   "admin": f"tcp:{free_port()}:interface=127.0.0.1"},
+                   "admin": f"tcp:{free_port()}:interface=127.0.0.1",
+                   "insights": f"tcp:{free_port()}:interface=127.0.0.1" if insights else None},
         "rules": rules if tls else [*rules, FILE_RULE, PYTHON_RULE],
         "events": {"spool_dir": str(workdir / "spool"),
                    "sinks": [{"type": "jsonl", "path": str(workdir / "events.jsonl")}]},
+        "insights": {"duckdb": {"path": str(workdir / "insights.duckdb")}},
     }
     if tls:
         storage = workdir / "tls"

@@ -23,10 +23,17 @@
 -- `input_format_json_read_objects_as_strings=1`.
 --
 -- Delivery is at least once: a batch whose answer was lost (ClickHouse or scarfgw killed
--- between the insert and the reply) is sent again, so a crash can duplicate one batch. Kinds
--- with one event per request (docker, python, pixel, file without body objects) show it as
--- `count() - uniqExact(request_id) > 0`; telemetry and scarf-js requests may legitimately
--- carry several events under one request_id.
+-- between the insert and the reply) is sent again. The table is a ReplacingMergeTree whose
+-- sorting key ends in request_id, so such duplicates are merged away, and queries that must
+-- be exact (scarfgw insights does) read it with FINAL. The price: several events of one
+-- request (telemetry, scarf-js, file bodies with several JSON objects) are kept as one row
+-- (the last one); insights counts requests, so its numbers are unaffected.
+--
+-- `scarfgw insights` with `engine: clickhouse` reads this table (insights.clickhouse:
+-- url, database, table). Upgrading a table created by an older version of this file:
+--   CREATE TABLE scarfgw_events_new ... (this statement, with the new name);
+--   INSERT INTO scarfgw_events_new SELECT * FROM scarfgw_events;  (column for column)
+--   RENAME TABLE scarfgw_events TO scarfgw_events_old, scarfgw_events_new TO scarfgw_events;
 
 CREATE TABLE IF NOT EXISTS scarfgw_events
 (
@@ -42,6 +49,7 @@ CREATE TABLE IF NOT EXISTS scarfgw_events
     `origin.network` Nullable(String),
     `origin.country` Nullable(String),
     `origin.org` Nullable(String),
+    `origin.type` Nullable(String),
     `client.runtime` Nullable(String),
     `client.version` Nullable(String),
     kind String,
@@ -58,9 +66,16 @@ CREATE TABLE IF NOT EXISTS scarfgw_events
     -- python
     version Nullable(String),
     file Nullable(String),
+    -- file: the `version` variable of the incoming template, when it has one
+    `variables.version` Nullable(String),
+    -- npm (name) and go (module; `file` above is zip, mod, info, list or latest)
+    name Nullable(String),
+    module Nullable(String),
     -- pixel
-    pixel_id Nullable(String)
+    pixel_id Nullable(String),
+    -- 0 when the response body was not fully delivered (absent otherwise)
+    complete Nullable(UInt8)
 )
-ENGINE = MergeTree
+ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)
-ORDER BY (domain, kind, time);
+ORDER BY (domain, kind, time, request_id);

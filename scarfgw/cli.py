@@ -1,4 +1,5 @@
-"""The ``scarfgw`` command: ``check-config FILE`` and ``domain-token DOMAIN --config FILE``."""
+"""The ``scarfgw`` command: ``check-config FILE``, ``domain-token DOMAIN --config FILE``,
+``token`` (a new insights API token and its hash) and ``stats`` (insights as a table)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.insights.stats import stats
+from scarfgw.insights.tokens import new_token
 from scarfgw.tls.verify import expected_value, record_name
 
 
@@ -19,7 +22,9 @@ def _summary(config: Config) -> str:
         f"  domains: {len(config.router.domains)}",
         f"  rules: {len(config.rules)}"
         + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + ")" if kinds else ""),
-        f"  listen: http={listen.http} https={listen.https} admin={listen.admin}",
+        f"  listen: http={listen.http} https={listen.https} admin={listen.admin}"
+        f" insights={listen.insights}",
+        f"  insights: {config.insights.engine}, {len(config.insights.tokens)} token(s)",
         f"  event sinks: {', '.join(str(s.get('type')) for s in config.events.sinks) or 'none'}",
     ]
     lines += [f"  warning: {warning}" for warning in config.warnings]
@@ -65,9 +70,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 help="print the ownership TXT record for a domain")
     token.add_argument("domain")
     token.add_argument("--config", required=True, help="config file holding the secret")
+    commands.add_parser("token", help="print a new insights API token and the sha256 to put "
+                        "in insights.tokens")
+    report = commands.add_parser(
+        "stats", help="print download statistics from the configured insights engine",
+        description="Downloads and unique networks per package (or per version, client, ...) "
+        "over the --since period, from the configured engine, as the API counts them. With "
+        "DuckDB the store is opened read-only, which works while the gateway "
+        "is stopped; while it runs (it holds the file), ask its API instead: set "
+        "SCARFGW_TOKEN to a token and the numbers come from listen.insights.")
+    report.add_argument("--config", required=True, help="the gateway's config file")
+    report.add_argument("--package", help="one package id (default: every package)")
+    report.add_argument("--by", choices=["version", "client", "country", "company", "domain",
+                                         "type"], help="split the downloads by this")
+    report.add_argument("--since", default="30d",
+                        help="how far back: 30d, 12w, 6m or 1y (default 30d)")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "token":
+        value, digest = new_token()
+        print(f"token:  {value}\nsha256: {digest}")
+        return 0
+    if args.command == "stats":
+        return stats(args.config, args.package, args.by, args.since)
     return domain_token(args.domain, args.config)
 
 

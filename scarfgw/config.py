@@ -20,7 +20,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from scarfgw.analytics.companies import CompanyOverrides, load_overrides
 from scarfgw.analytics.sinks import sink_factories
+from scarfgw.insights.public import listener_url
+from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
 from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
@@ -47,6 +50,7 @@ class ListenConfig:
     http: str | None = "tcp:8080"
     https: str | None = None
     admin: str | None = "tcp:9180:interface=127.0.0.1"
+    insights: str | None = "tcp:9190:interface=127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class EventsConfig:
     spool_max_bytes: int = 1 << 30
     sinks: tuple[Mapping[str, Any], ...] = ({"type": "jsonl", "path": "var/events.jsonl"},)
     geoip_databases: tuple[str, ...] = ()
+    geoip_overrides: CompanyOverrides | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ class Config:
     events: EventsConfig
     limits: LimitsConfig
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    insights: InsightsConfig = field(default_factory=InsightsConfig)
     workers: int = 1
     shutdown_grace_period: float = 30.0
     warnings: tuple[str, ...] = ()
@@ -270,6 +276,9 @@ def parse_documents(documents: ConfigDocuments) -> Config:
         events = _events(top, documents)
         limits = _limits(top)
         access_log = _access_log(top)
+        insights = parse_insights(top, jsonl_sink_paths(events.sinks), listen.insights is not None,
+                                  documents.resolve)
+        _check_insights_domain(listen, insights)
         _check_tls_needs(listen, tls)
         grace = top.number("shutdown_grace_period", Config.shutdown_grace_period)
         workers = _workers(top, listen, warnings.append)
@@ -287,6 +296,7 @@ def parse_documents(documents: ConfigDocuments) -> Config:
         events=events,
         limits=limits,
         access_log=access_log,
+        insights=insights,
         workers=workers,
         shutdown_grace_period=grace,
         warnings=tuple(warnings),
@@ -305,6 +315,7 @@ def _listen(top: Fields) -> ListenConfig:
         http=_endpoint(section, "http", default.http),
         https=_endpoint(section, "https", default.https),
         admin=_endpoint(section, "admin", default.admin),
+        insights=_endpoint(section, "insights", default.insights),
     )
     section.reject_unknown()
     return listen
@@ -425,9 +436,19 @@ def _events(top: Fields, documents: ConfigDocuments) -> EventsConfig:
     geoip = _section(section, "geoip")
     databases = tuple(documents.resolve(path)
                       for path in geoip.optional_string_list("databases") or ())
+    overrides_path = geoip.optional_string("overrides")
+    overrides = None
+    if overrides_path is not None:
+        if not databases:
+            raise geoip.error("overrides", "needs databases (the overrides refine them)")
+        try:
+            overrides = load_overrides(documents.resolve(overrides_path))
+        except ValueError as exc:
+            raise geoip.error("overrides", str(exc)) from None
     geoip.reject_unknown()
     events = EventsConfig(
         geoip_databases=databases,
+        geoip_overrides=overrides,
         batch_size=section.positive_int("batch_size", default.batch_size),
         flush_interval=section.number("flush_interval", default.flush_interval),
         queue_limit=section.positive_int("queue_limit", default.queue_limit),
@@ -473,6 +494,12 @@ def _check_tls_needs(listen: ListenConfig, tls: TLSConfig) -> None:
             "required when listen.https is set and verification.mode is txt "
             "(the HMAC key of the ownership TXT records)",
         )
+
+
+def _check_insights_domain(listen: ListenConfig, insights: InsightsConfig) -> None:
+    if insights.domain and listener_url(listen.insights or "") is None:
+        raise RuleError("insights.domain", "needs listen.insights to be a tcp:PORT endpoint "
+                        "with a fixed port (the public listeners hand the domain to it)")
 
 
 def _workers(top: Fields, listen: ListenConfig, warn: Callable[[str], None]) -> int:

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(pebble docker-registry skopeo nginx wrk apache2-utils curl clickhouse-server gcc iproute2
-  golang-go dpkg-dev apt-utils gpg)
+  golang-go dpkg-dev apt-utils gpg chromium chromium-driver)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

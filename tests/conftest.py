@@ -63,3 +63,28 @@ def geoip_databases(tmp_path: Path) -> list[Path]:
     return paths
 
 
+@pytest.fixture
+def typed_databases(tmp_path: Path) -> list[Path]:
+    """An ISP-like database with ASNs, a Connection-Type one and an Enterprise-like one
+    (``traits.user_type``), written with ``mmdb-writer``."""
+    mmdb_writer = pytest.importorskip("mmdb_writer")
+    netaddr = pytest.importorskip("netaddr")
+    isp = mmdb_writer.MMDBWriter(ip_version=4, database_type="GeoIP2-ISP")
+    for network, asn, org in [("198.51.100.0/24", 64501, "Big Cable"),
+                              ("192.0.2.0/24", 64502, "Cloudy Hosting"),
+                              ("203.0.113.0/24", 64503, "Example Corp"),
+                              ("100.64.0.0/16", 64504, "Uni Example")]:
+        isp.insert_network(netaddr.IPSet([network]), {"autonomous_system_number": asn,
+                                                      "isp": org, "organization": org})
+    connection = mmdb_writer.MMDBWriter(ip_version=4, database_type="GeoIP2-Connection-Type")
+    connection.insert_network(netaddr.IPSet(["198.51.100.0/24"]), {"connection_type": "Cable/DSL"})
+    connection.insert_network(netaddr.IPSet(["203.0.113.0/24"]), {"connection_type": "Corporate"})
+    enterprise = mmdb_writer.MMDBWriter(ip_version=4, database_type="GeoIP2-Enterprise")
+    enterprise.insert_network(netaddr.IPSet(["192.0.2.0/24"]),
+                              {"traits": {"user_type": "hosting"}})
+    enterprise.insert_network(netaddr.IPSet(["100.64.0.0/16"]),
+                              {"traits": {"user_type": "college"}})
+    paths = [tmp_path / "isp.mmdb", tmp_path / "connection.mmdb", tmp_path / "enterprise.mmdb"]
+    for writer, path in zip([isp, connection, enterprise], paths, strict=True):
+        writer.to_db_file(str(path))
+    return paths

@@ -177,7 +177,8 @@ class RunningGateway:
 def gateway_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     """A config dict listening on ephemeral loopback ports with a JSONL sink under tmp_path."""
     config: dict[str, Any] = {
-        "listen": {"http": "tcp:0:interface=127.0.0.1", "admin": "tcp:0:interface=127.0.0.1"},
+        "listen": {"http": "tcp:0:interface=127.0.0.1", "admin": "tcp:0:interface=127.0.0.1",
+                   "insights": None},
         "events": jsonl_events(tmp_path, 0.05),
     }
     config.update(sections)
@@ -190,9 +191,10 @@ def docker_rule(domain: str, registry: str) -> dict[str, Any]:
             "registry": registry, "package-id": "p1"}
 
 
-def loopback_listeners(http: int, admin: int) -> dict[str, str]:
+def loopback_listeners(http: int, admin: int) -> dict[str, str | None]:
     """A ``listen`` section on fixed loopback ports (for twistd subprocesses)."""
-    return {"http": f"tcp:{http}:interface=127.0.0.1", "admin": f"tcp:{admin}:interface=127.0.0.1"}
+    return {"http": f"tcp:{http}:interface=127.0.0.1", "admin": f"tcp:{admin}:interface=127.0.0.1",
+            "insights": None}
 
 
 def jsonl_events(tmp_path: Path, flush_interval: float) -> dict[str, Any]:

@@ -145,6 +145,10 @@ class Gateway:
             return
         if self.tls is not None and self._answered_for_tls(request, context):
             return
+        insights = snapshot.insights
+        if insights is not None and context.view.host == insights.domain:
+            self._render(request, context, insights.decision, snapshot)
+            return
         self._render(request, context, snapshot.router.route(context.view), snapshot)
 
     def _answered_for_tls(self, request: GatewayRequest, context: RequestContext) -> bool:

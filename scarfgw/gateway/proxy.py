@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from io import BytesIO
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -35,6 +36,7 @@ from twisted.web.client import (
     URI,
     Agent,
     BrowserLikePolicyForHTTPS,
+    FileBodyProducer,
     HTTPConnectionPool,
     ResponseDone,
     ResponseNeverReceived,
@@ -275,7 +277,7 @@ class StreamingProxy:
         """
         exchange = _Exchange(self, request, decision, forwarded_for, public_origin, done,
                              trusted_peer)
-        if request.method not in _PROXIED_METHODS:
+        if request.method not in _PROXIED_METHODS and not decision.site:
             exchange.error(405, "UNSUPPORTED", "only GET and HEAD are proxied")
         elif decision.token_endpoint:
             self._token_realm(decision.backend).addCallback(
@@ -327,6 +329,9 @@ class _Exchange:
         self._done = done
         self.reported = False
         self.headers = _upstream_headers(request, forwarded_for, trusted_peer)
+        if decision.site:
+            self.headers.setRawHeaders(b"x-forwarded-proto",
+                                       [public_origin.partition(":")[0].encode()])
 
     def done(self, status: int, complete: bool = True) -> None:
         """Report the outcome to the gateway, exactly once."""
@@ -343,7 +348,10 @@ class _Exchange:
         proxy = self.proxy
         started = time.monotonic()
         try:
-            pending = proxy.agent.request(request.method, url.encode("ascii"), self.headers)
+            body = (FileBodyProducer(BytesIO(request.body))
+                    if request.body and self.decision.site else None)
+            pending = proxy.agent.request(request.method, url.encode("ascii"), self.headers,
+                                          body)
         except (ValueError, UnicodeError) as exc:
             metrics.UPSTREAM_ERRORS.labels("other").inc()
             log.info("cannot ask upstream {url!r}: {error}", url=url, error=exc)

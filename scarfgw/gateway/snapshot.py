@@ -10,13 +10,14 @@ from scarfgw.config import Config
 from scarfgw.gateway.clientinfo import TrustedProxies
 from scarfgw.gateway.packuments import Packuments
 from scarfgw.gateway.proxy import StreamingProxy
+from scarfgw.insights.public import public_site
 
 
 class Snapshot:
     """One generation: the config, its router and trusted proxies, the proxy built for its
-    proxy settings, and the npm package documents fetched through that proxy (kept, with their
-    cache, by the next generation while the proxy settings stay the same). Read-only once
-    built."""
+    proxy settings, the insights site on its public domain, and the npm package documents
+    fetched through that proxy (kept, with their cache, by the next generation while the
+    proxy settings stay the same). Read-only once built."""
 
     def __init__(self, config: Config, generation: int, forwarder: StreamingProxy,
                  packuments: Packuments | None = None) -> None:
@@ -27,3 +28,4 @@ class Snapshot:
         self.forwarder: Final = forwarder
         self.packuments: Final = Packuments(forwarder) if packuments is None else packuments
         self.limits: Final = config.limits
+        self.insights: Final = public_site(config)

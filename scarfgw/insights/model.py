@@ -93,3 +93,16 @@ class Reader(Protocol):
 
     def company_counts(self, start: date, end: date) -> Deferred[dict[str, int]]:
         """Distinct companies per package id in the range (packages without any are absent)."""
+
+    def events(self, package_id: str, start: date, end: date) -> EventPages:
+        """The raw events of ``package_id`` in the range as NDJSON, page by page."""
+
+
+class EventPages(Protocol):
+    """A running export: fetch :meth:`next_page` until it gives ``b""``, one at a time."""
+
+    def next_page(self) -> Deferred[bytes]:
+        """The next lines (whole events, each ending in a newline); ``b""`` at the end."""
+
+    def close(self) -> Deferred[None]:
+        """Stop early and release the query."""

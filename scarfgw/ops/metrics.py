@@ -156,6 +156,19 @@ WORKER_CONFIG_RESULTS: Final = Counter(
     "Configurations the primary handed to a worker, by the worker's result (applied, refused).",
     ["worker", "result"], registry=REGISTRY,
 )
+INSIGHTS_EVENTS_INGESTED: Final = Counter(
+    "scarfgw_insights_events_ingested", "Events the insights store took from the JSONL files.",
+    registry=REGISTRY,
+)
+INSIGHTS_LINES_SKIPPED: Final = Counter(
+    "scarfgw_insights_lines_skipped",
+    "JSONL lines the insights ingest skipped (not a JSON event with time and request_id).",
+    registry=REGISTRY,
+)
+INSIGHTS_INGEST_ERRORS: Final = Counter(
+    "scarfgw_insights_ingest_errors", "Insights ingest steps that failed (retried).",
+    registry=REGISTRY,
+)
 
 
 FLUSH_INTERVAL_SECONDS: Final = 1.0

@@ -98,15 +98,18 @@ class Proxy(_Answer):
     the backend's URL where ``proxy.upstreams`` names none (default ``https://backend``);
     ``path``: the path asked of it instead of the request's. ``packument``: the request is
     for an npm package document, which the shell fetches, rewrites and answers itself.
+    ``site``: ``base_url`` is a web site behind the gateway (the insights site on
+    ``insights.domain``): every method is passed on, with its body and the client's scheme as
+    ``X-Forwarded-Proto``.
     """
 
     FIELDS = ("backend", "kind", "captures", "rewrite_token_realm", "token_endpoint",
-              "base_url", "path", "packument")
+              "base_url", "path", "packument", "site")
 
     def __init__(self, backend: str, kind: str, captures: tuple[Capture, ...] = (),
                  rewrite_token_realm: bool = False, token_endpoint: bool = False,
                  base_url: str | None = None, path: str | None = None,
-                 packument: PackumentFetch | None = None) -> None:
+                 packument: PackumentFetch | None = None, site: bool = False) -> None:
         self.backend: Final = backend
         self.kind: Final = kind
         self.captures: Final = captures
@@ -115,6 +118,7 @@ class Proxy(_Answer):
         self.base_url: Final = base_url
         self.path: Final = path
         self.packument: Final = packument
+        self.site: Final = site
 
 
 Decision = Redirect | Respond | Proxy

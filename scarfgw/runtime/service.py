@@ -39,6 +39,8 @@ from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
 from scarfgw.gateway.snapshot import Snapshot
 from scarfgw.http.channel import GatewayFactory
+from scarfgw.insights.public import certificate_domains
+from scarfgw.insights.service import InsightsService
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
@@ -56,7 +58,7 @@ from scarfgw.tls.manager import TLSService
 log = Logger()
 
 WORKER_STOP_MARGIN_SECONDS = 5.0
-RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers")
+RESTART_SECTIONS = ("listen", "events", "tls", "limits", "access_log", "workers", "insights")
 """Sections a reload cannot change in a running process (a warning says so)."""
 PRIMARY = "primary"
 
@@ -100,13 +102,14 @@ class GatewayProcess(SequentialService):
         self.workers: WorkerPool | None = None
         self.admin_listener: Listeners | None = None
         self.config_file: ConfigFile | None = None
+        self.insights: InsightsService | None = None
         if index == 0:
             OrphanSpools(reactor, config.events, config.workers).setServiceParent(self.resources)
         self.writer = _writer(config, reactor, index)
         self.writer.setServiceParent(self.resources)
         self.tls: TLSService | None = None
         if config.listen.https:
-            self.tls = TLSService(reactor, config.tls, config.router.domains,
+            self.tls = TLSService(reactor, config.tls, certificate_domains(config),
                                   follower=index > 0, on_installed=self._certificate_installed)
             self.tls.setServiceParent(self.resources)
         databases = config.events.geoip_databases
@@ -165,7 +168,9 @@ class GatewayProcess(SequentialService):
         packuments = old.packuments if same_proxy else None
         self.gateway.use(Snapshot(config, generation, forwarder, packuments))
         if self.tls is not None:
-            self.tls.set_domains(config.router.domains)
+            self.tls.set_domains(certificate_domains(config))
+        if self.insights is not None:
+            self.insights.use_config(config)
         if not same_proxy:
             old.forwarder.close()
         self._note_generation()
@@ -315,6 +320,9 @@ def primary_service(config: Config, reactor: Any, config_path: str | None = None
         process.admin_listener = Listeners(reactor, [Listener(
             "admin", config.listen.admin, _QuietSite(admin_resource(process.is_ready)))])
         process.admin_listener.setServiceParent(process.admin)
+    if config.listen.insights:
+        process.insights = InsightsService(config, reactor)
+        process.insights.setServiceParent(process.resources)
     if config.workers > 1:
         process.workers = WorkerPool(
             reactor, config.workers, process.listeners.worker_sockets, process.listeners.cover,

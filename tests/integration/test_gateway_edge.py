@@ -167,7 +167,7 @@ def test_geoip_enrichment_and_access_log(tmp_path: Path, geoip_databases: list[P
     assert response.status == 307
     [event] = gateway.events()
     assert event["origin"] == {"network": "203.0.113.0/24", "country": "DE",
-                               "org": "Example Networks"}
+                               "org": "Example Networks", "type": None}
     assert "203.0.113.77" not in str(event)
     [line] = access
     assert (line["status"], line["host"], line["path"]) == (307, "cr.example.test", MANIFEST)

@@ -271,7 +271,7 @@ def test_connections_beyond_max_connections_are_closed_at_once(tmp_path: Path) -
     config = gateway_config(tmp_path, rules=[docker_rule(DOMAIN, "registry.example.test")],
                             limits={"max_connections": 3})
     gateway = yield start_gateway(tmp_path, config)
-    factory = gateway.service.gateway_factories[0]
+    factory = gateway.service.factories[0]
     held = [socket.create_connection(("127.0.0.1", gateway.port)) for _ in range(3)]
     try:
         for _ in range(100):
@@ -304,7 +304,7 @@ def test_the_https_listener_closes_connections_beyond_max_connections_too(
              "verification": {"mode": "none"}})
     gateway = yield start_gateway(tmp_path, config)
     https = int(gateway.service.ports["https"].getHost().port)
-    factory = next(f for f in gateway.service.gateway_factories if f.tls)
+    factory = next(f for f in gateway.service.factories if f.tls)
     held = socket.create_connection(("127.0.0.1", https))
     try:
         for _ in range(100):

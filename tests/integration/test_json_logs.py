@@ -20,7 +20,7 @@ def test_twistd_writes_json_lines(tmp_path: Path) -> None:
     admin = free_port()
     config_path = write_config(tmp_path, {
         "listen": {"http": "tcp:0:interface=127.0.0.1",
-                   "admin": f"tcp:{admin}:interface=127.0.0.1"},
+                   "admin": f"tcp:{admin}:interface=127.0.0.1", "insights": None},
         "events": jsonl_events(tmp_path, 1.0),
     })
     process = start_twistd(config_path, twistd_args=["--logger=scarfgw.ops.logging.json_logger"],

@@ -25,7 +25,8 @@ DOCKER = [(b"Host", b"cr.example.test"), (b"User-Agent", b"docker/27.0")]
 
 def write(tmp_path: Path, **document: Any) -> Path:
     path = tmp_path / "scarfgw.yaml"
-    document = {"workers": 1, "listen": {"http": "tcp:8080", "admin": "tcp:9180"},
+    document = {"workers": 1,
+                "listen": {"http": "tcp:8080", "admin": "tcp:9180", "insights": None},
                 "rules": [RULE], "events": {"sinks": [{"type": "jsonl", "path": "e.jsonl"}]},
                 **document}
     path.write_text(yaml.safe_dump(document))

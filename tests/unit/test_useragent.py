@@ -28,6 +28,20 @@ PIP = (
     ("poetry/1.8.3 CPython/3.11.6 Linux/6.5.0", "poetry", "1.8.3"),
     ("npm/11.19.1 node/v20.20.2 linux x64 workspaces/false", "npm", "11.19.1"),
     ("curl/7.88.1", "curl", "7.88.1"),
+    ("containers/5.23.1 (github.com/containers/image)", "podman", "5.23.1"),
+    ("Buildah/1.28.2", "buildah", "1.28.2"),
+    ("crane/0.20.2 go-containerregistry/0.20.2", "crane", "0.20.2"),
+    ("go-containerregistry/v0.19.1", "crane", "0.19.1"),
+    ("regclient/regclient (v0.8.0)", "regclient", "0.8.0"),
+    ("nerdctl/1.7.6", "nerdctl", "1.7.6"),
+    ("Go-http-client/1.1", "go", None),
+    ("Go-http-client/2.0", "go", None),
+    ("yarn/1.22.22 npm/? node/v20.11.0 linux x64", "yarn", "1.22.22"),
+    ("yarn/4.1.0 npm/? node/v20.11.0 linux x64", "yarn", "4.1.0"),
+    ("pnpm/9.1.0 npm/? node/v20.11.0 linux x64", "pnpm", "9.1.0"),
+    ("Bun/1.1.8", "bun", "1.1.8"),
+    ("Debian APT-HTTP/1.3 (2.6.1)", "apt", "2.6.1"),
+    ("Debian APT-HTTP/1.3 (2.6.1) non-interactive", "apt", "2.6.1"),
     ("Wget/1.21.3", "wget", "1.21.3"),
     ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
      "Chrome/126.0.0.0 Safari/537.36", "browser", None),
@@ -39,7 +53,7 @@ def test_known_clients(user_agent: str, runtime: str, version: str | None) -> No
 
 
 @pytest.mark.parametrize("user_agent", [
-    None, "", "python-requests/2.31.0", "Go-http-client/1.1", "pip", "pip/", "pip/latest",
+    None, "", "python-requests/2.31.0", "pip", "pip/", "pip/latest", "regclient/regclient",
     " pip/23.2.1", "notpip/23.2.1",
 ])
 def test_unknown_or_malformed_clients_have_no_runtime(user_agent: str | None) -> None:

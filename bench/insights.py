@@ -1,0 +1,229 @@
+"""Insights benchmark: JSONL ingest rate, query latency at size, and the gateway's docker 307
+throughput with insights on vs off.
+
+Usage: ``python bench/insights.py [--events N] [--packages 200] [--days 90] [--queries 40]
+[--rounds 3] [--duration 10] [--threads 1] [--skip-throughput] [--keep DIR]``.
+
+1. Writes ``--events`` gateway-shaped events (docker, python and file kinds over
+   ``--packages`` packages and ``--days`` days, about 440 bytes each) to a JSONL file.
+2. Ingests the file into a fresh DuckDB store exactly as the primary does (the follower,
+   64 MiB chunks, idempotent inserts, ``--threads`` DuckDB threads), timed: events/s.
+3. Runs ``--queries`` 30-day daily downloads-by-version series for random packages (the
+   session and digest rules included): p50/p95 in ms. Also the companies of a package and
+   the all-package totals behind ``/api/v1/packages``. Then sorts the store by package as
+   the service does every million events (timed) and runs the queries again.
+4. Unless ``--skip-throughput``: ``twistd scarfgw`` (one process, core 1) with insights off
+   and on, interleaved ``--rounds`` times, wrk on core 0 against the docker 307 row; with
+   insights on the primary ingests the events the load writes, as it would in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import (
+    REPO,
+    lua_script,
+    make_rows,
+    median_sample,
+    request_headers,
+    run_wrk,
+    start_gateway,
+    stop_children,
+    wrk_url,
+)
+
+sys.path.insert(0, str(REPO))
+
+from scarfgw.insights.embedded import DuckDBStore
+from scarfgw.insights.follow import Follower
+
+END = date(2026, 11, 30)
+RUNTIMES = ("docker", "containerd", "podman", "pip", "uv", "curl", "npm")
+COUNTRIES = ("DE", "US", "FR", "JP", "BR", "IN", None)
+ORGS = (("Example Corp", "business"), ("Big Cable", "isp"), ("Cloudy", "hosting"),
+        ("Uni", "education"), (None, None))
+
+
+def write_events(path: Path, count: int, packages: int, days: int, seed: int = 7) -> None:
+    """``count`` events in time order, a few templates filled with random values."""
+    rng = random.Random(seed)
+    start = END - timedelta(days=days - 1)
+    span = days * 86400
+    step = span / count
+    base = int(time.mktime(start.timetuple())) - time.timezone
+    lines = []
+    with path.open("w") as out:
+        for number in range(count):
+            moment = base + number * step
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+            package = rng.randrange(packages)
+            network = f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.0/24"
+            org, kind = ORGS[rng.randrange(len(ORGS))]
+            country = COUNTRIES[rng.randrange(len(COUNTRIES))]
+            runtime = RUNTIMES[rng.randrange(len(RUNTIMES))]
+            version = f"1.{rng.randrange(12)}.0"
+            origin = (f'{{"network":"{network}","country":'
+                      + (f'"{country}"' if country else "null") + ',"org":'
+                      + (f'"{org}","type":"{kind}"}}' if org else 'null,"type":null}'))
+            common = (f'{{"time":"{stamp}.{number % 1000:03d}Z","request_id":"{number:032x}",'
+                      f'"domain":"d{package % 20}.example.test","method":"GET",')
+            tail = (f'"user_agent":"{runtime}/1.0","referer":null,"origin":{origin},'
+                    f'"client":{{"runtime":"{runtime}","version":"1.0"}},')
+            if package % 3 == 0:
+                lines.append(
+                    f'{common}"path":"/v2/p{package}/img/manifests/{version}","status":307,'
+                    f'{tail}"kind":"docker","package":"p{package}","image":"p{package}/img",'
+                    f'"reference":"{version}","backend":"ghcr.io","auto_create_rule":null,'
+                    f'"object":"manifest","pull":true}}\n')
+            elif package % 3 == 1:
+                lines.append(
+                    f'{common}"path":"/simple/p{package}/p-{version}.whl","status":307,'
+                    f'{tail}"kind":"python","package":"p{package}","version":"{version}",'
+                    f'"file":"p-{version}.whl","target":"https://files.example.test/'
+                    f'p-{version}.whl"}}\n')
+            else:
+                lines.append(
+                    f'{common}"path":"/download/p{package}-{version}.tar.gz","status":307,'
+                    f'{tail}"kind":"file","package":"p{package}","variables":{{"name":'
+                    f'"p{package}","version":"{version}"}},"target":"https://github.com/x/'
+                    f'p-{version}.tar.gz"}}\n')
+            if len(lines) == 10000:
+                out.writelines(lines)
+                lines.clear()
+        out.writelines(lines)
+
+
+def ingest(path: Path, store_path: Path, threads: int) -> tuple[float, int]:
+    """Seconds to ingest ``path`` into a new store, and the events stored."""
+    store = DuckDBStore(str(store_path), threads=threads)
+    follower = Follower(store, [str(path)])
+    began = time.perf_counter()
+    added = 0
+    while True:
+        result = follower.step()
+        added += result.added
+        if not result.more:
+            break
+    seconds = time.perf_counter() - began
+    follower.close()
+    store.close()
+    return seconds, added
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The ``share`` quantile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def queries(store_path: Path, packages: int, count: int, threads: int) -> dict[str, float]:
+    """Latencies in ms: series p50/p95, one companies query, one totals query."""
+    store = DuckDBStore(str(store_path), read_only=True, threads=threads)
+    rng = random.Random(3)
+    start = END - timedelta(days=29)
+    store.downloads("p0", start, END, "day", "version")  # warm the file cache
+    series = []
+    for _ in range(count):
+        began = time.perf_counter()
+        points = store.downloads(f"p{rng.randrange(packages)}", start, END, "day", "version")
+        series.append((time.perf_counter() - began) * 1000)
+        assert points, "no downloads: the generated events do not match the query"
+    began = time.perf_counter()
+    store.companies("p1", start, END)
+    companies = (time.perf_counter() - began) * 1000
+    began = time.perf_counter()
+    store.totals(start, END)
+    totals = (time.perf_counter() - began) * 1000
+    store.close()
+    return {"p50": statistics.median(series), "p95": percentile(series, 0.95),
+            "companies": companies, "totals": totals}
+
+
+def throughput(tmp: Path, rounds: int, duration: float, python: str) -> dict[str, list[float]]:
+    """Docker 307 req/s with insights off and on, interleaved."""
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    row = make_rows(1)[0]
+    for index in range(rounds):
+        for mode in ("off", "on"):
+            server = start_gateway(tmp, f"gw-{mode}-{index}", 1, python, REPO,
+                                   insights=mode == "on")
+            try:
+                script = lua_script(tmp / f"{mode}-{index}.lua", row,
+                                    request_headers(row, server))
+                results[mode].append(median_sample(
+                    [run_wrk(wrk_url(row, server), script, duration)]).rps)
+            finally:
+                stop_children()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--packages", type=int, default=200)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="DuckDB threads (insights.duckdb.threads; default 1)")
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--keep", type=Path, help="work in DIR and keep the files")
+    args = parser.parse_args(argv)
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="scarfgw-bench-insights-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    events = tmp / "events.jsonl"
+    began = time.perf_counter()
+    write_events(events, args.events, args.packages, args.days)
+    size = events.stat().st_size
+    print(f"generated {args.events:,} events ({size / 2**30:.2f} GiB) in "
+          f"{time.perf_counter() - began:.1f} s")
+    store = tmp / "insights.duckdb"
+    seconds, added = ingest(events, store, args.threads)
+    print(f"ingest: {added:,} events in {seconds:.1f} s = {added / seconds:,.0f} events/s "
+          f"({size / seconds / 2**20:.0f} MiB/s); store {store.stat().st_size / 2**20:.0f} MiB")
+    for state in ("in arrival order", "sorted by package"):
+        if state == "sorted by package":
+            began = time.perf_counter()
+            sorter = DuckDBStore(str(store), threads=args.threads)
+            sorter.compact()
+            sorter.close()
+            print(f"sorting the store by package: {time.perf_counter() - began:.1f} s")
+        latency = queries(store, args.packages, args.queries, args.threads)
+        print(f"{state}: 30-day daily downloads by version, {args.queries} random packages: "
+              f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms; companies of a "
+              f"package {latency['companies']:.1f} ms; totals of all packages "
+              f"{latency['totals']:.1f} ms")
+    if not args.keep:
+        events.unlink()
+        store.unlink()
+    if not args.skip_throughput:
+        results = throughput(tmp, args.rounds, args.duration, args.python)
+        off, on = (statistics.median(results[mode]) for mode in ("off", "on"))
+        runs = {mode: "/".join(f"{rps / 1000:.1f}k" for rps in values)
+                for mode, values in results.items()}
+        print(f"docker 307 req/s: insights off {off:,.0f} ({runs['off']}), "
+              f"on {on:,.0f} ({runs['on']}): {100 * (on / off - 1):+.1f} %")
+    if not args.keep:
+        for leftover in sorted(tmp.rglob("*"), reverse=True):
+            leftover.unlink() if leftover.is_file() or leftover.is_symlink() else leftover.rmdir()
+        tmp.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Following the JSONL sink files into the DuckDB store (blocking; run in one thread).
+
+A file is known by its device, inode and first line, stored with the offset after the last
+complete line ingested. Each :meth:`Follower.step` reads at most ``chunk_bytes`` of complete
+lines from one file and stores them with the new offset in one transaction; a partial last
+line waits for its newline.
+
+- Restart: reading resumes at the stored offset when the file is still the same one.
+- Rotation (logrotate + ``kill -USR1``): the file open here keeps its inode; it is read to
+  its end, and once the path holds a new file and the old one has not grown for
+  ``rotation_grace`` seconds (workers reopen at their next write), the new file is read from
+  its start. After a restart, a rotated file is looked for as ``<path>.1``.
+- Truncation (copytruncate): a file shorter than the stored offset is read from its start.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from scarfgw.insights.embedded import DuckDBStore, FilePosition
+
+_HEAD_BYTES = 256
+
+
+@dataclass
+class _Open:
+    """A file being read: its handle and identity, and when it last grew."""
+
+    handle: BinaryIO
+    position: FilePosition
+    grew_at: float
+
+
+def _head(handle: BinaryIO) -> str:
+    """The file's first bytes (up to the first newline) as hex: its identity with the inode."""
+    data = os.pread(handle.fileno(), _HEAD_BYTES, 0)
+    return data.partition(b"\n")[0].hex()
+
+
+def _same_file(stored: FilePosition, info: os.stat_result, head: str) -> bool:
+    """True when the file of ``info`` and ``head`` is the one ``stored`` describes (the
+    first line may have grown since: the heads agree as far as both go)."""
+    if (info.st_dev, info.st_ino) != (stored.device, stored.inode):
+        return False
+    return head.startswith(stored.head) or stored.head.startswith(head)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step did: events added, lines skipped, and whether more is waiting."""
+
+    added: int
+    skipped: int
+    more: bool
+
+
+class Follower:
+    """Reads the files at ``paths`` into ``store``; ``clock`` gives seconds (monotonic)."""
+
+    def __init__(self, store: DuckDBStore, paths: Sequence[str], *, chunk_bytes: int = 64 << 20,
+                 rotation_grace: float = 5.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.store = store
+        self.paths = [os.path.abspath(path) for path in paths]
+        self.chunk_bytes = chunk_bytes
+        self.rotation_grace = rotation_grace
+        self.clock = clock
+        self._open: dict[str, _Open] = {}
+
+    def step(self) -> StepResult:
+        """Ingest one chunk from each file that has one."""
+        added = skipped = 0
+        more = False
+        for path in self.paths:
+            result = self._step_file(path)
+            added, skipped = added + result.added, skipped + result.skipped
+            more = more or result.more
+        return StepResult(added, skipped, more)
+
+    def close(self) -> None:
+        """Close the open files."""
+        for current in self._open.values():
+            current.handle.close()
+        self._open.clear()
+
+    def _step_file(self, path: str) -> StepResult:
+        current = self._open.get(path) or self._resume(path)
+        if current is None:
+            return StepResult(0, 0, False)
+        result = self._read(path, current)
+        if result.added or result.skipped or result.more:
+            return result
+        if self._replaced(path, current):
+            current.handle.close()
+            del self._open[path]
+            return StepResult(0, 0, self._open_new(path) is not None)
+        return result
+
+    def _open_new(self, path: str) -> _Open | None:
+        """Open the file that replaced a rotated one, from its start."""
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 (kept open between steps)
+        except OSError:
+            return None
+        info = os.fstat(handle.fileno())
+        position = FilePosition(info.st_dev, info.st_ino, _head(handle), 0)
+        opened = self._open[path] = _Open(handle, position, self.clock())
+        return opened
+
+    def _resume(self, path: str) -> _Open | None:
+        """Open ``path`` where the store left it (or a rotated ``path.1`` still unread)."""
+        stored = self.store.position(path)
+        for candidate in (path + ".1", path) if stored else (path,):
+            try:
+                handle = open(candidate, "rb")  # noqa: SIM115 (kept open between steps)
+            except OSError:
+                continue
+            info = os.fstat(handle.fileno())
+            head = _head(handle)
+            same = stored is not None and _same_file(stored, info, head)
+            if candidate != path and not same:
+                handle.close()
+                continue
+            offset = stored.offset if same and stored and stored.offset <= info.st_size else 0
+            position = FilePosition(info.st_dev, info.st_ino, head, offset)
+            opened = self._open[path] = _Open(handle, position, self.clock())
+            return opened
+        return None
+
+    def _read(self, path: str, current: _Open) -> StepResult:
+        position = current.position
+        size = os.fstat(current.handle.fileno()).st_size
+        if size < position.offset:
+            position = current.position = FilePosition(position.device, position.inode,
+                                                       _head(current.handle), 0)
+        if size == position.offset:
+            return StepResult(0, 0, False)
+        data = os.pread(current.handle.fileno(), self.chunk_bytes, position.offset)
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            if len(data) < self.chunk_bytes:
+                return StepResult(0, 0, False)
+            end = len(data)  # one line longer than a chunk: corrupt, skipped as a whole
+        head = position.head or _head(current.handle)
+        current.position = FilePosition(position.device, position.inode, head,
+                                        position.offset + end)
+        current.grew_at = self.clock()
+        added, skipped = self.store.ingest(path, current.position, data[:end])
+        return StepResult(added, skipped, current.position.offset < size)
+
+    def _replaced(self, path: str, current: _Open) -> bool:
+        """True when ``path`` now names another file and the open one has been quiet for
+        the grace period (or was truncated away)."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False
+        if (info.st_dev, info.st_ino) == (current.position.device, current.position.inode):
+            return False
+        return self.clock() - current.grew_at >= self.rotation_grace

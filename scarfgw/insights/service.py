@@ -1,0 +1,202 @@
+"""Insights in the primary process: the engine, the ingest loop, the ``listen.insights`` site.
+
+With the ``duckdb`` engine the primary follows the JSONL sink files into the store: one
+ingest step at a time in a thread of its own (a large file goes in chunk by chunk, the
+reactor never waits), again at once while more is waiting, else every
+:data:`POLL_SECONDS`; that thread also re-sorts the store by package now and then
+(:data:`COMPACT_EVENTS`), so that a package's queries read its rows only. Queries run in
+a separate pool of two threads. With ``clickhouse`` there is nothing to ingest: the
+``http`` sinks of every instance fill the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import duckdb
+from twisted.application.service import MultiService
+from twisted.internet import defer, task
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import Resource
+
+from scarfgw.config import Config
+from scarfgw.insights.catalogue import catalogue
+from scarfgw.insights.clickhouse import ClickHouseStore
+from scarfgw.insights.embedded import DuckDBStore
+from scarfgw.insights.engine import Engine
+from scarfgw.insights.follow import Follower, StepResult
+from scarfgw.insights.reader import ThreadedReader
+from scarfgw.insights.settings import jsonl_sink_paths
+from scarfgw.insights.site import InsightsSite, insights_root
+from scarfgw.insights.tokens import Tokens
+from scarfgw.insights.ui import InsightsUI
+from scarfgw.ops import metrics
+
+log = Logger()
+
+POLL_SECONDS: Final = 1.0
+QUERY_THREADS: Final = 2
+INGEST_NICENESS: Final = 10
+"""How much the ingest thread yields to the reactor (Linux: a thread's own nice value)."""
+COMPACT_EVENTS: Final = 1_000_000
+"""The DuckDB store is re-sorted by package once this many events came in since the last
+time (or the start), when the ingest has caught up."""
+
+T = TypeVar("T")
+
+
+def _at_low_priority(work: Callable[[], T]) -> T:
+    """``work()`` at a lower CPU priority than the reactor's thread: the ingest catches up
+    when the process has time to spare instead of competing with requests."""
+    if hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICENESS)
+    return work()
+
+
+def open_engine(config: Config, *, read_only: bool = False) -> Engine:
+    """The configured engine (a DuckDB file is created unless ``read_only``)."""
+    settings = config.insights
+    if settings.engine == "clickhouse":
+        return ClickHouseStore(settings.clickhouse)
+    return DuckDBStore(settings.duckdb_path, read_only=read_only,
+                       threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
+
+
+class InsightsService(MultiService):
+    """Owns the engine, its threads, the ingest loop and the insights listener."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.engine: Engine | None = None
+        self.follower: Follower | None = None
+        self.port: IListeningPort | None = None
+        self._queries = ThreadPool(1, QUERY_THREADS, "insights-queries")
+        self._ingest_pool = ThreadPool(1, 1, "insights-ingest")
+        self._loop = task.LoopingCall(self._poll)
+        self._loop.clock = reactor
+        self._stepping: defer.Deferred[Any] | None = None
+        self._since_compaction = 0
+        self.reader: ThreadedReader | None = None
+        self.root: Resource | None = None
+
+    def privilegedStartService(self) -> None:
+        """Open the engine before the reactor runs: a store that cannot be opened (another
+        process holds it) stops the start with one line naming it."""
+        super().privilegedStartService()
+        self._open()
+
+    def _open(self) -> Engine:
+        if self.engine is None:
+            try:
+                self.engine = open_engine(self.config)
+            except (duckdb.Error, OSError) as error:
+                raise SystemExit(f"error: cannot open the insights store "
+                                 f"{self.config.insights.duckdb_path}: {error}") from None
+        return self.engine
+
+    def startService(self) -> None:
+        """Open the engine (unless done already), start ingesting and listening."""
+        super().startService()
+        engine = self._open()
+        self._queries.start()
+        self._ingest_pool.start()
+        if isinstance(engine, DuckDBStore):
+            self.follower = Follower(engine, jsonl_sink_paths(self.config.events.sinks))
+            self._loop.start(POLL_SECONDS, now=True)
+        self.reader = ThreadedReader(engine, catalogue(self.config.rules), self._queries,
+                                     self.reactor)
+        tokens = Tokens(self.config.insights.tokens)
+        self.root = insights_root(self.reader, tokens, self.reactor.seconds)
+        ui = InsightsUI(self.reader, tokens.grant, self.reactor,
+                        badges=self.config.insights.badges)
+        ui.install(self.root)
+        ui.setServiceParent(self)
+        spec = self.config.listen.insights
+        if spec:
+            listening = serverFromString(self.reactor, spec).listen(InsightsSite(self.root))
+            listening.addCallbacks(self._listening, self._listen_failed)
+
+    def use_config(self, config: Config) -> None:
+        """After a reload: the packages of the new rules (the insights section itself and
+        the listener change at a restart)."""
+        if self.reader is not None:
+            self.reader.use_packages(catalogue(config.rules))
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        log.info("listening for insights on {address}", address=port.getHost())
+
+    def _listen_failed(self, failure: Any) -> None:
+        log.critical("cannot listen for insights: {error}", error=failure.value)
+        if getattr(self.reactor, "running", False):
+            self.reactor.stop()
+
+    def _poll(self) -> None:
+        if self._stepping is not None or self.follower is None:
+            return
+        self._stepping = deferToThreadPool(
+            self._threads_reactor(), self._ingest_pool, _at_low_priority, self.follower.step)
+        self._stepping.addCallbacks(self._stepped, self._step_failed)
+
+    def _threads_reactor(self) -> IReactorFromThreads:
+        reactor: IReactorFromThreads = self.reactor
+        return reactor
+
+    def _stepped(self, result: StepResult) -> None:
+        self._stepping = None
+        self._since_compaction += result.added
+        metrics.INSIGHTS_EVENTS_INGESTED.inc(result.added)
+        metrics.INSIGHTS_LINES_SKIPPED.inc(result.skipped)
+        if result.skipped:
+            log.warn("insights ingest skipped {count} corrupt lines", count=result.skipped)
+        if result.more and self.running:
+            self.reactor.callLater(0, self._poll)
+        elif self._since_compaction >= COMPACT_EVENTS and isinstance(self.engine, DuckDBStore):
+            self._compact(self.engine)
+
+    def _compact(self, store: DuckDBStore) -> None:
+        log.info("insights: sorting the store by package ({count} new events)",
+                 count=self._since_compaction)
+        self._since_compaction = 0
+        self._stepping = deferToThreadPool(
+            self._threads_reactor(), self._ingest_pool, _at_low_priority, store.compact)
+        self._stepping.addCallbacks(self._compacted, self._step_failed)
+
+    def _compacted(self, _: None) -> None:
+        self._stepping = None
+        log.info("insights: store sorted")
+
+    def _step_failed(self, failure: Any) -> None:
+        self._stepping = None
+        metrics.INSIGHTS_INGEST_ERRORS.inc()
+        log.error("insights ingest failed (retried): {error}", error=failure.value)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        """Stop listening and ingesting, let a step in progress finish, close the store."""
+        if self._loop.running:
+            self._loop.stop()
+        if self.port is not None:
+            yield defer.maybeDeferred(self.port.stopListening)
+        if self._stepping is not None:
+            yield self._stepping
+        yield super().stopService()
+        engine, follower = self.engine, self.follower
+        if engine is None:
+            return
+        self._queries.stop()
+        if follower is not None:
+            follower.close()
+        yield deferToThreadPool(self._threads_reactor(), self._ingest_pool, engine.close)
+        self._ingest_pool.stop()

@@ -1,0 +1,174 @@
+"""The JSONL follower into a real DuckDB file: restarts, rotation, truncation, partial and
+corrupt lines, replays, and a file larger than one chunk."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from scarfgw.insights.embedded import DuckDBStore
+from scarfgw.insights.follow import Follower
+
+DAY = date(2026, 11, 22)
+
+
+def event(number: int, second: int = 0, **extra: Any) -> bytes:
+    """A python file download at 10:00:``second`` from its own network."""
+    network = f"10.{number // 256 % 256}.{number % 256}.0/24"
+    record = {"time": f"2026-11-22T10:{second // 60:02d}:{second % 60:02d}.000Z",
+              "request_id": f"r{number}", "domain": "pypi.test", "method": "GET",
+              "path": "/simple/six/six.whl", "status": 307, "user_agent": "pip/23.2.1",
+              "referer": None, "origin": {"network": network},
+              "client": {"runtime": "pip", "version": "23.2.1"}, "kind": "python",
+              "package": "six", "version": "1.16.0", "file": "six.whl", "target": None}
+    record.update(extra)
+    return json.dumps(record).encode() + b"\n"
+
+
+class Clock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def append(path: Path, data: bytes) -> None:
+    """What a sink's write does: append at the end."""
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
+def stored(store: DuckDBStore) -> int:
+    return int(store.query("SELECT count(*) FROM events")[0][0])
+
+
+def drain(follower: Follower) -> tuple[int, int]:
+    added = skipped = 0
+    while True:
+        result = follower.step()
+        added, skipped = added + result.added, skipped + result.skipped
+        if not result.more:
+            return added, skipped
+
+
+def downloads(store: DuckDBStore) -> int:
+    return sum(p.downloads for p in store.downloads("six", DAY, DAY, "day", None))
+
+
+def test_partial_line_waits_and_restart_resumes_at_the_stored_offset(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    line = event(1)
+    path.write_bytes(event(0) + line[:40])
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    assert drain(Follower(store, [str(path)])) == (1, 0)
+    append(path, line[40:] + event(2))
+    store.close()
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)])
+    assert drain(follower) == (2, 0)
+    assert drain(follower) == (0, 0)
+    assert stored(store) == 3 and downloads(store) == 3
+
+
+def test_corrupt_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(0) + b'{"time": "2026-11-22T10:0\n' + b"[1, 2]\n" + b"\xff\xfe\n"
+                     + b'{"request_id": "no time"}\n' + event(1))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    assert drain(Follower(store, [str(path)])) == (2, 4)
+
+
+def test_a_replayed_batch_never_counts_twice(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    batch = event(0) + event(1, 1) + event(1, 1, status=200)
+    path.write_bytes(batch + batch)  # the sink re-sent a batch whose answer was lost
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)], chunk_bytes=len(batch) + 10)
+    assert drain(follower) == (3, 0)
+    append(path, batch)
+    assert drain(follower) == (0, 0)
+    assert stored(store) == 3
+
+
+def test_rotation_finishes_the_old_file_then_reads_the_new_one(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(0))
+    clock = Clock()
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)], rotation_grace=5, clock=clock)
+    assert drain(follower) == (1, 0)
+    os.rename(path, str(path) + ".1")  # logrotate, then kill -USR1
+    append(Path(str(path) + ".1"), event(1))  # a worker that has not reopened yet
+    path.write_bytes(event(2))
+    assert drain(follower) == (1, 0)  # the old file's tail; the new one waits for the grace
+    clock.now = 10
+    assert drain(follower) == (1, 0)
+    append(path, event(3))
+    assert drain(follower) == (1, 0)
+    assert stored(store) == 4
+
+
+def test_restart_after_rotation_reads_the_rotated_rest_first(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(0))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    assert drain(Follower(store, [str(path)])) == (1, 0)
+    store.close()
+    append(path, event(1))  # written while insights was down
+    os.rename(path, str(path) + ".1")
+    path.write_bytes(event(2))
+    clock = Clock()
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)], rotation_grace=5, clock=clock)
+    assert drain(follower) == (1, 0)
+    clock.now = 10
+    assert drain(follower) == (1, 0)
+    assert stored(store) == 3
+
+
+def test_truncation_starts_the_file_again(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(0) + event(1))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)])
+    assert drain(follower) == (2, 0)
+    with path.open("r+b") as handle:  # copytruncate
+        handle.truncate(0)
+    append(path, event(2))
+    assert drain(follower) == (1, 0)
+    assert stored(store) == 3
+
+
+def test_a_file_larger_than_a_chunk_goes_in_chunk_by_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(event(number, number % 3000) for number in range(5000)))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)], chunk_bytes=64 * 1024)
+    first = follower.step()
+    assert first.more and 0 < first.added < 5000
+    assert drain(follower) == (5000 - first.added, 0)
+    assert downloads(store) == 5000
+    assert store.position(str(path)).offset == path.stat().st_size  # type: ignore[union-attr]
+
+
+def test_sorting_by_package_keeps_the_answers_and_the_replay_check(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    batch = b"".join(event(number, number * 7 % 3600, package=f"p{number % 3}")
+                     for number in range(600))
+    path.write_bytes(batch)
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)])
+    drain(follower)
+    before = [store.downloads(f"p{n}", DAY, DAY, "week", "client") for n in range(3)]
+    store.compact()
+    assert [store.downloads(f"p{n}", DAY, DAY, "week", "client") for n in range(3)] == before
+    assert sum(p.downloads for series in before for p in series) == 600
+    append(path, batch + event(9999, 10))  # a replay, and one new event, after the sort
+    assert drain(follower) == (1, 0)
+    assert stored(store) == 601
