@@ -18,6 +18,7 @@ import pytest_twisted
 import yaml
 from twisted.internet import defer, threads
 
+from scarfgw.ops.metrics import REGISTRY
 from tests.integration.test_clickhouse import SETTINGS, ClickHouse, clickhouse  # noqa: F401
 from tests.support import deferLater, gateway_config, http_get, raw_request, start_gateway
 
@@ -288,5 +289,26 @@ def test_a_reload_lists_the_packages_of_the_new_rules(tmp_path: Path,
         assert [p["id"] for p in listing["packages"]] == ["hello", "six", "tool", "new"]
         status, _, _ = yield _in_thread(_api, port, "/api/v1/packages/new/downloads")
         assert status == 200
+    finally:
+        yield gateway.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_corrupt_line_is_skipped_and_counted_in_a_metric(tmp_path: Path) -> Any:
+    tokens = [{"name": "ops", "sha256": _hash(TOKEN), "packages": ["*"]}]
+    gateway = yield _run_gateway(tmp_path, {
+        "insights": {"tokens": tokens, "duckdb": {"path": str(tmp_path / "i.duckdb")}},
+        "events": {"flush_interval": 0.05, "spool_dir": str(tmp_path / "spool"),
+                   "sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]}})
+    skipped = REGISTRY.get_sample_value("scarfgw_insights_lines_skipped_total") or 0.0
+    try:
+        with (tmp_path / "events.jsonl").open("ab") as handle:
+            handle.write(b'{"time": "2026-12-05T10:00:00.000Z", "request_id": "cut\n')
+        yield raw_request(gateway.port, "GET", "/download/tool-3.0.tar.gz",
+                          [("Host", "get.example.test"), ("User-Agent", "curl/8.5.0")])
+        port = gateway.service.insights.port.getHost().port
+        tool = yield _downloads_of(port, "/api/v1/packages/tool/downloads?by=version", 1)
+        assert [(p["key"], p["downloads"]) for p in tool["series"]] == [("3.0", 1)]
+        assert REGISTRY.get_sample_value("scarfgw_insights_lines_skipped_total") == skipped + 1
     finally:
         yield gateway.stop()
