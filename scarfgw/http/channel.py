@@ -318,11 +318,31 @@ def _pending_output(transport: object) -> tuple[int, int, int] | None:
     return (pending, id(tcp_transport.dataBuffer), tcp_transport.offset) if pending else None
 
 
-def _sends_directly(transport: object) -> bool:
-    """True for a plain (not TLS) TCP transport with the buffers :meth:`GatewayChannel.send`
+def sends_directly(transport: object) -> bool:
+    """True for a plain (not TLS) TCP transport with the buffers :func:`send_directly`
     looks at."""
     return (isinstance(transport, tcp.Connection) and not transport.TLS
             and hasattr(transport, "_tempDataLen"))
+
+
+def send_directly(transport: Any, data: bytes) -> None:
+    """Write ``data`` on a TCP transport that :func:`sends_directly`: with nothing queued,
+    straight to the socket.
+
+    Twisted's ``write`` only queues, and the bytes leave on the reactor's next turn (a
+    writer registration and another poll per response). Sending at once saves that; what
+    the socket does not take, and everything while bytes are queued, goes through
+    ``write`` so the order and Twisted's flow control stay as they are.
+    """
+    if transport.connected and not transport.disconnecting and not _queued(transport):
+        try:
+            sent: int = transport.socket.send(data)
+        except OSError:
+            sent = 0  # full, interrupted or broken: ``write`` queues it, or reports the loss
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 class GatewayChannel(Protocol):
@@ -370,27 +390,15 @@ class GatewayChannel(Protocol):
         factory.channels.add(self)
         self.last_activity = factory.clock.seconds()
         self.peer_host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
-        self.direct = _sends_directly(self.transport)
+        self.direct = sends_directly(self.transport)
 
     def send(self, data: bytes) -> None:
-        """Write ``data``; on plain TCP with nothing queued, straight to the socket.
-
-        Twisted's ``write`` only queues, and the bytes leave on the reactor's next turn (a
-        writer registration and another poll per response). Sending at once saves that; what
-        the socket does not take, and everything while bytes are queued, goes through
-        ``write`` so the order and Twisted's flow control stay as they are.
-        """
-        transport: Any = self.transport
-        if (self.direct and transport.connected and not transport.disconnecting
-                and not _queued(transport)):
-            try:
-                sent: int = transport.socket.send(data)
-            except OSError:
-                sent = 0  # full, interrupted or broken: ``write`` queues it, or reports the loss
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        """Write ``data``; on plain TCP with nothing queued, straight to the socket
+        (:func:`send_directly`)."""
+        if self.direct:
+            send_directly(self.transport, data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         """Take ``data``; parse and answer as far as the requests ahead of it allow."""
