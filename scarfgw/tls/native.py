@@ -143,8 +143,10 @@ KeySource = Callable[[], tuple[TicketKey, dict[bytes, TicketKey]]]
 def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
     """Encrypt and decrypt ``ctx``'s session tickets with the keys ``keys`` gives.
 
-    A ticket under an older key is accepted and replaced by one under the current key; a
-    ticket under an unknown key means a full handshake. Returns the C callback, which must
+    A ticket under any known key is accepted and answered with a fresh ticket under the
+    current key (2: renew; TLS 1.3 clients such as curl use each ticket once, and OpenSSL
+    issues none after a resumption otherwise); a ticket under an unknown key means a full
+    handshake. Returns the C callback, which must
     be kept alive as long as ``ctx``.
     """
     lib = _lib()
@@ -162,9 +164,7 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
             key = known.get(ctypes.string_at(name, KEY_NAME_BYTES))
             if key is None:
                 return 0
-            if not key.init(lib, cipher_ctx, mac_ctx, iv, 0):
-                return -1
-            return 1 if key is current else 2
+            return 2 if key.init(lib, cipher_ctx, mac_ctx, iv, 0) else -1
         except Exception:
             return -1
 

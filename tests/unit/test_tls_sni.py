@@ -87,13 +87,13 @@ def test_alpn_negotiates_http11_only_and_tls_below_12_is_refused(options):
     old.set_ciphers("DEFAULT:@SECLEVEL=0")
     old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
     to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = old.wrap_bio(to_client, to_server, server_hostname="a.test")
+    old_client = old.wrap_bio(to_client, to_server, server_hostname="a.test")
     with contextlib.suppress(ssl.SSLWantReadError):
-        client.do_handshake()
+        old_client.do_handshake()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     server = options.connection(incoming, outgoing, ())
     incoming.write(to_server.read())
-    with pytest.raises(ssl.SSLError, match="UNSUPPORTED_PROTOCOL|VERSION"):
+    with pytest.raises(ssl.SSLError, match=r"UNSUPPORTED_PROTOCOL|VERSION"):
         server.do_handshake()
 
 
