@@ -110,7 +110,8 @@ def test_curl_resumes_its_tls13_sessions(gateway):
     in Caddy and nginx's default)."""
     url = f"https://{DOMAIN}:{gateway.https}{PATH}"
     argv = ["curl", "-v", "-k", "-sS", "-o", "/dev/null", "--tlsv1.3", "--resolve",
-            f"{DOMAIN}:{gateway.https}:127.0.0.1", "-A", "docker/27.0", "-H", "Connection: close", *[url] * CONNECTIONS]
+            f"{DOMAIN}:{gateway.https}:127.0.0.1", "-A", "docker/27.0", "-H",
+            "Connection: close", *[url] * CONNECTIONS]
     done = subprocess.run(argv, capture_output=True, timeout=60)
     trace = done.stderr.decode("latin-1")
     assert done.returncode == 0, trace
