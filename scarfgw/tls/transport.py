@@ -27,8 +27,8 @@ from scarfgw.http.channel import send_directly, sends_directly
 from scarfgw.tls.hello import MAX_HELLO_BYTES, offered_alpn
 from scarfgw.tls.sni import PeekedSSLObject, SNIServerOptions
 
-READ_BYTES: Final = 256 * 1024
-"""The most plaintext taken from OpenSSL per read."""
+READ_BYTES: Final = 16 * 1024
+"""Plaintext taken from OpenSSL per read: one TLS record at most."""
 
 
 class TLSServerConnection(Protocol):
@@ -79,8 +79,9 @@ class TLSServerConnection(Protocol):
             self._flush()
             return False
         except ssl.SSLError:
-            self._flush()  # the alert, if OpenSSL wrote one
-            self.abortConnection()
+            self._flush()  # the alert, if OpenSSL wrote one, goes out before the FIN
+            self.disconnecting = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
             return False
         self.handshaken = True
         early, self.early = self.early, []
@@ -98,13 +99,11 @@ class TLSServerConnection(Protocol):
                 data = tls.read(READ_BYTES)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:
-                self.loseConnection()  # the client's close_notify: it sends nothing more
-                break
             except ssl.SSLError:
                 self.abortConnection()
                 break
             if not data:
+                self.loseConnection()  # the client's close_notify: it sends nothing more
                 break
             deliver(data)
             if not self.incoming.pending and not tls.pending():
@@ -130,8 +129,9 @@ class TLSServerConnection(Protocol):
     # -- the HTTP channel's side (ITransport, IPushProducer, IConsumer) ---------------------
 
     def write(self, data: bytes) -> None:
-        """Encrypt ``data`` and send it (held until the handshake is complete)."""
-        if self.lost or self.tls is None or not data:
+        """Encrypt ``data`` and send it (held until the handshake is complete; dropped once
+        the connection is closing)."""
+        if self.disconnecting or self.tls is None or not data:
             return
         if not self.handshaken:
             self.early.append(data)
