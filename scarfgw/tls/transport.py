@@ -28,7 +28,8 @@ from scarfgw.tls.hello import MAX_HELLO_BYTES, offered_alpn
 from scarfgw.tls.sni import PeekedSSLObject, SNIServerOptions
 
 READ_BYTES: Final = 16 * 1024
-"""Plaintext taken from OpenSSL per read: one TLS record at most."""
+"""Plaintext asked of OpenSSL per read: a whole record's (it returns one record at most), so
+nothing decrypted is left behind in OpenSSL once the incoming BIO is empty."""
 
 
 class TLSServerConnection(Protocol):
@@ -106,7 +107,7 @@ class TLSServerConnection(Protocol):
                 self.loseConnection()  # the client's close_notify: it sends nothing more
                 break
             deliver(data)
-            if not self.incoming.pending and not tls.pending():
+            if not self.incoming.pending:
                 break
         self._flush()
 
