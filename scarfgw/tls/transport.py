@@ -35,9 +35,6 @@ nothing decrypted is left behind in OpenSSL once the incoming BIO is empty."""
 class TLSServerConnection(Protocol):
     """One TLS connection: the TCP transport's protocol and the HTTP channel's transport."""
 
-    TLS = True
-    factory: TLSServerFactory
-
     def __init__(self, options: SNIServerOptions, inner: IProtocol) -> None:
         self.options = options
         self.inner = inner
@@ -48,7 +45,6 @@ class TLSServerConnection(Protocol):
         self.handshaken = False
         self.early: list[bytes] = []
         self.disconnecting = False
-        self.lost = False
         self.direct = False
 
     # -- the TCP transport's side -----------------------------------------------------------
@@ -88,14 +84,20 @@ class TLSServerConnection(Protocol):
         early, self.early = self.early, []
         for data in early:
             self.write(data)
-        self._flush()
-        return True
+        return True  # the session ticket leaves with the first response (see _read)
 
     def _read(self) -> None:
+        """Deliver what OpenSSL decrypts, then send what it wrote meanwhile.
+
+        Right after the handshake that includes the session ticket: the client's request
+        usually came with its Finished, so ticket and response leave in one segment. Sent
+        apart, Nagle's algorithm would hold the response until the client acknowledged the
+        ticket, which it delays by up to 40 ms.
+        """
         tls = self.tls
         assert tls is not None
         deliver = self.inner.dataReceived
-        while not self.lost:
+        while not self.disconnecting:  # once closing, the channel takes no more requests
             try:
                 data = tls.read(READ_BYTES)
             except ssl.SSLWantReadError:
@@ -122,7 +124,6 @@ class TLSServerConnection(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Tell the channel; drop the TLS state."""
-        self.lost = True
         self.disconnecting = True
         self.tls = None
         self.inner.connectionLost(reason)
@@ -216,6 +217,4 @@ class TLSServerFactory(Factory):
         inner = self.inner.buildProtocol(cast(IAddress, addr))
         if inner is None:
             return None
-        connection = TLSServerConnection(self.options, inner)
-        connection.factory = self
-        return connection
+        return TLSServerConnection(self.options, inner)
