@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -42,7 +43,8 @@ _TicketCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_
 
 
 def _mapped(name: str) -> str:
-    """The path of the shared library ``name`` (``libssl.so``...) mapped into this process."""
+    """The path of the shared library ``name`` (``libssl.so.3``...) mapped into this
+    process."""
     with open("/proc/self/maps") as maps:
         for line in maps:
             path = line.rstrip("\n").split(None, 5)[-1]
@@ -55,9 +57,12 @@ class _Library:
     """The libssl/libcrypto functions used here, with their C signatures."""
 
     def __init__(self) -> None:
-        assert ssl.OPENSSL_VERSION_INFO >= (3,)
-        libssl = ctypes.CDLL(_mapped("libssl.so"))
-        libcrypto = ctypes.CDLL(_mapped("libcrypto.so"))
+        if sys.implementation.name != "cpython" or ssl.OPENSSL_VERSION_INFO < (3,):
+            raise NativeError(f"needs CPython with OpenSSL 3, not {sys.implementation.name} "
+                              f"with {ssl.OPENSSL_VERSION}")
+        major = ssl.OPENSSL_VERSION_INFO[0]
+        libssl = ctypes.CDLL(_mapped(f"libssl.so.{major}"))
+        libcrypto = ctypes.CDLL(_mapped(f"libcrypto.so.{major}"))
         self.ctx_get_options = libssl.SSL_CTX_get_options
         self.ctx_get_options.restype = ctypes.c_uint64
         self.ctx_get_options.argtypes = [ctypes.c_void_p]
@@ -89,7 +94,7 @@ def _lib() -> _Library:
     if _library is None:
         try:
             _library = _Library()
-        except (OSError, AttributeError, AssertionError) as exc:
+        except (OSError, AttributeError) as exc:
             raise NativeError(f"cannot use the ssl module's OpenSSL: {exc}") from exc
     return _library
 
