@@ -20,6 +20,7 @@ COMPILED = [
     "scarfgw/analytics/useragent.py",
     "scarfgw/analytics/writer.py",
     "scarfgw/ops/metrics.py",
+    "scarfgw/tls/hello.py",
     "scarfgw/tls/transport.py",
 ]
 
