@@ -72,8 +72,13 @@ class _Library:
         self.set_ticket_cb = libssl.SSL_CTX_set_tlsext_ticket_key_evp_cb
         self.set_ticket_cb.restype = ctypes.c_int
         self.set_ticket_cb.argtypes = [ctypes.c_void_p, _TicketCallback]
-        self.aes_256_cbc = libcrypto.EVP_aes_256_cbc
-        self.aes_256_cbc.restype = ctypes.c_void_p
+        fetch = libcrypto.EVP_CIPHER_fetch
+        fetch.restype = ctypes.c_void_p
+        fetch.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+        self.aes_256_cbc: int = fetch(None, b"AES-256-CBC", None)
+        """Fetched once: ``EVP_aes_256_cbc()`` would be looked up again on every ticket."""
+        if not self.aes_256_cbc:
+            raise NativeError("AES-256-CBC is not available")
         self.cipher_init = libcrypto.EVP_CipherInit_ex
         self.cipher_init.restype = ctypes.c_int
         self.cipher_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -136,7 +141,7 @@ class TicketKey:
 
     def init(self, lib: _Library, cipher_ctx: int, mac_ctx: int, iv: int, encrypt: int) -> bool:
         """Set up OpenSSL's cipher and MAC contexts for one ticket."""
-        return (lib.cipher_init(cipher_ctx, lib.aes_256_cbc(), None, self._cipher_key, iv,
+        return (lib.cipher_init(cipher_ctx, lib.aes_256_cbc, None, self._cipher_key, iv,
                                 encrypt) == 1
                 and lib.mac_set_params(mac_ctx, ctypes.addressof(self._params)) == 1)
 
