@@ -63,6 +63,8 @@ START_TIMEOUT = 180.0
 TLS_HOST = "cr0.example.test"  # = docker_host(0): the one domain of the scarfgw-tls gateway
 CERT_LIFETIME_DAYS = 90  # renewal (by lifetime) is due only after 60 days: nothing is ordered
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
 _children: list[subprocess.Popen[bytes]] = []
 
 
@@ -208,6 +210,10 @@ class Server:
         """The server's process and all its descendants (e.g. the gateway's workers)."""
         return [self.proc.pid, *_descendants(self.proc.pid)]
 
+    def all_pids(self) -> list[int]:
+        """:meth:`pids` of this server and of its companions."""
+        return [pid for server in (self, *self.companions) for pid in server.pids()]
+
     def serve_fresh(self, companion: Server) -> None:
         """Let ``companion``'s HTTPS listener (resumption off) be this server's fresh_port."""
         self.fresh_port = companion.tls_port
@@ -224,6 +230,19 @@ class Server:
             match = re.search(r"VmRSS:\s+(\d+) kB", status)
             total += int(match.group(1)) if match else 0
         return total / 1024
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` from /proc/<pid>/stat, in seconds (gone processes: 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # fields 3.. of proc(5)
+        ticks += int(fields[11]) + int(fields[12])  # utime (14), stime (15)
+    return ticks / CLOCK_TICKS
 
 
 def _descendants(pid: int) -> list[int]:
@@ -576,6 +595,7 @@ class Sample:
     p50_ms: float
     p99_ms: float
     errors: int
+    per_cpu_s: float = 0.0  # requests per CPU second of the server's processes
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -617,14 +637,16 @@ def median_sample(samples: list[Sample]) -> Sample:
     return Sample(statistics.median(s.rps for s in samples),
                   statistics.median(s.p50_ms for s in samples),
                   statistics.median(s.p99_ms for s in samples),
-                  sum(s.errors for s in samples))
+                  sum(s.errors for s in samples),
+                  statistics.median(s.per_cpu_s for s in samples))
 
 
 def print_table(rows: list[Row], results: dict[tuple[str, str], list[Sample]],
                 out: Callable[[str], None]) -> None:
-    """Rows x servers: req/s (median, and the runs), p50, p99, ratio to nginx."""
+    """Rows x servers: req/s (median, and the runs), p50, p99, ratio to nginx, and requests
+    per CPU second of the server (which load from elsewhere disturbs less than req/s)."""
     out(f"{'row':34} {'server':13} {'req/s':>9} {'runs':>24} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'errors':>6} {'x nginx':>7}")
+        f"{'errors':>6} {'x nginx':>7} {'req/CPU s':>9}")
     nginx_rps = {row.name: median_sample(results[row.name, "nginx"]).rps
                  for row in rows if (row.name, "nginx") in results}
     for row in rows:
@@ -637,7 +659,7 @@ def print_table(rows: list[Row], results: dict[tuple[str, str], list[Sample]],
             ratio = f"{med.rps / base:.2f}" if base else "-"
             runs = "/".join(f"{s.rps / 1000:.1f}k" for s in samples)
             out(f"{row.name:34} {server:13} {med.rps:9.0f} {runs:>24} {med.p50_ms:7.2f} "
-                f"{med.p99_ms:7.2f} {med.errors:6d} {ratio:>7}")
+                f"{med.p99_ms:7.2f} {med.errors:6d} {ratio:>7} {med.per_cpu_s:9.0f}")
 
 
 def build_kind(source: Path) -> str:
@@ -739,7 +761,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {round_no + 1}/{rounds}, load average {os.getloadavg()}", flush=True)
         for row in rows:
             for name in row.servers:
+                pids = started[name].all_pids()
+                before = cpu_seconds(pids)
                 sample = run_wrk(*scripts[row.name, name], duration)
+                used = cpu_seconds(pids) - before
+                sample.per_cpu_s = sample.rps * duration / used if used > 0 else 0.0
                 results.setdefault((row.name, name), []).append(sample)
     print(f"\n{CONNECTIONS} connections, {rounds} x {duration:g} s per cell, median; python "
           f"{args.python}; source {args.source} ({build_kind(Path(args.source))}); "
