@@ -1,8 +1,9 @@
 """Build scarfgw: the modules on the request path are compiled to C with mypyc.
 
-They are the routing core, the HTTP channel, the gateway, the event record and writer, and
-the metrics counters (``COMPILED``). ``SCARFGW_PURE=1`` builds without compiling; the same
-modules then run as plain Python, with the same behaviour, at about half the throughput.
+They are the routing core, the HTTP channel, the gateway, the event record and writer, the
+metrics counters and the https listener's TLS layer (``COMPILED``). ``SCARFGW_PURE=1`` builds
+without compiling; the same modules then run as plain Python, with the same behaviour, at
+about half the throughput.
 """
 
 import os
@@ -19,6 +20,8 @@ COMPILED = [
     "scarfgw/analytics/useragent.py",
     "scarfgw/analytics/writer.py",
     "scarfgw/ops/metrics.py",
+    "scarfgw/tls/hello.py",
+    "scarfgw/tls/transport.py",
 ]
 
 if os.environ.get("SCARFGW_PURE"):

@@ -2,8 +2,9 @@
 
 Usage: ``python bench/run.py [--quick | --full] [--https] [--python PYTHON] [--json FILE]``.
 wrk runs on core 0, every server on core 1; rows and servers are interleaved, each
-figure is the median over the rounds. ``--https`` adds the TLS rows (keep-alive and one
-handshake per request), all three servers serving the same self-signed certificate.
+figure is the median over the rounds. ``--https`` adds the TLS rows (keep-alive; one
+handshake per request without session resumption, and with each server's default session
+handling), all three servers serving the same self-signed certificate.
 See bench/README.md.
 """
 
@@ -61,6 +62,8 @@ PYTHON_RULE = {
 START_TIMEOUT = 180.0
 TLS_HOST = "cr0.example.test"  # = docker_host(0): the one domain of the scarfgw-tls gateway
 CERT_LIFETIME_DAYS = 90  # renewal (by lifetime) is due only after 60 days: nothing is ordered
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 _children: list[subprocess.Popen[bytes]] = []
 
@@ -199,11 +202,22 @@ class Server:
     name: str
     port: int
     proc: subprocess.Popen[bytes]
-    tls_port: int | None = None  # the HTTPS listener, with --https
+    tls_port: int | None = None  # the HTTPS listener, with --https: default session handling
+    fresh_port: int | None = None  # the HTTPS listener that never resumes a session
+    companions: list[Server] = field(default_factory=list)  # processes serving fresh_port
 
     def pids(self) -> list[int]:
         """The server's process and all its descendants (e.g. the gateway's workers)."""
         return [self.proc.pid, *_descendants(self.proc.pid)]
+
+    def all_pids(self) -> list[int]:
+        """:meth:`pids` of this server and of its companions."""
+        return [pid for server in (self, *self.companions) for pid in server.pids()]
+
+    def serve_fresh(self, companion: Server) -> None:
+        """Let ``companion``'s HTTPS listener (resumption off) be this server's fresh_port."""
+        self.fresh_port = companion.tls_port
+        self.companions.append(companion)
 
     def rss_mib(self) -> float:
         """Resident memory of the server's process tree, in MiB."""
@@ -218,6 +232,19 @@ class Server:
         return total / 1024
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` from /proc/<pid>/stat, in seconds (gone processes: 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # fields 3.. of proc(5)
+        ticks += int(fields[11]) + int(fields[12])  # utime (14), stime (15)
+    return ticks / CLOCK_TICKS
+
+
 def _descendants(pid: int) -> list[int]:
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -229,14 +256,15 @@ def _descendants(pid: int) -> list[int]:
 
 def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
                   tls: TLSFiles | None = None, workers: int = 1, cores: str = "1",
-                  insights: bool = False) -> Server:
+                  insights: bool = False, tickets: bool = True) -> Server:
     """``twistd -n scarfgw`` with ``domains`` docker domains plus the file and python rules,
     ``workers`` processes, pinned to ``cores``; ``insights``: its listener on (following the
     events into DuckDB), else off.
 
     With ``tls``: an https listener too, and only the docker rule of TLS_HOST, whose
     certificate is put into the gateway's TLS storage before it starts (the ACME directory
-    is unreachable: a valid stored certificate is served and nothing is ordered).
+    is unreachable: a valid stored certificate is served and nothing is ordered). Without
+    ``tickets``, ``tls.session_tickets: false``: no session is ever resumed.
     """
     port = free_port()
     workdir = tmp / name
@@ -268,7 +296,8 @@ def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
         key.write_bytes(tls.key.read_bytes())
         (folder / "fullchain.pem").write_bytes(tls.cert.read_bytes())
         config["tls"] = {"storage": str(storage), "verification": {"mode": "none"},
-                         "acme": {"directory": "https://127.0.0.1:9/dir"}}
+                         "acme": {"directory": "https://127.0.0.1:9/dir"},
+                         **({} if tickets else {"session_tickets": False})}
     config_path = workdir / "scarfgw.json"
     config_path.write_text(json.dumps(config))
     twistd = Path(python).parent / "twistd"
@@ -280,24 +309,36 @@ def start_gateway(tmp: Path, name: str, domains: int, python: str, source: Path,
     return Server(name, port, proc, tls_port)
 
 
-def start_nginx(tmp: Path, domains: int, www: Path, tls: TLSFiles | None = None) -> Server:
-    """nginx, one worker, access log off: the same answers as the gateway."""
-    port = free_port()
-    root = tmp / "nginx"
-    root.mkdir()
-    names = " ".join(docker_host(i) for i in range(domains))
-    tls_port = free_port() if tls else None
-    tls_server = "" if tls is None else f"""
+def _nginx_tls_server(port: int, tls: TLSFiles, sessions: str) -> str:
+    """An nginx server block answering the docker request over TLS on ``port``."""
+    return f"""
   server {{
-    listen 127.0.0.1:{tls_port} ssl backlog=1024; server_name {TLS_HOST};
+    listen 127.0.0.1:{port} ssl backlog=1024; server_name {TLS_HOST};
     ssl_certificate {tls.cert}; ssl_certificate_key {tls.key}; ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_tickets off; ssl_session_cache off;  # full handshakes, as the gateway
+    {sessions}
     location ~ ^/v2/library/hello/manifests/[^/]+$ {{
       if ($http_user_agent ~ "^docker/") {{ return 307 https://{REGISTRY}$request_uri; }}
       return 404;
     }}
     location / {{ return 404; }}
   }}"""
+
+
+def start_nginx(tmp: Path, domains: int, www: Path, tls: TLSFiles | None = None) -> Server:
+    """nginx, one worker, access log off: the same answers as the gateway.
+
+    With ``tls``, two HTTPS listeners: one with nginx's default session handling (tickets
+    on, no shared cache) and one that never resumes (tickets and cache off).
+    """
+    port = free_port()
+    root = tmp / "nginx"
+    root.mkdir()
+    names = " ".join(docker_host(i) for i in range(domains))
+    tls_port = free_port() if tls else None
+    fresh_port = free_port() if tls else None
+    tls_server = "" if tls is None or tls_port is None or fresh_port is None else (
+        _nginx_tls_server(tls_port, tls, "# nginx's default session handling")
+        + _nginx_tls_server(fresh_port, tls, "ssl_session_tickets off; ssl_session_cache off;"))
     temp_paths = "\n".join(
         f"  {kind}_temp_path {root}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
                                                           "uwsgi", "scgi")
@@ -341,18 +382,20 @@ http {{
     log = root / "stdout.log"
     proc = spawn(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)], log)
     wait_until_up(port, proc, log)
-    return Server("nginx", port, proc, tls_port)
+    return Server("nginx", port, proc, tls_port, fresh_port)
 
 
-def start_caddy(tmp: Path, domains: int, www: Path, tls: TLSFiles | None = None) -> Server:
+def start_caddy(tmp: Path, domains: int, www: Path, tls: TLSFiles | None = None,
+                name: str = "caddy", tickets: bool = True) -> Server:
     """Caddy with the same answers (one site block per job, a catch-all 404).
 
     With ``tls``, an ``https://TLS_HOST:port`` site serves that certificate (``tls`` with
-    files works under ``auto_https off``); the Caddyfile is adapted to JSON to disable
-    session tickets, so that every new connection is a full handshake, as on the gateway.
+    files works under ``auto_https off``). Without ``tickets`` the Caddyfile is adapted to
+    JSON to disable session tickets (a setting of the whole process), so that every new
+    connection is a full handshake.
     """
     port = free_port()
-    root = tmp / "caddy"
+    root = tmp / name
     root.mkdir()
     addresses = ", ".join(f"http://{docker_host(i)}:{port}" for i in range(domains))
     template = (
@@ -414,7 +457,7 @@ http://:{port} {{
            "XDG_CONFIG_HOME": str(root / "config")}
     log = root / "caddy.log"
     config = ["--config", str(root / "Caddyfile"), "--adapter", "caddyfile"]
-    if tls:
+    if tls and not tickets:
         adapted = json.loads(subprocess.run(
             ["caddy", "adapt", *config], capture_output=True, text=True, check=True, env=env,
             timeout=60).stdout)
@@ -424,7 +467,7 @@ http://:{port} {{
         config = ["--config", str(root / "caddy.json")]
     proc = spawn(["caddy", "run", *config], log, env=env)
     wait_until_up(port, proc, log)
-    return Server("caddy", port, proc, tls_port)
+    return Server(name, port, proc, tls_port)
 
 
 @dataclass
@@ -441,6 +484,7 @@ class Row:
     baseline: str = ""  # the row whose nginx figure the ratio uses (default: this row)
     tls: bool = False  # over HTTPS (the servers' tls_port), SNI = host
     close: bool = False  # Connection: close, so wrk opens a new connection per request
+    resume: bool = True  # False: the servers' fresh_port, where no session is resumed
 
 
 def make_rows(domains: int, https: bool = False) -> list[Row]:
@@ -454,8 +498,10 @@ def make_rows(domains: int, https: bool = False) -> list[Row]:
     tls_rows = [
         Row("https 307 keep-alive", TLS_HOST, DOCKER_PATH, 307, tls_servers, docker_headers,
             tls=True),
-        Row("https handshakes", TLS_HOST, DOCKER_PATH, 307, tls_servers, docker_headers,
-            tls=True, close=True),
+        Row("https handshakes, no resumption", TLS_HOST, DOCKER_PATH, 307, tls_servers,
+            docker_headers, tls=True, close=True, resume=False),
+        Row("https handshakes, default sessions", TLS_HOST, DOCKER_PATH, 307, tls_servers,
+            docker_headers, tls=True, close=True),
     ] if https else []
     return [
         docker,
@@ -484,14 +530,16 @@ def row_port(row: Row, server: Server) -> int:
     """The port ``server`` answers ``row`` on."""
     if not row.tls:
         return server.port
-    if server.tls_port is None:
+    port = server.tls_port if row.resume else server.fresh_port
+    if port is None:
         raise SystemExit(f"{server.name}: no https listener for {row.name}")
-    return server.tls_port
+    return port
 
 
 def check_tls(row: Row, server: Server, tls: TLSFiles) -> None:
-    """Fail unless ``server`` presents the benchmark certificate and never resumes a session
-    (the gateway does full handshakes only, so the others must too for a fair handshake row)."""
+    """Fail unless ``server`` presents the benchmark certificate; on a no-resumption row,
+    also if a second connection resumes the first one's session (every server must do full
+    handshakes there). On the other rows, say whether the server resumed it."""
     ctx = _client_context()
     port = row_port(row, server)
     with tls_connect(port, row.host, ctx) as first:
@@ -503,9 +551,13 @@ def check_tls(row: Row, server: Server, tls: TLSFiles) -> None:
             pass
         session = first.session
     with tls_connect(port, row.host, ctx, session) as second:
-        if second.session_reused:
+        if second.session_reused and not row.resume:
             raise SystemExit(f"{server.name}: {row.name}: TLS session resumed; disable "
                              "session tickets/cache so every connection is a full handshake")
+        if row.resume and row.close:
+            print(f"{server.name}: {row.name}: a second connection "
+                  f"{'resumes' if second.session_reused else 'does NOT resume'} the session "
+                  f"({second.version()})", flush=True)
 
 
 def check(row: Row, server: Server, headers: dict[str, str], reference: dict[str, str],
@@ -546,6 +598,7 @@ class Sample:
     p50_ms: float
     p99_ms: float
     errors: int
+    per_cpu_s: float = 0.0  # requests per CPU second of the server's processes
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -587,14 +640,16 @@ def median_sample(samples: list[Sample]) -> Sample:
     return Sample(statistics.median(s.rps for s in samples),
                   statistics.median(s.p50_ms for s in samples),
                   statistics.median(s.p99_ms for s in samples),
-                  sum(s.errors for s in samples))
+                  sum(s.errors for s in samples),
+                  statistics.median(s.per_cpu_s for s in samples))
 
 
 def print_table(rows: list[Row], results: dict[tuple[str, str], list[Sample]],
                 out: Callable[[str], None]) -> None:
-    """Rows x servers: req/s (median, and the runs), p50, p99, ratio to nginx."""
-    out(f"{'row':28} {'server':13} {'req/s':>9} {'runs':>24} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'errors':>6} {'x nginx':>7}")
+    """Rows x servers: req/s (median, and the runs), p50, p99, ratio to nginx, and requests
+    per CPU second of the server (which load from elsewhere disturbs less than req/s)."""
+    out(f"{'row':34} {'server':13} {'req/s':>9} {'runs':>24} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'errors':>6} {'x nginx':>7} {'req/CPU s':>9}")
     nginx_rps = {row.name: median_sample(results[row.name, "nginx"]).rps
                  for row in rows if (row.name, "nginx") in results}
     for row in rows:
@@ -606,8 +661,8 @@ def print_table(rows: list[Row], results: dict[tuple[str, str], list[Sample]],
             base = nginx_rps.get(row.baseline or row.name)
             ratio = f"{med.rps / base:.2f}" if base else "-"
             runs = "/".join(f"{s.rps / 1000:.1f}k" for s in samples)
-            out(f"{row.name:28} {server:13} {med.rps:9.0f} {runs:>24} {med.p50_ms:7.2f} "
-                f"{med.p99_ms:7.2f} {med.errors:6d} {ratio:>7}")
+            out(f"{row.name:34} {server:13} {med.rps:9.0f} {runs:>24} {med.p50_ms:7.2f} "
+                f"{med.p99_ms:7.2f} {med.errors:6d} {ratio:>7} {med.per_cpu_s:9.0f}")
 
 
 def build_kind(source: Path) -> str:
@@ -633,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-scale", action="store_true", help="skip the 10/100,000-domain rows")
     parser.add_argument("--https", action="store_true",
                         help="add the HTTPS rows (keep-alive, handshakes; scarfgw-tls gateway)")
+    parser.add_argument("--https-only", action="store_true", help="only the HTTPS rows")
     parser.add_argument("--only", help="comma-separated servers to run (nginx,caddy,scarfgw,...)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per server")
     parser.add_argument("--json", help="also write the raw samples to this file")
@@ -644,7 +700,10 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (apt-get install -y wrk nginx caddy util-linux)")
 
+    args.https = args.https or args.https_only
     rows = make_rows(args.domains, args.https)
+    if args.https_only:
+        rows = [row for row in rows if row.tls]
     if args.no_scale:
         rows = [row for row in rows if not row.baseline]
     wanted = set(args.only.split(",")) if args.only else None
@@ -670,6 +729,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"starting {name} ({count:,} docker domains) ...", flush=True)
             started[name] = start_gateway(tmp, name, count, args.python, args.source,
                                           tls if name == "scarfgw-tls" else None)
+    if "scarfgw-tls" in needed:
+        started["scarfgw-tls"].serve_fresh(start_gateway(
+            tmp, "scarfgw-tls-fresh", 1, args.python, args.source, tls, tickets=False))
     www = tmp / "www"
     www.mkdir()
     page_source = started.get("scarfgw") or start_gateway(tmp, "page-source", 1, args.python,
@@ -679,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
         started["nginx"] = start_nginx(tmp, args.domains, www, tls)
     if "caddy" in needed:
         started["caddy"] = start_caddy(tmp, args.domains, www, tls)
+        if tls is not None:
+            started["caddy"].serve_fresh(start_caddy(tmp, 1, www, tls, "caddy-fresh", False))
 
     scripts: dict[tuple[str, str], tuple[str, Path]] = {}
     reference: dict[str, str] = {}
@@ -700,7 +764,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {round_no + 1}/{rounds}, load average {os.getloadavg()}", flush=True)
         for row in rows:
             for name in row.servers:
+                pids = started[name].all_pids()
+                before = cpu_seconds(pids)
                 sample = run_wrk(*scripts[row.name, name], duration)
+                used = cpu_seconds(pids) - before
+                sample.per_cpu_s = sample.rps * duration / used if used > 0 else 0.0
                 results.setdefault((row.name, name), []).append(sample)
     print(f"\n{CONNECTIONS} connections, {rounds} x {duration:g} s per cell, median; python "
           f"{args.python}; source {args.source} ({build_kind(Path(args.source))}); "

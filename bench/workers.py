@@ -30,6 +30,7 @@ from run import (
     REPO,
     Server,
     check,
+    cpu_seconds,
     lua_script,
     make_rows,
     request_headers,
@@ -40,20 +41,6 @@ from run import (
 
 CORES = "0,1"
 WORKER_COUNTS = (1, 2)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` from /proc/<pid>/stat, in seconds (gone processes: 0)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # fields 3.. of proc(5)
-        ticks += int(fields[11]) + int(fields[12])  # utime (14), stime (15)
-    return ticks / CLOCK_TICKS
 
 
 def children_cpu_seconds() -> float:

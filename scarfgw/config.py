@@ -89,6 +89,7 @@ class TLSConfig:
     """Certificate storage, ACME and ownership verification."""
 
     storage: str = "var/tls"
+    session_tickets: bool = True
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
 
@@ -417,6 +418,7 @@ def _tls(top: Fields, documents: ConfigDocuments) -> TLSConfig:
     verify_section.reject_unknown()
     tls = TLSConfig(
         storage=documents.resolve(section.optional_string("storage", TLSConfig.storage) or ""),
+        session_tickets=section.boolean("session_tickets", TLSConfig.session_tickets),
         acme=acme,
         verification=verification,
     )

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(pebble docker-registry skopeo nginx wrk apache2-utils curl clickhouse-server gcc iproute2
+DEBIAN_PACKAGES=(pebble docker-registry skopeo nginx wrk apache2-utils curl openssl clickhouse-server gcc iproute2
   golang-go dpkg-dev apt-utils gpg chromium chromium-driver)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

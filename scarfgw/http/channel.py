@@ -357,11 +357,31 @@ def _tcp_of(transport: object) -> tcp.Connection | None:
     return tcp_transport if isinstance(tcp_transport, tcp.Connection) else None
 
 
-def _sends_directly(transport: object) -> bool:
-    """True for a plain (not TLS) TCP transport with the buffers :meth:`GatewayChannel.send`
+def sends_directly(transport: object) -> bool:
+    """True for a plain (not TLS) TCP transport with the buffers :func:`send_directly`
     looks at."""
     return (isinstance(transport, tcp.Connection) and not transport.TLS
             and hasattr(transport, "_tempDataLen"))
+
+
+def send_directly(transport: Any, data: bytes) -> None:
+    """Write ``data`` on a TCP transport that :func:`sends_directly`: with nothing queued,
+    straight to the socket.
+
+    Twisted's ``write`` only queues, and the bytes leave on the reactor's next turn (a
+    writer registration and another poll per response). Sending at once saves that; what
+    the socket does not take, and everything while bytes are queued, goes through
+    ``write`` so the order and Twisted's flow control stay as they are.
+    """
+    if transport.connected and not transport.disconnecting and not _queued(transport):
+        try:
+            sent: int = transport.socket.send(data)
+        except OSError:
+            sent = 0  # full, interrupted or broken: ``write`` queues it, or reports the loss
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 class GatewayChannel(Protocol):
@@ -411,7 +431,7 @@ class GatewayChannel(Protocol):
         self.last_activity = factory.clock.seconds()
         transport: Any = self.transport
         self.peer_host = getattr(transport.getPeer(), "host", None)
-        self.direct = _sends_directly(transport)
+        self.direct = sends_directly(transport)
         transport.registerProducer(self, True)
 
     # the output's producer (IPushProducer): the transport pauses it when its buffer is full
@@ -443,24 +463,12 @@ class GatewayChannel(Protocol):
             producer.pauseProducing()
 
     def send(self, data: bytes) -> None:
-        """Write ``data``; on plain TCP with nothing queued, straight to the socket.
-
-        Twisted's ``write`` only queues, and the bytes leave on the reactor's next turn (a
-        writer registration and another poll per response). Sending at once saves that; what
-        the socket does not take, and everything while bytes are queued, goes through
-        ``write`` so the order and Twisted's flow control stay as they are.
-        """
-        transport: Any = self.transport
-        if (self.direct and transport.connected and not transport.disconnecting
-                and not _queued(transport)):
-            try:
-                sent: int = transport.socket.send(data)
-            except OSError:
-                sent = 0  # full, interrupted or broken: ``write`` queues it, or reports the loss
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        """Write ``data``; on plain TCP with nothing queued, straight to the socket
+        (:func:`send_directly`)."""
+        if self.direct:
+            send_directly(self.transport, data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         """Take ``data``; parse and answer as far as the requests ahead of it allow."""

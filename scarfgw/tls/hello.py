@@ -1,8 +1,8 @@
 """Read the ALPN protocols a TLS ClientHello offers, before OpenSSL processes it.
 
-pyOpenSSL's servername callback cannot see the ALPN offer, but a TLS-ALPN-01 challenge
-certificate must only go to clients offering ``acme-tls/1`` (RFC 8737 section 3), so the
-listener peeks at the first record itself.
+The ``ssl`` module's servername callback cannot see the ALPN offer, but a TLS-ALPN-01
+challenge certificate must only go to clients offering ``acme-tls/1`` (RFC 8737 section 3),
+so the listener peeks at the first record itself.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -39,6 +40,7 @@ from scarfgw.tls.certs import (
 from scarfgw.tls.schedule import Timing, ari_time, backoff, renewal_time
 from scarfgw.tls.sni import SNIServerOptions
 from scarfgw.tls.store import CertStore
+from scarfgw.tls.tickets import TICKETS_FOLDER, TicketKeys
 from scarfgw.tls.verify import OwnershipCheck
 
 log = Logger()
@@ -107,8 +109,10 @@ class TLSService(Service):
         self.store = CertStore(config.storage, self.clock, uuid.uuid4().hex,
                                self.timing.lock_stale_after)
         now = self.clock.seconds()
+        tickets = (TicketKeys(Path(config.storage) / TICKETS_FOLDER, self.clock)
+                   if config.session_tickets else None)
         self.sni = SNIServerOptions(self_signed(FALLBACK_NAME, now - 60, 10 * 365 * 86400),
-                                    self._stored_alpn_challenge, self._load_missing)
+                                    self._stored_alpn_challenge, self._load_missing, tickets)
         self.verifier = self._verifier(reactor, config)
         self._http: HTTPClient | None = None
         self._pool: HTTPConnectionPool | None = None

@@ -1,72 +1,112 @@
-"""One OpenSSL context per server name, picked in the SNI callback.
+"""One ``ssl.SSLContext`` per server name, picked in the SNI callback.
 
 Unknown names (and clients without SNI) get a self-signed fallback certificate, never
 another domain's; a name without a context is first offered to ``load_missing`` (which
 installs a certificate another process stored meanwhile). A pending TLS-ALPN-01 challenge
 certificate is served only to clients offering ``acme-tls/1``; everyone else keeps getting
 the domain's real certificate.
+
+Sessions are resumed from tickets only (no server-side cache): OpenSSL encrypts and
+decrypts tickets with the connection's first context, the fallback's, whatever name is
+picked, so the ticket keys (:mod:`scarfgw.tls.tickets`, shared through ``tls.storage``) are
+set on that one. The contexts are the stdlib's, on the system OpenSSL, because the ticket
+keys are set by ctypes on the same libssl (:mod:`scarfgw.tls.native`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import os
+import ssl
+from collections.abc import Callable
 
-from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from zope.interface import implementer
+from twisted.logger import Logger
 
 from scarfgw.rules.request import normalize_domain
-from scarfgw.tls.certs import KeyedChain
+from scarfgw.tls import native
+from scarfgw.tls.certs import KeyedChain, key_pem
+
+log = Logger()
 
 HTTP_1_1 = b"http/1.1"
 ACME_TLS_1 = b"acme-tls/1"
-CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"
-_OPTIONS = (
-    SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
-    | SSL.OP_NO_TICKET
-)
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+TICKETS_PER_HANDSHAKE = 1
+_OPTIONS = ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
 
 
-def _alpn_selector(protocol: bytes) -> Any:
-    def select(_conn: SSL.Connection, offered: Sequence[bytes]) -> Any:
-        return protocol if protocol in offered else SSL.NO_OVERLAPPING_PROTOCOLS
-    return select
+class PeekedSSLObject(ssl.SSLObject):
+    """A server-side TLS connection that knows the ALPN offer of its ClientHello (read by
+    the listener before OpenSSL sees it), for the SNI callback."""
+
+    offered_protocols: tuple[bytes, ...] = ()
 
 
-def build_context(keyed: KeyedChain, protocol: bytes = HTTP_1_1) -> SSL.Context:
+def _load_chain(ctx: ssl.SSLContext, keyed: KeyedChain) -> None:
+    """Load key and chain from memory (an anonymous memfd: the key never touches a disk)."""
+    fd = os.memfd_create("scarfgw-chain", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, keyed.chain_pem() + key_pem(keyed.key))
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def build_context(keyed: KeyedChain, protocol: bytes = HTTP_1_1) -> ssl.SSLContext:
     """A TLS 1.2+ server context serving ``keyed`` and negotiating ALPN ``protocol``."""
-    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-    ctx.set_options(_OPTIONS)
-    ctx.set_cipher_list(CIPHERS)
-    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    ctx.use_certificate(keyed.leaf)
-    ctx.use_privatekey(keyed.key)
-    for cert in keyed.chain[1:]:
-        ctx.add_extra_chain_cert(cert)
-    ctx.check_privatekey()
-    ctx.set_alpn_select_callback(_alpn_selector(protocol))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= _OPTIONS
+    ctx.set_ciphers(CIPHERS)
+    _load_chain(ctx, keyed)
+    ctx.set_alpn_protocols([protocol.decode("ascii")])
+    ctx.sslobject_class = PeekedSSLObject
     return ctx
 
 
-@implementer(IOpenSSLServerConnectionCreator)
 class SNIServerOptions:
-    """The https listener's connection creator; contexts are swapped in without a restart."""
+    """The https listener's contexts; certificates are swapped in without a restart.
+
+    ``tickets`` gives the session-ticket keys (``None``: no session resumption at all).
+    """
 
     def __init__(self, fallback: KeyedChain,
                  challenge_source: Callable[[str], KeyedChain | None] | None = None,
-                 load_missing: Callable[[str], None] | None = None) -> None:
+                 load_missing: Callable[[str], None] | None = None,
+                 tickets: native.KeySource | None = None) -> None:
         self._challenge_source = challenge_source
         self._load_missing = load_missing
         self._default = build_context(fallback)
-        self._default.set_tlsext_servername_callback(self._select)
-        self._contexts: dict[str, SSL.Context] = {}
-        self._challenges: dict[str, SSL.Context] = {}
+        self._default.sni_callback = self._select
+        self._ticket_callback = self._resumption(tickets)
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._challenges: dict[str, ssl.SSLContext] = {}
 
-    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
-        """A connection starting on the fallback context; SNI switches it."""
-        return SSL.Connection(self._default, None)
+    def _resumption(self, tickets: native.KeySource | None) -> object:
+        """Set up tickets on the first context, or switch resumption off."""
+        ctx = self._default
+        try:
+            native.disable_session_cache(ctx)
+            if tickets is not None:
+                ctx.num_tickets = TICKETS_PER_HANDSHAKE
+                return native.set_ticket_keys(ctx, tickets)
+        except native.NativeError as exc:
+            log.error("TLS session resumption off: {error}", error=str(exc))
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
+        return None
+
+    @property
+    def resumes(self) -> bool:
+        """True when sessions are resumed from shared tickets."""
+        return self._ticket_callback is not None
+
+    def connection(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
+                   offered_protocols: tuple[bytes, ...]) -> PeekedSSLObject:
+        """A server connection starting on the fallback context; SNI switches it."""
+        conn = self._default.wrap_bio(incoming, outgoing, server_side=True)
+        assert isinstance(conn, PeekedSSLObject)
+        conn.offered_protocols = offered_protocols
+        return conn
 
     def install(self, domain: str, keyed: KeyedChain) -> None:
         """Serve ``keyed`` to new connections for ``domain`` (open ones keep theirs)."""
@@ -89,25 +129,24 @@ class SNIServerOptions:
         """Forget the challenge certificate of ``domain``."""
         self._challenges.pop(domain, None)
 
-    def _shared_challenge(self, domain: str) -> SSL.Context | None:
+    def _shared_challenge(self, domain: str) -> ssl.SSLContext | None:
         """A challenge another process published (only asked for by ACME validators)."""
         keyed = self._challenge_source(domain) if self._challenge_source else None
         return build_context(keyed, ACME_TLS_1) if keyed is not None else None
 
-    def _select(self, conn: SSL.Connection) -> None:
-        name = conn.get_servername()
+    def _select(self, conn: ssl.SSLObject | ssl.SSLSocket, name: str | None,
+                _current: ssl.SSLContext) -> None:
         if not name:
             return
-        domain = normalize_domain(name.decode("ascii", "replace"))
-        offered = getattr(conn.get_app_data(), "offered_protocols", ())
-        if ACME_TLS_1 in offered:
+        domain = normalize_domain(name)
+        if ACME_TLS_1 in getattr(conn, "offered_protocols", ()):
             challenge = self._challenges.get(domain) or self._shared_challenge(domain)
             if challenge is not None:
-                conn.set_context(challenge)
+                conn.context = challenge
                 return
         context = self._contexts.get(domain)
         if context is None and self._load_missing is not None:
             self._load_missing(domain)
             context = self._contexts.get(domain)
         if context is not None:
-            conn.set_context(context)
+            conn.context = context

@@ -393,7 +393,7 @@ def test_the_twisted_internals_the_channel_reads_are_still_there() -> None:
     from twisted.internet import tcp
     from twisted.internet.protocol import Protocol
 
-    from scarfgw.http.channel import _queued, _sends_directly
+    from scarfgw.http.channel import _queued, sends_directly
 
     ours, theirs = socket.socketpair()
     try:
@@ -401,7 +401,7 @@ def test_the_twisted_internals_the_channel_reads_are_still_there() -> None:
         connection = tcp.Connection(ours, Protocol(), MemoryReactorClock())
         for name in ("dataBuffer", "offset", "_tempDataLen", "TLS", "socket"):
             assert hasattr(connection, name), f"twisted.internet.tcp.Connection.{name} is gone"
-        assert _sends_directly(connection)
+        assert sends_directly(connection)
         assert _queued(connection) == 0
         connection.connected = True
         connection.write(b"abc")

@@ -4,7 +4,7 @@ with in-memory pyOpenSSL handshakes."""
 from __future__ import annotations
 
 import contextlib
-from types import SimpleNamespace
+import ssl
 
 import pytest
 from cryptography import x509
@@ -15,23 +15,22 @@ from scarfgw.tls.hello import offered_alpn
 from scarfgw.tls.sni import SNIServerOptions
 
 
-def _pump(source: SSL.Connection, sink: SSL.Connection) -> bytes:
-    try:
-        data = source.bio_read(65536)
-    except SSL.WantReadError:
-        return b""
-    sink.bio_write(data)
-    return data
-
-
 def _step(conn: SSL.Connection) -> None:
     with contextlib.suppress(SSL.WantReadError):
         conn.do_handshake()
 
 
+def _client_bytes(client: SSL.Connection) -> bytes:
+    try:
+        return client.bio_read(65536)
+    except SSL.WantReadError:
+        return b""
+
+
 def handshake(options: SNIServerOptions, name: bytes | None, alpn: list[bytes],
               max_version: int | None = None) -> SSL.Connection:
-    """Run a full handshake in memory; the server sees the peeked ALPN offer like the listener."""
+    """Run a full handshake in memory (a pyOpenSSL client, the listener's stdlib server
+    connection); the server sees the peeked ALPN offer like the listener."""
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     if max_version is not None:
         context.set_max_proto_version(max_version)
@@ -40,18 +39,17 @@ def handshake(options: SNIServerOptions, name: bytes | None, alpn: list[bytes],
     if name is not None:
         client.set_tlsext_host_name(name)
     client.set_alpn_protos(alpn)
-    server = options.serverConnectionForTLS(None)
-    server.set_accept_state()
-    peeked = SimpleNamespace(offered_protocols=())
-    server.set_app_data(peeked)
     _step(client)
-    hello = _pump(client, server)
-    peeked.offered_protocols = offered_alpn(hello) or ()
+    hello = _client_bytes(client)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = options.connection(incoming, outgoing, offered_alpn(hello) or ())
+    incoming.write(hello)
     for _ in range(6):
-        _step(server)
-        _pump(server, client)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            server.do_handshake()
+        client.bio_write(outgoing.read()) if outgoing.pending else None
         _step(client)
-        _pump(client, server)
+        incoming.write(_client_bytes(client))
     return client
 
 
@@ -77,14 +75,26 @@ def test_each_name_gets_its_own_certificate_and_unknown_names_the_fallback(optio
         assert cert.subject.rfc4514_string() == "CN=fallback.invalid"
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
 def test_alpn_negotiates_http11_only_and_tls_below_12_is_refused(options):
     options.install("a.test", self_signed("a.test", 0, 10**9))
     client = handshake(options, b"a.test", [b"h2", b"http/1.1"])
     assert client.get_alpn_proto_negotiated() == b"http/1.1"
     assert client.get_protocol_version_name() in ("TLSv1.2", "TLSv1.3")
     assert handshake(options, b"a.test", [b"h2"]).get_alpn_proto_negotiated() == b""
-    with pytest.raises(SSL.Error):
-        handshake(options, b"a.test", [b"http/1.1"], max_version=SSL.TLS1_1_VERSION)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    old_client = old.wrap_bio(to_client, to_server, server_hostname="a.test")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        old_client.do_handshake()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = options.connection(incoming, outgoing, ())
+    incoming.write(to_server.read())
+    with pytest.raises(ssl.SSLError, match=r"UNSUPPORTED_PROTOCOL|VERSION"):
+        server.do_handshake()
 
 
 @pytest.mark.parametrize("version", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION])
