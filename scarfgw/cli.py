@@ -1,13 +1,18 @@
-"""The ``scarfgw`` command: ``check-config FILE`` and ``domain-token DOMAIN --config FILE``."""
+"""The ``scarfgw`` command: ``check-config FILE``, ``domain-token DOMAIN --config FILE``,
+``example-config`` (the shipped example files) and ``--version``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
+import importlib.resources
 import sys
 from collections import Counter
 from collections.abc import Sequence
 
+from scarfgw import __version__
 from scarfgw.config import Config, ConfigError, load_config
+from scarfgw.rules import router
 from scarfgw.tls.verify import expected_value, record_name
 
 
@@ -52,12 +57,32 @@ def domain_token(domain: str, path: str) -> int:
     return 0
 
 
+EXAMPLES = {
+    "config": "scarfgw.yaml",
+    "systemd": "scarfgw.service",
+    "logrotate": "scarfgw.logrotate",
+}
+
+
+def example_file(kind: str) -> str:
+    """The text of a shipped example: the config, the systemd unit or the logrotate file."""
+    return (importlib.resources.files("scarfgw") / "etc" / EXAMPLES[kind]).read_text("utf-8")
+
+
+def version() -> str:
+    """``scarfgw X.Y.Z`` and whether the request path runs compiled (mypyc) or as Python."""
+    compiled = router.__file__ is not None and router.__file__.endswith(
+        tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return f"scarfgw {__version__} ({'compiled with mypyc' if compiled else 'pure Python'})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scarfgw`` console script."""
     parser = argparse.ArgumentParser(
         prog="scarfgw",
         description="scarfgw tools. Run the gateway itself with: twistd -n scarfgw --config FILE",
     )
+    parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate a config file and summarise it")
     check.add_argument("file")
@@ -65,9 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 help="print the ownership TXT record for a domain")
     token.add_argument("domain")
     token.add_argument("--config", required=True, help="config file holding the secret")
+    example = commands.add_parser(
+        "example-config", help="print the example config (or the systemd unit, logrotate file)")
+    example.add_argument("kind", nargs="?", choices=sorted(EXAMPLES), default="config",
+                         help="which file: config (default), systemd or logrotate")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "example-config":
+        sys.stdout.write(example_file(args.kind))
+        return 0
     return domain_token(args.domain, args.config)
 
 

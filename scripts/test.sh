@@ -27,6 +27,6 @@ if [ -z "${SCARFGW_PURE:-}" ] && [ -z "$(find scarfgw -name '*.so' -print -quit)
   echo "error: the mypyc-compiled modules did not build (SCARFGW_PURE=1 tests pure Python)" >&2
   exit 1
 fi
-.venv/bin/ruff check scarfgw twisted tests bench setup.py
+.venv/bin/ruff check scarfgw twisted tests bench setup.py build_backend
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"
