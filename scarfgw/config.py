@@ -21,6 +21,7 @@ from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
 from scarfgw.runtime.endpoints import parse_tcp_endpoint
+from scarfgw.tls.owncerts import OwnCertificate, OwnCertificateError, load_own_certificate
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -82,6 +83,8 @@ class TLSConfig:
     storage: str = "var/tls"
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    # Operator certificates; a reload applies them, so they never ask for a restart.
+    certificates: tuple[OwnCertificate, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -317,9 +320,26 @@ def _tls(top: Fields) -> TLSConfig:
         storage=section.optional_string("storage", TLSConfig.storage) or "",
         acme=acme,
         verification=verification,
+        certificates=_own_certificates(section),
     )
     section.reject_unknown()
     return tls
+
+
+def _own_certificates(section: Fields) -> tuple[OwnCertificate, ...]:
+    """``tls.certificates``: ``[{cert: FILE, key: FILE}]``, each pair read and checked."""
+    loaded = []
+    for index, item in enumerate(section.optional_list("certificates") or []):
+        if not isinstance(item, Mapping):
+            raise section.error(f"certificates[{index}]", "expected a mapping {cert, key}")
+        pair = Fields(item, section.at(f"certificates[{index}]"), preread=())
+        cert_path, key_path = pair.string("cert"), pair.string("key")
+        pair.reject_unknown()
+        try:
+            loaded.append(load_own_certificate(cert_path, key_path))
+        except OwnCertificateError as exc:
+            raise RuleError(pair.path, str(exc)) from None
+    return tuple(loaded)
 
 
 def _events(top: Fields) -> EventsConfig:

@@ -229,6 +229,7 @@ class GatewayService(MultiService):
             old_proxy.close()
         self.gateway.use_config(config)
         if self.tls is not None:
+            self.tls.use_certificates(config.tls.certificates)
             self.tls.set_domains(config.router.domains)
         self.config = config
         self._count_load("success")

@@ -1,7 +1,8 @@
 """One OpenSSL context per server name, picked in the SNI callback.
 
-Unknown names (and clients without SNI) get a self-signed fallback certificate, never
-another domain's. A pending TLS-ALPN-01 challenge certificate is served only to clients
+Operator certificates (``tls.certificates``) come first for every name they cover; unknown
+names (and clients without SNI) get a self-signed fallback certificate, never another
+domain's. A pending TLS-ALPN-01 challenge certificate is served only to clients
 offering ``acme-tls/1``; everyone else keeps getting the domain's real certificate.
 """
 
@@ -15,6 +16,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
 from scarfgw.tls.certs import KeyedChain
+from scarfgw.tls.owncerts import OwnCertificate
 
 HTTP_1_1 = b"http/1.1"
 ACME_TLS_1 = b"acme-tls/1"
@@ -58,6 +60,14 @@ class SNIServerOptions:
         self._default.set_tlsext_servername_callback(self._select)
         self._contexts: dict[str, SSL.Context] = {}
         self._challenges: dict[str, SSL.Context] = {}
+        self._own: tuple[tuple[OwnCertificate, SSL.Context], ...] = ()
+
+    def use_own(self, certificates: Sequence[OwnCertificate]) -> None:
+        """Serve the operator's ``certificates`` (in order) ahead of installed ones."""
+        self._own = tuple((cert, build_context(cert.keyed)) for cert in certificates)
+
+    def _own_context(self, domain: str) -> SSL.Context | None:
+        return next((context for cert, context in self._own if cert.covers(domain)), None)
 
     def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
         """A connection starting on the fallback context; SNI switches it."""
@@ -73,8 +83,8 @@ class SNIServerOptions:
         self._challenges.pop(domain, None)
 
     def has(self, domain: str) -> bool:
-        """True when ``domain`` has an installed certificate."""
-        return domain in self._contexts
+        """True when ``domain`` has an installed or operator certificate."""
+        return domain in self._contexts or self._own_context(domain) is not None
 
     def add_challenge(self, domain: str, keyed: KeyedChain) -> None:
         """Answer TLS-ALPN-01 for ``domain`` with the RFC 8737 certificate ``keyed``."""
@@ -100,6 +110,6 @@ class SNIServerOptions:
             if challenge is not None:
                 conn.set_context(challenge)
                 return
-        context = self._contexts.get(domain)
+        context = self._own_context(domain) or self._contexts.get(domain)
         if context is not None:
             conn.set_context(context)

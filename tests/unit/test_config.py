@@ -26,7 +26,7 @@ def error_of(path: Path) -> ConfigError:
 
 
 def test_example_config_loads() -> None:
-    config = load_config(str(Path(__file__).parents[2] / "etc" / "scarfgw.yaml"))
+    config = load_config(str(Path(__file__).parents[2] / "scarfgw" / "etc" / "scarfgw.yaml"))
     assert config.listen.http == "tcp:8080"
     assert len(config.router.domains) == 3
     assert config.warnings == ()
