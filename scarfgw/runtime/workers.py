@@ -67,9 +67,9 @@ class _WorkerProtocol(protocol.ProcessProtocol):
         self._partial = b""
 
     def send(self, signum: int) -> None:
-        """Deliver ``signum`` now, or once the worker can handle it (a SIGHUP that reached
-        a starting worker would kill it)."""
-        if not self.ready and signum == signal.SIGHUP:
+        """Deliver ``signum`` now, or once the worker can handle it (a SIGHUP or SIGUSR1
+        that reached a starting worker would kill it)."""
+        if not self.ready and signum in (signal.SIGHUP, signal.SIGUSR1):
             self.held_signals.append(signum)
         elif self.transport is not None and self.transport.pid is not None:
             self.transport.signalProcess(signum)
