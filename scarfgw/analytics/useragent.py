@@ -18,6 +18,9 @@ RUNTIMES: Final = {
     "containerd": "containerd",
     "libpod": "podman",
     "podman": "podman",
+    # podman 4 pulls as "containers/5.23.1 (github.com/containers/image)", the version of
+    # its image library
+    "containers": "podman",
     "skopeo": "skopeo",
     "pip": "pip",
     "uv": "uv",
