@@ -1,5 +1,5 @@
 """Real container engines for the tests, each under its own temp folder: dockerd (Debian's
-docker.io, no iptables, vfs), containerd (``ctr``), podman; and test names in /etc/hosts.
+docker.io, no iptables, overlay2), containerd (``ctr``), podman; and test names in /etc/hosts.
 
 Nothing here touches the machine's own engines: every socket, data root and state folder
 lives under the folder given; /etc/docker/key.json, which dockerd 20.10 writes, is removed
@@ -82,7 +82,7 @@ def dockerd(folder: Path) -> Iterator[dict[str, str]]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             ["dockerd", "--config-file", str(folder / "daemon.json"),
-             "--pidfile", str(folder / "dockerd.pid"), "--storage-driver=vfs",
+             "--pidfile", str(folder / "dockerd.pid"), "--storage-driver=overlay2",
              "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--bridge=none",
              "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
              "-H", f"unix://{socket}"], stdout=out, stderr=subprocess.STDOUT)
