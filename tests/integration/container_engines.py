@@ -93,8 +93,18 @@ def dockerd(folder: Path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         _stop(process)
+        _unmount_under(folder)
         if not had_key:
             DOCKER_KEY.unlink(missing_ok=True)
+
+
+def _unmount_under(folder: Path) -> None:
+    """Unmount what a daemon left mounted under ``folder`` (dockerd's netns/default)."""
+    prefix = f"{folder}/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 @contextlib.contextmanager
@@ -119,6 +129,7 @@ def containerd(folder: Path) -> Iterator[list[str]]:
         yield ctr
     finally:
         _stop(process)
+        _unmount_under(folder)
 
 
 def podman(folder: Path) -> list[str]:
