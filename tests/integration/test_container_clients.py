@@ -44,7 +44,14 @@ from tests.integration.registry_servers import (
     skopeo,
     token_server,
 )
-from tests.support import free_port, jsonl_events, start_twistd, wait_ready, write_config
+from tests.support import (
+    free_port,
+    jsonl_events,
+    start_twistd,
+    wait_ready,
+    write_config,
+    write_tls_pair,
+)
 
 USER, PASSWORD = "testuser", "testpass"
 BIG_LAYER = 64 << 20
@@ -89,14 +96,6 @@ def _push(image: OCIImage, target: Registry, name: str, *flags: str) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def _tls_pair(ca: trustme.CA, folder: Path, *names: str) -> tuple[Path, Path]:
-    leaf = ca.issue_cert(*names)
-    cert, key = folder / f"{names[0].replace('*', 'star')}.pem", folder / f"{names[0]}.key"
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key))
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """Four registries holding the images, and a twistd gateway in front of them."""
@@ -107,8 +106,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     ca.cert_pem.write_to_path(str(ca_path))
     cert_dir.mkdir()
     ca.cert_pem.write_to_path(str(cert_dir / "ca.crt"))
-    registry_tls = _tls_pair(ca, folder, "127.0.0.1", "localhost")
-    gateway_cert, gateway_key = _tls_pair(ca, folder, "*.crs.test")
+    registry_tls = folder / "registry.pem", folder / "registry.key"
+    write_tls_pair(ca, *registry_tls, "127.0.0.1", "localhost")
+    gateway_cert, gateway_key = folder / "gateway.pem", folder / "gateway.key"
+    write_tls_pair(ca, gateway_cert, gateway_key, "*.crs.test")
     (folder / "htpasswd").write_bytes(subprocess.run(
         ["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, check=True).stdout)
     images = {image: write_oci_layout(folder / image, content=image.encode())

@@ -27,7 +27,7 @@ import yaml
 from tests.integration.container_engines import DOCKER_CLI, dockerd
 from tests.integration.registry_image import write_oci_layout
 from tests.integration.registry_servers import registry, require, skopeo
-from tests.support import REPO, free_port, http_get
+from tests.support import REPO, free_port, http_get, write_tls_pair
 
 CACHE = Path(os.environ.get("SCARFGW_TEST_CACHE", Path.home() / ".cache" / "scarfgw-tests"))
 MIRROR = os.environ.get("SCARFGW_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -95,11 +95,8 @@ def test_the_image_runs_unprivileged_healthy_and_redirects_a_docker_pull(
     assert config["Cmd"] == ["--config", "/etc/scarfgw/scarfgw.yaml"]
     assert "SCARFGW_READYZ_URL" in config["Healthcheck"]["Test"][-1]
 
-    ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    leaf.cert_chain_pems[0].write_to_path(str(cert))
-    leaf.private_key_pem.write_to_path(str(key))
+    write_tls_pair(trustme.CA(), cert, key, "127.0.0.1")
     hello = write_oci_layout(tmp_path / "image", content=b"from the container test\n")
     with registry(tmp_path / "registry", tls=(cert, key)) as backend:
         pushed = skopeo("copy", "--dest-tls-verify=false", f"oci:{hello.layout}:latest",

@@ -17,7 +17,14 @@ import pytest
 import trustme
 import yaml
 
-from tests.support import free_port, jsonl_events, start_twistd, wait_ready, write_config
+from tests.support import (
+    free_port,
+    jsonl_events,
+    start_twistd,
+    wait_ready,
+    write_config,
+    write_tls_pair,
+)
 
 
 @pytest.fixture
@@ -40,12 +47,6 @@ def acme_directory() -> Iterator[tuple[str, list[str]]]:
     server.server_close()
 
 
-def _issue(ca: trustme.CA, cert: Path, key: Path) -> None:
-    leaf = ca.issue_cert("*.example.test")
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key))
-
-
 def _curl_status(port: int, ca: trustme.CA, folder: Path) -> str:
     """The status curl gets for a docker manifest over https with SNI cr.example.test, or its
     error when the certificate does not verify against ``ca``."""
@@ -64,7 +65,7 @@ def test_operator_certificate_is_served_reloaded_and_never_ordered(
     directory, asked = acme_directory
     cert, key = tmp_path / "wildcard.pem", tmp_path / "wildcard.key"
     first, second = trustme.CA(), trustme.CA()
-    _issue(first, cert, key)
+    write_tls_pair(first, cert, key, "*.example.test")
     http, https, admin = free_port(), free_port(), free_port()
     config: dict[str, Any] = {
         "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
@@ -86,7 +87,7 @@ def test_operator_certificate_is_served_reloaded_and_never_ordered(
         assert _curl_status(https, first, tmp_path) == "307"
         assert "unable to get local issuer" in _curl_status(https, second, tmp_path)
 
-        _issue(second, cert, key)
+        write_tls_pair(second, cert, key, "*.example.test")
         process.send_signal(signal.SIGHUP)
         _wait_for(lambda: _curl_status(https, second, tmp_path) == "307", log)
         assert asked == [], "no ACME request while a certificate covers the name"
@@ -103,8 +104,8 @@ def test_operator_certificate_is_served_reloaded_and_never_ordered(
 
 def test_a_mismatched_pair_stops_twistd_with_the_file_named(tmp_path: Path) -> None:
     cert, key = tmp_path / "a.pem", tmp_path / "a.key"
-    _issue(trustme.CA(), cert, key)
-    _issue(trustme.CA(), tmp_path / "b.pem", key)
+    write_tls_pair(trustme.CA(), cert, key, "*.example.test")
+    write_tls_pair(trustme.CA(), tmp_path / "b.pem", key, "*.example.test")
     config_path = write_config(tmp_path, {"tls": {"certificates": [
         {"cert": str(cert), "key": str(key)}]}})
     process = start_twistd(config_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

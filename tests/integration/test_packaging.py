@@ -1,7 +1,8 @@
 """The user's install paths: ``python -m build`` makes an sdist and a compiled wheel; each
 installs into a fresh venv (build isolation), and ``twistd -n scarfgw`` then serves the
 shipped example config. Without a C compiler the sdist installs as plain Python, with one
-warning. Takes about two minutes (two builds; pip's cache serves the dependencies)."""
+warning, and so does one whose C compilation fails. Takes about three minutes (three builds;
+pip's cache serves the dependencies)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,14 @@ EXAMPLE_HTTP = '"tcp:8080"'
 EXAMPLE_ADMIN = '"tcp:9180:interface=127.0.0.1"'
 
 
-def _run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True,
-                          timeout=600, **kwargs)  # type: ignore[call-overload]
+# A user's environment: no SCARFGW_PURE (``SCARFGW_PURE=1 make test`` sets it for the suite).
+USER_ENV = {name: value for name, value in os.environ.items() if name != "SCARFGW_PURE"}
+
+
+def _run(*args: str | Path, env: dict[str, str] | None = None, **kwargs: object
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600,
+                          env={**USER_ENV, **(env or {})}, **kwargs)  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +48,7 @@ def _fresh_venv(folder: Path) -> Path:
 
 def _install(bin_dir: Path, artifact: Path, env: dict[str, str] | None = None
              ) -> subprocess.CompletedProcess[str]:
-    installed = _run(bin_dir / "pip", "install", "-v", artifact,
-                     env={**os.environ, **(env or {})})
+    installed = _run(bin_dir / "pip", "install", "-v", artifact, env=env)
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     return installed
 
@@ -61,7 +66,7 @@ def _serve_example(bin_dir: Path, folder: Path) -> None:
                       .replace(EXAMPLE_ADMIN, f'"tcp:{admin}:interface=127.0.0.1"'))
     log = folder / "twistd.log"
     process = subprocess.Popen([bin_dir / "twistd", "--pidfile=", "-n", "--logfile", log,
-                                "scarfgw", "--config", config], cwd=folder)
+                                "scarfgw", "--config", config], cwd=folder, env=USER_ENV)
     try:
         wait_ready(admin, process, log)
         status, headers, _ = http_get(
@@ -109,3 +114,19 @@ def test_sdist_without_a_compiler_installs_plain_python(dist: Path, tmp_path: Pa
     version = _run(bin_dir / "scarfgw", "--version")
     assert version.stdout.strip() == "scarfgw 0.1.0 (pure Python)"
     _serve_example(bin_dir, tmp_path)
+
+
+def test_sdist_whose_compilation_fails_installs_plain_python(dist: Path, tmp_path: Path
+                                                               ) -> None:
+    [sdist] = dist.glob("scarfgw-*.tar.gz")
+    bin_dir = _fresh_venv(tmp_path)
+    broken_compiler = "gcc -include /nonexistent/missing.h"
+    installed = _run(bin_dir / "pip", "install", "-v", "--no-deps", sdist,
+                     env={"CC": broken_compiler})
+    output = installed.stdout + installed.stderr
+    assert installed.returncode == 0, output[-3000:]
+    assert output.count("warning: scarfgw is installed as plain Python") == 1, output[-3000:]
+    assert "the C compiler failed" in output
+    router = _run(bin_dir / "python", "-c", "import scarfgw.rules.router as r; print(r.__file__)",
+                  cwd=tmp_path)
+    assert router.stdout.strip().endswith("scarfgw/rules/router.py"), router.stderr

@@ -14,17 +14,16 @@ from scarfgw.tls.certs import self_signed
 from scarfgw.tls.manager import TLSService
 from scarfgw.tls.owncerts import load_own_certificate
 from scarfgw.tls.sni import SNIServerOptions
+from tests.support import write_tls_pair
 from tests.unit.test_tls_manager import FakeIssuer
 from tests.unit.test_tls_sni import handshake, served
 
 
 def write_pair(folder: Path, *names: str, key_type: trustme.KeyType = trustme.KeyType.ECDSA
                ) -> tuple[Path, Path]:
-    """A certificate for ``names`` (leaf and intermediate) and its key, as PEM files."""
-    leaf = trustme.CA(key_type=key_type).issue_cert(*names, key_type=key_type)
+    """A certificate for ``names`` from a new CA and its key, as PEM files in ``folder``."""
     cert, key = folder / f"{names[0].replace('*', 'star')}.pem", folder / f"{names[0]}.key"
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key))
+    write_tls_pair(trustme.CA(key_type=key_type), cert, key, *names, key_type=key_type)
     return cert, key
 
 
