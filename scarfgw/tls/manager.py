@@ -210,8 +210,9 @@ class TLSService(Service):
         self._own = certificates
         self.sni.use_own(certificates)
         for cert in certificates:
-            log.info("serving the certificate {path} for {names}", path=cert.cert_path,
-                     names=", ".join(sorted(cert.names)))
+            log.info("serving the certificate {path} for {names}, valid until {not_after}",
+                     path=cert.cert_path, names=", ".join(sorted(cert.names)),
+                     not_after=datetime.datetime.fromtimestamp(cert.not_after, datetime.UTC))
 
     def set_domains(self, domains: frozenset[str]) -> None:
         """Manage exactly ``domains`` (those no operator certificate covers) from now on;

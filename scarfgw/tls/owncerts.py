@@ -28,12 +28,20 @@ class OwnCertificateError(ValueError):
 
 @dataclass(frozen=True)
 class OwnCertificate:
-    """One operator certificate: its files, the parsed chain and the names it covers."""
+    """One operator certificate: its files, their checked PEM content and the names the
+    certificate covers. Plain bytes and strings, so a config snapshot holding it can be
+    compared, copied and sent to another process."""
 
     cert_path: str
     key_path: str
-    keyed: KeyedChain
+    chain_pem: bytes
+    key_pem: bytes
     names: frozenset[str]
+    not_after: float
+
+    def keyed(self) -> KeyedChain:
+        """The key and chain, parsed (they were checked when the files were read)."""
+        return _parse(self.cert_path, self.chain_pem, self.key_path, self.key_pem)
 
     def covers(self, domain: str) -> bool:
         """True when ``domain`` (lower case, no trailing dot) is a name of the certificate or
@@ -63,6 +71,14 @@ def _dns_names(leaf: x509.Certificate) -> frozenset[str]:
 def load_own_certificate(cert_path: str, key_path: str) -> OwnCertificate:
     """Read and check one pair: a PEM chain (leaf first) and its unencrypted PEM key."""
     cert_data, key_data = _read(cert_path), _read(key_path)
+    keyed = _parse(cert_path, cert_data, key_path, key_data)
+    names = _dns_names(keyed.leaf)
+    if not names:
+        raise OwnCertificateError(cert_path, "names no DNS name (subjectAltName)")
+    return OwnCertificate(cert_path, key_path, cert_data, key_data, names, keyed.not_after)
+
+
+def _parse(cert_path: str, cert_data: bytes, key_path: str, key_data: bytes) -> KeyedChain:
     try:
         chain = tuple(x509.load_pem_x509_certificates(cert_data))
     except ValueError:
@@ -76,10 +92,7 @@ def load_own_certificate(cert_path: str, key_path: str) -> OwnCertificate:
         raise OwnCertificateError(key_path, f"expected an RSA or EC key, got {type(key).__name__}")
     if chain[0].public_key() != key.public_key():
         raise OwnCertificateError(cert_path, f"does not match the private key in {key_path}")
-    names = _dns_names(chain[0])
-    if not names:
-        raise OwnCertificateError(cert_path, "names no DNS name (subjectAltName)")
-    return OwnCertificate(cert_path, key_path, KeyedChain(key, chain), names)
+    return KeyedChain(key, chain)
 
 
 def covering(certificates: Sequence[OwnCertificate], domain: str) -> OwnCertificate | None:

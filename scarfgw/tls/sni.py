@@ -64,7 +64,7 @@ class SNIServerOptions:
 
     def use_own(self, certificates: Sequence[OwnCertificate]) -> None:
         """Serve the operator's ``certificates`` (in order) ahead of installed ones."""
-        self._own = tuple((cert, build_context(cert.keyed)) for cert in certificates)
+        self._own = tuple((cert, build_context(cert.keyed())) for cert in certificates)
 
     def _own_context(self, domain: str) -> SSL.Context | None:
         return next((context for cert, context in self._own if cert.covers(domain)), None)

@@ -99,7 +99,7 @@ def test_operator_certificate_is_served_reloaded_and_never_ordered(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
-    assert f"serving the certificate {cert} for *.example.test" in log.read_text()
+    assert f"serving the certificate {cert} for *.example.test, valid until" in log.read_text()
 
 
 def test_a_mismatched_pair_stops_twistd_with_the_file_named(tmp_path: Path) -> None:

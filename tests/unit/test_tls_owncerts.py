@@ -3,6 +3,7 @@ certificate covers, SNI serving them ahead of ACME, and no ACME order for covere
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ def test_a_wildcard_covers_one_label_and_named_hosts(tmp_path, key_type):
     assert own.names == {"*.example.test", "example.test"}
     assert own.covers("cr.example.test") and own.covers("example.test")
     assert not own.covers("a.b.example.test") and not own.covers("other.test")
+    assert pickle.loads(pickle.dumps(own)) == own, "a config snapshot can go to a worker"
 
 
 def _load(tmp_path, pairs):
@@ -65,8 +67,8 @@ def test_sni_serves_operator_certificates_ahead_of_installed_ones(tmp_path):
     options.install("cr.example.test", self_signed("cr.example.test", 0, 10**9))
     options.install("other.test", acme := self_signed("other.test", 0, 10**9))
     options.use_own([own])
-    assert served(handshake(options, b"cr.example.test", [b"http/1.1"])) == own.keyed.leaf
-    assert served(handshake(options, b"new.example.test", [b"http/1.1"])) == own.keyed.leaf
+    assert served(handshake(options, b"cr.example.test", [b"http/1.1"])) == own.keyed().leaf
+    assert served(handshake(options, b"new.example.test", [b"http/1.1"])) == own.keyed().leaf
     assert served(handshake(options, b"other.test", [b"http/1.1"])) == acme.leaf
     assert options.has("new.example.test")
     options.use_own([])
