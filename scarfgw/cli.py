@@ -1,16 +1,22 @@
 """The ``scarfgw`` command: ``check-config FILE``, ``domain-token DOMAIN --config FILE``,
-``token`` (a new insights API token and its hash) and ``stats`` (insights as a table)."""
+``token`` (a new insights API token and its hash), ``stats`` (insights as a table),
+``example-config`` (the shipped example files) and ``--version``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
+import importlib.resources
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
 
+from scarfgw import __version__
 from scarfgw.config import Config, ConfigError, load_config
 from scarfgw.insights.stats import stats
 from scarfgw.insights.tokens import new_token
+from scarfgw.rules import router
 from scarfgw.tls.verify import expected_value, record_name
 
 
@@ -57,12 +63,42 @@ def domain_token(domain: str, path: str) -> int:
     return 0
 
 
+EXAMPLES = {
+    "config": "scarfgw.yaml",
+    "systemd": "scarfgw.service",
+    "logrotate": "scarfgw.logrotate",
+}
+
+
+def example_file(kind: str, data_dir: str | None = None) -> str:
+    """The text of a shipped example: the config, the systemd unit or the logrotate file.
+
+    The example config's data paths are ``var/...``, relative to the config file's folder;
+    with ``data_dir`` they name that folder instead (``/var/lib/scarfgw/events.jsonl``)."""
+    text = (importlib.resources.files("scarfgw") / "etc" / EXAMPLES[kind]).read_text("utf-8")
+    if data_dir is None:
+        return text
+    return _DATA_PATH.sub(lambda found: found[1] + data_dir.rstrip("/") + "/", text)
+
+
+_DATA_PATH = re.compile(r"((?:path|spool_dir|storage): )var/")
+"""A data path of the example config (``var/`` relative to the config file)."""
+
+
+def version() -> str:
+    """``scarfgw X.Y.Z`` and whether the request path runs compiled (mypyc) or as Python."""
+    compiled = router.__file__ is not None and router.__file__.endswith(
+        tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return f"scarfgw {__version__} ({'compiled with mypyc' if compiled else 'pure Python'})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scarfgw`` console script."""
     parser = argparse.ArgumentParser(
         prog="scarfgw",
         description="scarfgw tools. Run the gateway itself with: twistd -n scarfgw --config FILE",
     )
+    parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate a config file and summarise it")
     check.add_argument("file")
@@ -85,9 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          "type"], help="split the downloads by this")
     report.add_argument("--since", default="30d",
                         help="how far back: 30d, 12w, 6m or 1y (default 30d)")
+    example = commands.add_parser(
+        "example-config", help="print the example config (or the systemd unit, logrotate file)")
+    example.add_argument("kind", nargs="?", choices=sorted(EXAMPLES), default="config",
+                         help="which file: config (default), systemd or logrotate")
+    example.add_argument("--data-dir", help="the config's folder for its data (events, spool, "
+                         "insights store, TLS storage) instead of var/ next to the config file")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "example-config":
+        sys.stdout.write(example_file(args.kind, args.data_dir))
+        return 0
     if args.command == "token":
         value, digest = new_token()
         print(f"token:  {value}\nsha256: {digest}")

@@ -29,6 +29,7 @@ from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
 from scarfgw.runtime.endpoints import parse_tcp_endpoint, validate_endpoint
+from scarfgw.tls.owncerts import OwnCertificate, OwnCertificateError, load_own_certificate
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -92,6 +93,8 @@ class TLSConfig:
     session_tickets: bool = True
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    # Operator certificates; a reload applies them, so they never ask for a restart.
+    certificates: tuple[OwnCertificate, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -421,9 +424,29 @@ def _tls(top: Fields, documents: ConfigDocuments) -> TLSConfig:
         session_tickets=section.boolean("session_tickets", TLSConfig.session_tickets),
         acme=acme,
         verification=verification,
+        certificates=_own_certificates(section, documents),
     )
     section.reject_unknown()
     return tls
+
+
+def _own_certificates(section: Fields, documents: ConfigDocuments
+                      ) -> tuple[OwnCertificate, ...]:
+    """``tls.certificates``: ``[{cert: FILE, key: FILE}]``, each pair read and checked
+    (relative paths from the config file's folder)."""
+    loaded = []
+    for index, item in enumerate(section.optional_list("certificates") or []):
+        if not isinstance(item, Mapping):
+            raise section.error(f"certificates[{index}]", "expected a mapping {cert, key}")
+        pair = Fields(item, section.at(f"certificates[{index}]"), preread=())
+        cert_path, key_path = pair.string("cert"), pair.string("key")
+        pair.reject_unknown()
+        try:
+            loaded.append(load_own_certificate(documents.resolve(cert_path),
+                                              documents.resolve(key_path)))
+        except OwnCertificateError as exc:
+            raise RuleError(pair.path, str(exc)) from None
+    return tuple(loaded)
 
 
 def _events(top: Fields, documents: ConfigDocuments) -> EventsConfig:

@@ -14,22 +14,29 @@ if TYPE_CHECKING:
     from scarfgw.runtime.service import GatewayProcess
 
 
+NO_CONFIG = ("no config file: run `twistd scarfgw --config FILE` "
+             "(`scarfgw example-config > scarfgw.yaml` writes an example to start from)")
+
+
 class Options(usage.Options):
     """Options of ``twistd scarfgw``."""
 
-    synopsis = "[twistd options] scarfgw --config FILE"
+    synopsis = "--config FILE"
     longdesc = (
         "Run the scarfgw download gateway. The config file is YAML (a scarf-gateway manifest "
         "JSON also loads). SIGHUP reloads it; SIGUSR1 reopens the JSONL event sink."
     )
     optParameters = [
-        ["config", "c", "etc/scarfgw.yaml",
-         "Config file (YAML, or a scarf-gateway manifest JSON)."],
+        ["config", "c", None,
+         "Config file (YAML, or a scarf-gateway manifest JSON); required. "
+         "`scarfgw example-config > scarfgw.yaml` writes a starting one."],
     ]
 
     def postOptions(self) -> None:
         """Load and validate the config now, so a bad file stops twistd with a clear line;
         install the gateway's reactor unless ``--reactor`` chose one."""
+        if not self["config"]:
+            raise usage.UsageError(NO_CONFIG)
         install_unless_chosen()
         try:
             self.loaded: Config = load_config(self["config"])

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(pebble docker-registry skopeo nginx wrk apache2-utils curl openssl clickhouse-server gcc iproute2
-  golang-go dpkg-dev apt-utils gpg chromium chromium-driver)
+  golang-go dpkg-dev apt-utils gpg chromium chromium-driver
+  docker.io containerd podman logrotate debootstrap)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -31,7 +32,7 @@ if [ -z "${SCARFGW_PURE:-}" ] && [ -z "$(find scarfgw -name '*.so' -print -quit)
   echo "error: the mypyc-compiled modules did not build (SCARFGW_PURE=1 tests pure Python)" >&2
   exit 1
 fi
-.venv/bin/ruff check scarfgw twisted tests bench setup.py
+.venv/bin/ruff check scarfgw twisted tests bench setup.py build_backend
 .venv/bin/mypy
 status=0
 .venv/bin/python -m pytest "$@" || status=$?

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trustme
 import yaml
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
@@ -296,3 +297,12 @@ def start_fake_upstream(status: int = 200, headers: dict[str, str] | None = None
     site = server.Site(fake)
     port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     return FakeUpstream(fake, port)
+
+
+def write_tls_pair(ca: trustme.CA, cert: Path, key: Path, *names: str,
+                   key_type: trustme.KeyType = trustme.KeyType.ECDSA) -> None:
+    """Issue a certificate for ``names`` from ``ca``: its chain (leaf first) to ``cert``,
+    its private key to ``key``, both PEM."""
+    leaf = ca.issue_cert(*names, key_type=key_type)
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))

@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line on stdout, for ``twistd --logger``.
 
-Run ``twistd -n --logger=scarfgw.ops.logging.json_logger scarfgw --config etc/scarfgw.yaml``
+Run ``twistd -n --logger=scarfgw.ops.logging.json_logger scarfgw --config scarfgw/etc/scarfgw.yaml``
 (``--logger`` overrides ``--logfile``/``--syslog``). Each line is a JSON object without a
 record separator (unlike Twisted's ``jsonFileLogObserver`` default, RFC 7464), ready for
 journald, Loki, Vector or ``jq``::

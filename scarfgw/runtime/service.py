@@ -168,6 +168,7 @@ class GatewayProcess(SequentialService):
         packuments = old.packuments if same_proxy else None
         self.gateway.use(Snapshot(config, generation, forwarder, packuments))
         if self.tls is not None:
+            self.tls.use_certificates(config.tls.certificates)
             self.tls.set_domains(certificate_domains(config))
         if self.insights is not None:
             self.insights.use_config(config)

@@ -80,6 +80,7 @@ class _WorkerProtocol(protocol.ProcessProtocol):
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.ready = False
         self.generation = 0
+        self.held_signals: list[int] = []
         self._partial = b""
 
     def tell(self, message: Message) -> None:
@@ -88,8 +89,11 @@ class _WorkerProtocol(protocol.ProcessProtocol):
             self.transport.write(frame(message))
 
     def send(self, signum: int) -> None:
-        """Deliver ``signum`` to the worker process."""
-        if self.transport is not None and self.transport.pid is not None:
+        """Deliver ``signum`` now, or once the worker can handle it (a SIGUSR1 that reached a
+        starting worker, before its handler is installed, would kill it)."""
+        if not self.ready and signum == signal.SIGUSR1:
+            self.held_signals.append(signum)
+        elif self.transport is not None and self.transport.pid is not None:
             self.transport.signalProcess(signum)
 
     def outReceived(self, data: bytes) -> None:
@@ -102,6 +106,9 @@ class _WorkerProtocol(protocol.ProcessProtocol):
                 self.pool.result(self, result.generation, result.error)
             elif text == READY_LINE:
                 self.ready = True
+                for signum in self.held_signals:
+                    self.send(signum)
+                self.held_signals.clear()
                 self.pool.serving(self)
             elif text:
                 log.info("worker {index}: {line}", index=self.index, line=text)

@@ -37,6 +37,7 @@ from scarfgw.tls.certs import (
     self_signed,
     trust_root,
 )
+from scarfgw.tls.owncerts import OwnCertificate, uncovered
 from scarfgw.tls.schedule import Timing, ari_time, backoff, renewal_time
 from scarfgw.tls.sni import SNIServerOptions
 from scarfgw.tls.store import CertStore
@@ -118,7 +119,10 @@ class TLSService(Service):
         self._pool: HTTPConnectionPool | None = None
         self._issuer = issuer
         self._http01: dict[str, bytes] = {}
-        self._domains = {name: _Domain(name) for name in _normalized(domains)}
+        self._own: tuple[OwnCertificate, ...] = ()
+        self._domains: dict[str, _Domain] = {}
+        self.use_certificates(config.certificates)
+        self.set_domains(domains)
 
     @staticmethod
     def _verifier(reactor: Any, config: TLSConfig) -> OwnershipCheck | None:
@@ -218,9 +222,20 @@ class TLSService(Service):
         closed: defer.Deferred[None] = self._pool.closeCachedConnections()
         return closed
 
+    def use_certificates(self, certificates: tuple[OwnCertificate, ...]) -> None:
+        """Serve the operator's certificates (``tls.certificates``, read by the config load)
+        ahead of ACME; call :meth:`set_domains` next, so covered names stop being ordered."""
+        self._own = certificates
+        self.sni.use_own(certificates)
+        for cert in certificates:
+            log.info("serving the certificate {path} for {names}, valid until {not_after}",
+                     path=cert.cert_path, names=", ".join(sorted(cert.names)),
+                     not_after=datetime.datetime.fromtimestamp(cert.not_after, datetime.UTC))
+
     def set_domains(self, domains: frozenset[str]) -> None:
-        """Manage exactly ``domains`` from now on; re-check those still awaiting ownership."""
-        wanted = _normalized(domains)
+        """Manage exactly ``domains`` (those no operator certificate covers) from now on;
+        re-check those still awaiting ownership."""
+        wanted = uncovered(self._own, _normalized(domains))
         for name in set(self._domains) - wanted:
             self._halt(self._domains.pop(name))
             self.sni.remove(name)

@@ -1,10 +1,11 @@
 """One ``ssl.SSLContext`` per server name, picked in the SNI callback.
 
-Unknown names (and clients without SNI) get a self-signed fallback certificate, never
-another domain's; a name without a context is first offered to ``load_missing`` (which
-installs a certificate another process stored meanwhile). A pending TLS-ALPN-01 challenge
-certificate is served only to clients offering ``acme-tls/1``; everyone else keeps getting
-the domain's real certificate.
+Operator certificates (``tls.certificates``) come first for every name they cover; unknown
+names (and clients without SNI) get a self-signed fallback certificate, never another
+domain's; a name without a context is first offered to ``load_missing`` (which installs a
+certificate another process stored meanwhile). A pending TLS-ALPN-01 challenge certificate
+is served only to clients offering ``acme-tls/1``; everyone else keeps getting the domain's
+real certificate.
 
 Sessions are resumed from tickets only (no server-side cache): OpenSSL encrypts and
 decrypts tickets with the connection's first context, the fallback's, whatever name is
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.logger import Logger
 
 from scarfgw.rules.request import normalize_domain
 from scarfgw.tls import native
 from scarfgw.tls.certs import KeyedChain, key_pem
+from scarfgw.tls.owncerts import OwnCertificate
 
 log = Logger()
 
@@ -80,6 +82,14 @@ class SNIServerOptions:
         self._ticket_callback = self._resumption(tickets)
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._challenges: dict[str, ssl.SSLContext] = {}
+        self._own: tuple[tuple[OwnCertificate, ssl.SSLContext], ...] = ()
+
+    def use_own(self, certificates: Sequence[OwnCertificate]) -> None:
+        """Serve the operator's ``certificates`` (in order) ahead of installed ones."""
+        self._own = tuple((cert, build_context(cert.keyed())) for cert in certificates)
+
+    def _own_context(self, domain: str) -> ssl.SSLContext | None:
+        return next((context for cert, context in self._own if cert.covers(domain)), None)
 
     def _resumption(self, tickets: native.KeySource | None) -> object:
         """Set up tickets on the first context, or switch resumption off."""
@@ -118,8 +128,8 @@ class SNIServerOptions:
         self._challenges.pop(domain, None)
 
     def has(self, domain: str) -> bool:
-        """True when ``domain`` has an installed certificate."""
-        return domain in self._contexts
+        """True when ``domain`` has an installed or operator certificate."""
+        return domain in self._contexts or self._own_context(domain) is not None
 
     def add_challenge(self, domain: str, keyed: KeyedChain) -> None:
         """Answer TLS-ALPN-01 for ``domain`` with the RFC 8737 certificate ``keyed``."""
@@ -144,7 +154,7 @@ class SNIServerOptions:
             if challenge is not None:
                 conn.context = challenge
                 return
-        context = self._contexts.get(domain)
+        context = self._own_context(domain) or self._contexts.get(domain)
         if context is None and self._load_missing is not None:
             self._load_missing(domain)
             context = self._contexts.get(domain)

@@ -114,7 +114,7 @@ def test_twistd_refuses_bad_config(tmp_path: Path) -> None:
 
 
 def test_check_config_command(tmp_path: Path) -> None:
-    good = REPO / "etc" / "scarfgw.yaml"
+    good = REPO / "scarfgw" / "etc" / "scarfgw.yaml"
     result = subprocess.run([sys.executable, "-m", "scarfgw.cli", "check-config", str(good)],
                             env=twistd_env(), capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scarfgw.cli import example_file
 from scarfgw.config import ConfigError, load_config
 
 DOCKER = {"type": "docker-v1", "domain": "cr.test", "repository-name": "a/b",
@@ -26,10 +27,22 @@ def error_of(path: Path) -> ConfigError:
 
 
 def test_example_config_loads() -> None:
-    config = load_config(str(Path(__file__).parents[2] / "etc" / "scarfgw.yaml"))
+    config = load_config(str(Path(__file__).parents[2] / "scarfgw" / "etc" / "scarfgw.yaml"))
     assert config.listen.http == "tcp:8080"
     assert len(config.router.domains) == 3
     assert config.warnings == ()
+
+
+def test_example_data_lands_next_to_the_config_or_in_the_data_dir(tmp_path: Path) -> None:
+    beside = load_config(str(write(tmp_path, example_file("config"))))
+    assert beside.events.sinks[0]["path"] == str(tmp_path / "var" / "events.jsonl")
+    assert beside.insights.duckdb_path == str(tmp_path / "var" / "insights.duckdb")
+    placed = example_file("config", "/var/lib/scarfgw")
+    config = load_config(str(write(tmp_path, placed)))
+    assert config.events.sinks[0]["path"] == "/var/lib/scarfgw/events.jsonl"
+    assert config.events.spool_dir == "/var/lib/scarfgw/spool"
+    assert config.insights.duckdb_path == "/var/lib/scarfgw/insights.duckdb"
+    assert "#   storage: /var/lib/scarfgw/tls" in placed, "the commented TLS block too"
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ PIP = (
     ("containerd/v1.7.11", "containerd", "1.7.11"),
     ("containerd/1.6.21", "containerd", "1.6.21"),
     ("libpod/4.3.1", "podman", "4.3.1"),
+    ("containers/5.23.1 (github.com/containers/image)", "podman", "5.23.1"),
     ("skopeo/1.9.3", "skopeo", "1.9.3"),
     (PIP, "pip", "23.2.1"),
     ('uv/0.4.18 {"installer":{"name":"uv","version":"0.4.18"},"python":"3.12.5"}', "uv",
