@@ -5,9 +5,10 @@
 #              -v scarfgw-data:/var/lib/scarfgw scarfgw
 #
 # The config is read from /etc/scarfgw/scarfgw.yaml (the shipped example until you mount
-# yours). The working directory /var/lib/scarfgw is a volume: the example's relative paths
-# put the events (var/events.jsonl), their spool (var/spool) and the certificate storage
-# (var/tls) there. Listen on ports above 1024 (8080, 8443): the user has no privileges.
+# yours). /var/lib/scarfgw is a volume: the example (made with --data-dir /var/lib/scarfgw)
+# puts the events, their spool, the insights store and the certificate storage there; in a
+# config of yours, relative paths start at the config's folder, so name /var/lib/scarfgw/...
+# Listen on ports above 1024 (8080, 8443): the user has no privileges.
 # The health check asks the admin listener's /readyz at SCARFGW_READYZ_URL.
 # BASE replaces the Debian base image (the tests build on a debootstrapped one).
 ARG BASE=debian:bookworm-slim

@@ -282,7 +282,8 @@ def parse_documents(documents: ConfigDocuments) -> Config:
         access_log = _access_log(top)
         insights = parse_insights(top, jsonl_sink_paths(events.sinks), listen.insights is not None,
                                   documents.resolve)
-        _check_insights_domain(listen, insights)
+        router = Router(rules)
+        _check_insights_domain(listen, insights, router)
         _check_tls_needs(listen, tls)
         grace = top.number("shutdown_grace_period", Config.shutdown_grace_period)
         workers = _workers(top, listen, warnings.append)
@@ -294,7 +295,7 @@ def parse_documents(documents: ConfigDocuments) -> Config:
         listen=listen,
         trusted_proxies=trusted,
         rules=tuple(rules),
-        router=Router(rules),
+        router=router,
         proxy=proxy,
         tls=tls,
         events=events,
@@ -521,7 +522,11 @@ def _check_tls_needs(listen: ListenConfig, tls: TLSConfig) -> None:
         )
 
 
-def _check_insights_domain(listen: ListenConfig, insights: InsightsConfig) -> None:
+def _check_insights_domain(listen: ListenConfig, insights: InsightsConfig,
+                           router: Router) -> None:
+    if insights.domain in router.domains:
+        raise RuleError("insights.domain", f"{insights.domain} is also a rule domain: the "
+                        "insights site needs a domain of its own")
     if insights.domain and listener_url(listen.insights or "") is None:
         raise RuleError("insights.domain", "needs listen.insights to be a tcp:PORT endpoint "
                         "with a fixed port (the public listeners hand the domain to it)")

@@ -428,7 +428,7 @@ class _Exchange:
             lower = name.lower()
             if lower in dropped or (is_redirect and lower == b"content-length"):
                 continue
-            if lower == b"location":
+            if lower == b"location" and not self.decision.site:  # a site's stay as they are
                 values = [public_location(value, self.decision.backend) for value in values]
             elif lower == b"www-authenticate" and self.decision.rewrite_token_realm:
                 values = [self.proxy.realms.own_challenge(value, self.decision.backend,

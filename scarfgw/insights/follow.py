@@ -146,11 +146,11 @@ class Follower:
                 return StepResult(0, 0, False)
             end = len(data)  # one line longer than a chunk: corrupt, skipped as a whole
         head = position.head or _head(current.handle)
-        current.position = FilePosition(position.device, position.inode, head,
-                                        position.offset + end)
+        taken = FilePosition(position.device, position.inode, head, position.offset + end)
+        added, skipped = self.store.ingest(path, taken, data[:end])
+        current.position = taken  # only once stored: a failed step reads the chunk again
         current.grew_at = self.clock()
-        added, skipped = self.store.ingest(path, current.position, data[:end])
-        return StepResult(added, skipped, current.position.offset < size)
+        return StepResult(added, skipped, taken.offset < size)
 
     def _replaced(self, path: str, current: _Open) -> bool:
         """True when ``path`` now names another file and the open one has been quiet for

@@ -88,6 +88,7 @@ class InsightsService(MultiService):
         self._stepping: defer.Deferred[Any] | None = None
         self._since_compaction = 0
         self.reader: ThreadedReader | None = None
+        self.tokens: Tokens | None = None
         self.root: Resource | None = None
 
     def privilegedStartService(self) -> None:
@@ -116,7 +117,7 @@ class InsightsService(MultiService):
             self._loop.start(POLL_SECONDS, now=True)
         self.reader = ThreadedReader(engine, catalogue(self.config.rules), self._queries,
                                      self.reactor)
-        tokens = Tokens(self.config.insights.tokens)
+        tokens = self.tokens = Tokens(self.config.insights.tokens)
         self.root = insights_root(self.reader, tokens, self.reactor.seconds)
         ui = InsightsUI(self.reader, tokens.grant, self.reactor,
                         badges=self.config.insights.badges)
@@ -128,10 +129,12 @@ class InsightsService(MultiService):
             listening.addCallbacks(self._listening, self._listen_failed)
 
     def use_config(self, config: Config) -> None:
-        """After a reload: the packages of the new rules (the insights section itself and
-        the listener change at a restart)."""
+        """After a reload: the packages of the new rules and the tokens (the engine and the
+        listener change at a restart)."""
         if self.reader is not None:
             self.reader.use_packages(catalogue(config.rules))
+        if self.tokens is not None:
+            self.tokens.use(config.insights.tokens)
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port

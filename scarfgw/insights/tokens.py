@@ -36,6 +36,10 @@ class Tokens:
     """The configured tokens; :meth:`grant` answers who a presented token is."""
 
     def __init__(self, tokens: Iterable[TokenConfig]) -> None:
+        self.use(tokens)
+
+    def use(self, tokens: Iterable[TokenConfig]) -> None:
+        """Answer with ``tokens`` from now on (a reload): a removed token stops working."""
         self._tokens = tuple((bytes.fromhex(t.sha256), Grant(t.name, t.packages))
                              for t in tokens)
 

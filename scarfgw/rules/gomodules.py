@@ -86,6 +86,8 @@ class GoRule(ListOrderRule):
         module = unescape(escaped_module)
         if not self.owns(module):
             return None
+        if any(element in (".", "..") for element in module.split("/")):
+            return _BAD_PATH  # a dot-segment would leave the module on the backend
         if escaped_version is not None and _ESCAPED_VERSION.fullmatch(escaped_version) is None:
             return _BAD_PATH
         version = None if escaped_version is None else unescape(escaped_version)

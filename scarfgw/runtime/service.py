@@ -19,6 +19,7 @@ a complete new one and swaps the gateway's reference (:meth:`GatewayProcess.appl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Mapping
@@ -113,7 +114,7 @@ class GatewayProcess(SequentialService):
                                   follower=index > 0, on_installed=self._certificate_installed)
             self.tls.setServiceParent(self.resources)
         databases = config.events.geoip_databases
-        self.geoip = GeoIP(databases) if databases else None
+        self.geoip = GeoIP(databases, config.events.geoip_overrides) if databases else None
         access_log = AccessLog(config.access_log.sample) if config.access_log.enabled else None
         self.gateway = Gateway(Snapshot(config, generation, StreamingProxy(reactor, config.proxy)),
                                self.writer, reactor, tls=self.tls, geoip=self.geoip,
@@ -162,7 +163,7 @@ class GatewayProcess(SequentialService):
         for warning in config.warnings:
             log.warn("config: {warning}", warning=warning)
         for section in RESTART_SECTIONS:
-            if getattr(config, section) != getattr(old.config, section):
+            if _fixed_part(config, section) != _fixed_part(old.config, section):
                 log.warn("config reload: changes to {section} take effect after a restart",
                          section=section)
         packuments = old.packuments if same_proxy else None
@@ -256,6 +257,14 @@ class GatewayProcess(SequentialService):
         yield super().stopService()
         metrics.flush()
         log.info("stopped")
+
+
+def _fixed_part(config: Config, section: str) -> object:
+    """What a reload cannot change of ``section`` (insights: all but its tokens and domain,
+    which a reload applies)."""
+    if section == "insights":
+        return dataclasses.replace(config.insights, tokens=(), domain=None)
+    return getattr(config, section)
 
 
 def _writer(config: Config, reactor: Any, index: int) -> EventWriter:

@@ -110,7 +110,9 @@ def test_the_image_runs_unprivileged_healthy_and_redirects_a_docker_pull(
             "rules": [{"type": "docker-v1", "domain": "127.0.0.1",
                        "repository-name": "library/hello", "registry": backend.host,
                        "package-id": "hello"}],
-            "events": {"flush_interval": 0.1},
+            "events": {"flush_interval": 0.1, "spool_dir": "/var/lib/scarfgw/spool",
+                       "sinks": [{"type": "jsonl", "path": "/var/lib/scarfgw/events.jsonl"}]},
+            "insights": {"duckdb": {"path": "/var/lib/scarfgw/insights.duckdb"}},
         }))
         data.mkdir()
         data.chmod(0o777)
@@ -134,7 +136,7 @@ def test_the_image_runs_unprivileged_healthy_and_redirects_a_docker_pull(
             assert owner == "scarfgw"
         finally:
             subprocess.run([DOCKER_CLI, "rm", "-f", name], capture_output=True, env=docker_env)
-    events = [json.loads(line) for line in (data / "var" / "events.jsonl").open()]
+    events = [json.loads(line) for line in (data / "events.jsonl").open()]
     manifests = [e for e in events if e["pull"]]
     assert manifests and {(e["status"], e["client"]["runtime"], e["image"])
                           for e in manifests} == {(307, "docker", "library/hello")}

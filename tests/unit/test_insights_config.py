@@ -43,6 +43,13 @@ def test_the_example_config_has_a_working_example_token() -> None:
     assert grant is not None and grant.may_read("anything")
 
 
+def test_a_token_removed_by_a_reload_stops_working_at_once() -> None:
+    example = load_config(str(Path(__file__).parents[2] / "etc" / "scarfgw.yaml"))
+    tokens = Tokens(example.insights.tokens)
+    tokens.use(())
+    assert tokens.grant("sgi_example-only-do-not-use") is None
+
+
 @pytest.mark.parametrize(("text", "path", "reason"), [
     ("insights: {engine: sqlite}", "insights.engine", "expected duckdb or clickhouse"),
     ("insights: {engin: duckdb}", "insights.engin", "unknown key"),

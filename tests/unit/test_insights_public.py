@@ -40,6 +40,12 @@ def test_without_a_domain_nothing_changes():
     assert certificate_domains(config) == {"get.test"}
 
 
+def test_the_insights_domain_cannot_be_a_rule_domain():
+    with pytest.raises(ConfigError, match=r"insights\.domain: get\.test is also a rule domain"):
+        parse_config({"rules": [RULE], "insights": {"domain": "Get.Test."},
+                      "listen": {"insights": "tcp:9190:interface=127.0.0.1"}}, "x.yaml")
+
+
 @pytest.mark.parametrize("listener", [None, "tcp:0:interface=127.0.0.1", "unix:/run/i.sock"])
 def test_a_domain_needs_a_fixed_insights_listener(listener):
     with pytest.raises(ConfigError, match=r"insights\.domain.*fixed port"):

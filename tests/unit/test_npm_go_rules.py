@@ -126,6 +126,8 @@ def test_goproxy_requests(path: str, module: str, version: str | None, file: str
     ("/go.example.test/!tools/@v/v1.0.0.tar", 404),
     ("/go.example.test/!tools/@v/", 404),
     ("/go.example.test/!tools", 404),
+    ("/go.example.test/!tools/%2e%2e/evil/@v/v1.0.0.zip", 400),
+    ("/go.example.test/!tools/x/../../evil/@v/v1.0.0.zip", 400),
 ])
 def test_malformed_and_foreign_goproxy_requests(path: str, status: int) -> None:
     decision = route(router(go_rule()), "go.example.test", path)
