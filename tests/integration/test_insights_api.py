@@ -284,11 +284,17 @@ def test_a_reload_lists_the_packages_of_the_new_rules(tmp_path: Path,
         document["rules"].append({"type": "file-v1", "domain": "get.example.test",
                                   "incoming-path": "/new/{version}.zip", "package-id": "new"})
         gateway.config_path.write_text(yaml.safe_dump(document))
-        assert gateway.service.reload()
+        config_file = gateway.service.config_file
+        assert config_file is not None and config_file.reload()
         listing = json.loads((yield _in_thread(_api, port, "/api/v1/packages"))[2])
         assert [p["id"] for p in listing["packages"]] == ["hello", "six", "tool", "new"]
         status, _, _ = yield _in_thread(_api, port, "/api/v1/packages/new/downloads")
         assert status == 200
+        document["insights"]["tokens"] = []
+        gateway.config_path.write_text(yaml.safe_dump(document))
+        assert config_file.reload()
+        status, _, _ = yield _in_thread(_api, port, "/api/v1/packages")
+        assert status == 401, "a token removed by a reload stops working at once"
     finally:
         yield gateway.stop()
 
