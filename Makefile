@@ -37,7 +37,6 @@ pure:
 	rm -f *__mypyc*.so $(COMPILED_STAMP)
 
 run: venv
-	mkdir -p var
 	$(VENV)/bin/twistd --pidfile= -n scarfgw --config $(CONFIG)
 
 test:

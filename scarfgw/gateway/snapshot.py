@@ -27,5 +27,4 @@ class Snapshot:
         self.trusted: Final = TrustedProxies(config.trusted_proxies)
         self.forwarder: Final = forwarder
         self.packuments: Final = Packuments(forwarder) if packuments is None else packuments
-        self.limits: Final = config.limits
         self.insights: Final = public_site(config)

@@ -119,6 +119,7 @@ class DateHeader:
         self.line = b""
 
     def current(self) -> bytes:
+        """``Date: ...\r\n`` for now (formatted once per second)."""
         second = int(self.clock.seconds())
         if second != self.second:
             self.second = second

@@ -225,9 +225,10 @@ class TLSService(Service):
     def use_certificates(self, certificates: tuple[OwnCertificate, ...]) -> None:
         """Serve the operator's certificates (``tls.certificates``, read by the config load)
         ahead of ACME; call :meth:`set_domains` next, so covered names stop being ordered."""
+        changed = certificates != self._own
         self._own = certificates
         self.sni.use_own(certificates)
-        for cert in certificates:
+        for cert in certificates if changed else ():
             log.info("serving the certificate {path} for {names}, valid until {not_after}",
                      path=cert.cert_path, names=", ".join(sorted(cert.names)),
                      not_after=datetime.datetime.fromtimestamp(cert.not_after, datetime.UTC))
