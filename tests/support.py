@@ -35,13 +35,16 @@ def twistd_env() -> dict[str, str]:
 
 
 def start_twistd(config: Path, log: Path | None = None, twistd_args: Sequence[str] = (),
-                 **popen: Any) -> subprocess.Popen[bytes]:
-    """``twistd --pidfile= -n [ARGS] [--logfile LOG] scarfgw --config CONFIG`` in its folder."""
+                 python_path: Sequence[Path] = (), **popen: Any) -> subprocess.Popen[bytes]:
+    """``twistd --pidfile= -n [ARGS] [--logfile LOG] scarfgw --config CONFIG`` in its folder;
+    ``python_path`` folders come before the checkout on its (and its workers') PYTHONPATH."""
     args = [str(TWISTD), "--pidfile=", "-n", *twistd_args]
     if log is not None:
         args += ["--logfile", str(log)]
     args += ["scarfgw", "--config", str(config)]
-    return subprocess.Popen(args, cwd=config.parent, env=twistd_env(), **popen)
+    env = twistd_env()
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, python_path), env["PYTHONPATH"]])
+    return subprocess.Popen(args, cwd=config.parent, env=env, **popen)
 
 
 def http_get(url: str, headers: dict[str, str] | None = None

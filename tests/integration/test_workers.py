@@ -2,10 +2,12 @@
 ``workers: 2``: the primary is the only process reading the config file, a restarted worker
 serves what the primary serves, the primary covers a missing worker's sockets, ``/readyz``
 and ``/metrics`` tell the truth about every process, listeners that cannot bind and bad
-endpoint strings or duplicate keys stop it with one line, orphaned spools are replayed."""
+endpoint strings or duplicate keys stop it with one line, orphaned spools are replayed, a
+failed timeout sweep is logged and the timeouts go on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -181,3 +183,88 @@ def test_the_spools_of_workers_that_no_longer_exist_are_replayed(tmp_path):
         _stop(process, log)
     assert [json.loads(line) for line in events.read_text().splitlines()] == [spooled]
     assert not list(orphan.glob("*.spool")), "confirmed spool segments are removed"
+
+
+FIRST_SWEEP_FAILS = '''"""Test shim before the checkout on PYTHONPATH: in every process, the first
+call of the timeout sweep raises (scarfgw is unchanged; Twisted's LoopingCall is wrapped)."""
+
+from twisted.internet import task
+
+
+class FirstSweepFails(task.LoopingCall):
+    def __init__(self, f, *args, **kwargs):
+        if getattr(f, "__name__", "") == "close_stale":
+            sweep, calls = f, []
+
+            def f(*a, **kw):
+                calls.append(None)
+                if len(calls) == 1:
+                    raise RuntimeError("injected fault in the first sweep")
+                return sweep(*a, **kw)
+
+        super().__init__(f, *args, **kwargs)
+
+
+task.LoopingCall = FirstSweepFails
+'''
+SWEEP_FAILED = "timeout sweep of the http listener failed; restarting it"
+
+
+def _gateway_end_owner(pids: set[int], http: int, client: socket.socket) -> int | None:
+    """Which of ``pids`` holds the gateway's end of ``client``'s connection (None until one
+    accepted it)."""
+    client_port = client.getsockname()[1]
+    inodes = {f"socket:[{fields[9]}]"
+              for fields in (line.split() for line in
+                             Path("/proc/net/tcp").read_text().splitlines()[1:])
+              if fields[1].endswith(f":{http:04X}") and fields[2].endswith(f":{client_port:04X}")}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:
+                pass
+    return None
+
+
+def _cut_after(client: socket.socket, opened: float) -> float:
+    """Seconds from ``opened`` until the gateway cut ``client`` (which sent nothing): reset or
+    closed without an answer; waits at most 30 s."""
+    client.settimeout(30)
+    with contextlib.suppress(ConnectionResetError):
+        assert client.recv(1) == b"", "cut without an answer"
+    return time.monotonic() - opened
+
+
+def test_idle_connections_are_cut_in_every_process_after_a_failed_sweep(tmp_path):
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(FIRST_SWEEP_FAILS)
+    config, http, admin = _config(tmp_path, "library/one")
+    config["limits"] = {"client_timeout": 2}
+    log = tmp_path / "twistd.log"
+    process = start_twistd(write_config(tmp_path, config), log, python_path=[shim])
+    try:
+        wait_ready(admin, process, log)
+        poll_until(lambda: log.read_text().count(SWEEP_FAILED) == 2,
+                   "the first sweep failing in both processes", log)
+        pids = {process.pid, *child_pids(process)}
+        opened: dict[int, tuple[socket.socket, float]] = {}
+        for _ in range(60):
+            if len(opened) == 2:
+                break
+            client = socket.create_connection(("127.0.0.1", http))
+            since = time.monotonic()
+            poll_until(lambda c=client: _gateway_end_owner(pids, http, c) is not None,
+                       "the accept", log)
+            opened.setdefault(_gateway_end_owner(pids, http, client) or 0, (client, since))
+        assert set(opened) == pids, "a connection on each process"
+        cut_after = {pid: _cut_after(*connection) for pid, connection in opened.items()}
+        assert all(1.5 < seconds < 10 for seconds in cut_after.values()), cut_after
+        assert _statuses(http, "library/one", 4) == [307] * 4
+        lines = [line for line in log.read_text().splitlines() if SWEEP_FAILED in line]
+        assert len(lines) == 2 and sum("worker 1:" in line for line in lines) == 1, lines
+        assert log.read_text().count("RuntimeError: injected fault in the first sweep") == 2
+    finally:
+        _stop(process, log)
