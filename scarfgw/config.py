@@ -4,23 +4,25 @@ Every error names the file, the key path (``rules[3].incoming-path``) and the re
 repeated in one mapping is an error (YAML would keep the last one silently). Relative paths
 (``manifest``, sinks, the spool, TLS storage, PEM files, GeoIP databases) are relative to the
 config file's folder. Reading (:func:`read_documents`) and validating
-(:func:`parse_documents`) are apart: the primary process reads the files, and its workers
-validate the same documents it hands them.
+(:func:`parse_documents`) are apart: the primary process reads the files (the config, the
+manifest and the files the config names: PEM files, GeoIP overrides), and its workers
+validate the same documents and contents it hands them, opening none of those files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
-from scarfgw.analytics.companies import CompanyOverrides, load_overrides
+from scarfgw.analytics.companies import CompanyOverrides, parse_overrides
 from scarfgw.analytics.sinks import sink_factories
 from scarfgw.insights.public import listener_url
 from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
@@ -29,6 +31,7 @@ from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
 from scarfgw.runtime.endpoints import parse_tcp_endpoint, validate_endpoint
+from scarfgw.tls.certs import PemFile
 from scarfgw.tls.owncerts import OwnCertificate, OwnCertificateError, load_own_certificate
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -63,7 +66,7 @@ class ProxyConfig:
     response_timeout: float = 60.0
     max_connections_per_host: int = 64
     max_redirects: int = 10
-    ca_bundle: str | None = None
+    ca_bundle: PemFile | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class AcmeConfig:
 
     directory: str = "https://acme-v02.api.letsencrypt.org/directory"
     contact: str | None = None
-    ca_bundle: str | None = None
+    ca_bundle: PemFile | None = None
     challenge: str = "http-01"
 
 
@@ -138,16 +141,28 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class ConfigDocuments:
     """What a config was built from: the parsed file, the manifest it names (read along),
-    and the folder that relative paths are relative to. Plain data, to hand to workers."""
+    the folder that relative paths are relative to, and the content of the other files it
+    names (resolved path -> bytes, see :func:`read_documents`). Plain data, to hand to
+    workers."""
 
     source: str
     folder: str
     main: Mapping[str, Any]
     manifest: Mapping[str, Any] | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
 
     def resolve(self, path: str) -> str:
         """``path`` relative to the config file's folder (absolute paths stay)."""
         return os.path.join(self.folder, os.path.expanduser(path))
+
+    def read(self, path: str) -> bytes:
+        """The content of the file at the resolved ``path``: as read along with the
+        documents, else read now (OSError when it cannot be)."""
+        content = self.files.get(path)
+        if content is None:
+            with open(path, "rb") as handle:
+                content = handle.read()
+        return content
 
 
 @dataclass(frozen=True)
@@ -181,7 +196,29 @@ def read_documents(path: str) -> ConfigDocuments:
     when a file is unreadable or not YAML/JSON."""
     data = _read_document(path)
     folder = os.path.dirname(os.path.abspath(path))
-    return ConfigDocuments(path, folder, data, _read_manifest(data, folder))
+    documents = ConfigDocuments(path, folder, data, _read_manifest(data, folder))
+    files = {}
+    for named in _named_files(data):
+        resolved = documents.resolve(named)
+        with contextlib.suppress(OSError):  # the validation reads it again, reporting why not
+            files[resolved] = documents.read(resolved)
+    return replace(documents, files=files)
+
+
+def _named_files(data: Mapping[str, Any]) -> list[str]:
+    """The paths, as written, of the files besides the manifest that ``data`` names (PEM
+    files, GeoIP overrides); what is not a string where a path belongs is left to the
+    validation."""
+    def part(mapping: Any, key: str) -> Any:
+        return mapping.get(key) if isinstance(mapping, Mapping) else None
+
+    tls = part(data, "tls")
+    pairs = part(tls, "certificates")
+    places = [(part(data, "proxy"), "ca_bundle"), (part(tls, "acme"), "ca_bundle"),
+              (part(part(data, "events"), "geoip"), "overrides")]
+    for pair in pairs if isinstance(pairs, list) else ():
+        places += [(pair, "cert"), (pair, "key")]
+    return [path for mapping, key in places if isinstance(path := part(mapping, key), str)]
 
 
 def _read_manifest(data: Mapping[str, Any], folder: str) -> Mapping[str, Any] | None:
@@ -443,8 +480,8 @@ def _own_certificates(section: Fields, documents: ConfigDocuments
         cert_path, key_path = pair.string("cert"), pair.string("key")
         pair.reject_unknown()
         try:
-            loaded.append(load_own_certificate(documents.resolve(cert_path),
-                                              documents.resolve(key_path)))
+            loaded.append(load_own_certificate(_read_pem(documents, cert_path),
+                                              _read_pem(documents, key_path)))
         except OwnCertificateError as exc:
             raise RuleError(pair.path, str(exc)) from None
     return tuple(loaded)
@@ -467,8 +504,11 @@ def _events(top: Fields, documents: ConfigDocuments) -> EventsConfig:
     if overrides_path is not None:
         if not databases:
             raise geoip.error("overrides", "needs databases (the overrides refine them)")
+        path = documents.resolve(overrides_path)
         try:
-            overrides = load_overrides(documents.resolve(overrides_path))
+            overrides = parse_overrides(path, documents.read(path))
+        except OSError as exc:
+            raise geoip.error("overrides", f"cannot read {path}: {exc.strerror}") from None
         except ValueError as exc:
             raise geoip.error("overrides", str(exc)) from None
     geoip.reject_unknown()
@@ -558,20 +598,29 @@ def _resolved_sink(sink: Mapping[str, Any], documents: ConfigDocuments) -> Mappi
     return {**sink, "path": documents.resolve(path)} if isinstance(path, str) else sink
 
 
-def _pem_file(section: Fields, key: str, documents: ConfigDocuments) -> str | None:
+def _pem_file(section: Fields, key: str, documents: ConfigDocuments) -> PemFile | None:
     """A readable file holding at least one PEM certificate, or None."""
     given = section.optional_string(key)
     if given is None:
         return None
     path = documents.resolve(given)
     try:
-        with open(path, "rb") as handle:
-            text = handle.read()
+        text = documents.read(path)
     except OSError as exc:
         raise section.error(key, f"cannot read {path}: {exc.strerror}") from None
     if b"-----BEGIN CERTIFICATE-----" not in text:
         raise section.error(key, f"{path} holds no PEM certificate")
-    return path
+    return PemFile(path, text)
+
+
+def _read_pem(documents: ConfigDocuments, given: str) -> PemFile:
+    """The file at ``given`` (from the config file's folder), read; OwnCertificateError
+    when it cannot be."""
+    path = documents.resolve(given)
+    try:
+        return PemFile(path, documents.read(path))
+    except OSError as exc:
+        raise OwnCertificateError(path, f"cannot read: {exc.strerror}") from None
 
 
 def _host_port(section: Fields, key: str) -> str | None:

@@ -41,12 +41,12 @@ class CompanyOverrides:
         return self.asns.get(asn) if asn is not None else None
 
 
-def load_overrides(path: str) -> CompanyOverrides:
-    """Read the overrides file; ValueError names the file, the line and the reason."""
+def parse_overrides(path: str, content: bytes) -> CompanyOverrides:
+    """The overrides file at ``path``, as read (``content``); ValueError names the file, the
+    line and the reason."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        lines = content.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
         raise ValueError(f"cannot read {path}: {exc}") from None
     tables: dict[tuple[int, int], dict[int, str]] = {}
     asns: dict[int, str] = {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -19,6 +18,15 @@ ACME_IDENTIFIER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 
 # ACME keys are EC; operator-provided certificates (tls.certificates) may be RSA too.
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True)
+class PemFile:
+    """A PEM file the config names: its resolved path (for messages) and its content, read
+    with the config (so every process uses the same bytes and none opens it again)."""
+
+    path: str
+    pem: bytes
 
 
 @dataclass(frozen=True)
@@ -78,10 +86,10 @@ def load_keyed_chain(key_data: bytes, chain_data: bytes) -> KeyedChain:
     return KeyedChain(key, chain)
 
 
-def trust_root(ca_bundle: str) -> Any:
+def trust_root(ca_bundle: PemFile) -> Any:
     """Trust in every certificate of the PEM bundle ``ca_bundle`` (Twisted's
     ``Certificate.loadPEM`` would read only the first)."""
-    pems = x509.load_pem_x509_certificates(Path(ca_bundle).read_bytes())
+    pems = x509.load_pem_x509_certificates(ca_bundle.pem)
     return ssl.trustRootFromCertificates(
         [ssl.Certificate.loadPEM(cert.public_bytes(serialization.Encoding.PEM)) for cert in pems]
     )

@@ -2,7 +2,8 @@
 key matches the leaf) and described by the DNS names it covers, wildcards included.
 
 They are served ahead of ACME for every name they cover, and no ACME order is placed for
-such a name. The files are read when the config is loaded, so a SIGHUP re-reads them.
+such a name. The files are read with the config (by the primary process only), so a SIGHUP
+re-reads them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from scarfgw.tls.certs import KeyedChain
+from scarfgw.tls.certs import KeyedChain, PemFile
 
 
 class OwnCertificateError(ValueError):
@@ -52,14 +53,6 @@ class OwnCertificate:
         return bool(dot) and f"*.{parent}" in self.names
 
 
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise OwnCertificateError(path, f"cannot read: {exc.strerror}") from None
-
-
 def _dns_names(leaf: x509.Certificate) -> frozenset[str]:
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -68,14 +61,13 @@ def _dns_names(leaf: x509.Certificate) -> frozenset[str]:
     return frozenset(name.lower().rstrip(".") for name in san.get_values_for_type(x509.DNSName))
 
 
-def load_own_certificate(cert_path: str, key_path: str) -> OwnCertificate:
-    """Read and check one pair: a PEM chain (leaf first) and its unencrypted PEM key."""
-    cert_data, key_data = _read(cert_path), _read(key_path)
-    keyed = _parse(cert_path, cert_data, key_path, key_data)
+def load_own_certificate(cert: PemFile, key: PemFile) -> OwnCertificate:
+    """Check one pair as read: a PEM chain (leaf first) and its unencrypted PEM key."""
+    keyed = _parse(cert.path, cert.pem, key.path, key.pem)
     names = _dns_names(keyed.leaf)
     if not names:
-        raise OwnCertificateError(cert_path, "names no DNS name (subjectAltName)")
-    return OwnCertificate(cert_path, key_path, cert_data, key_data, names, keyed.not_after)
+        raise OwnCertificateError(cert.path, "names no DNS name (subjectAltName)")
+    return OwnCertificate(cert.path, key.path, cert.pem, key.pem, names, keyed.not_after)
 
 
 def _parse(cert_path: str, cert_data: bytes, key_path: str, key_data: bytes) -> KeyedChain:

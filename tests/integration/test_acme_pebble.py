@@ -20,7 +20,7 @@ from twisted.web import resource, server
 from scarfgw.config import AcmeConfig, TLSConfig, VerificationConfig
 from scarfgw.ops import metrics
 from scarfgw.tls import manager
-from scarfgw.tls.certs import self_signed
+from scarfgw.tls.certs import PemFile, self_signed
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
 from scarfgw.tls.schedule import Timing
@@ -258,7 +258,9 @@ def test_two_instances_sharing_storage_order_a_domain_once(tmp_path, pebble, fak
     publish_ownership(fake_dns, domain)
     config = TLSConfig(
         storage=str(tmp_path / "tls"),
-        acme=AcmeConfig(pebble.directory, None, pebble.ca_bundle, "http-01"),
+        acme=AcmeConfig(pebble.directory, None,
+                        PemFile(pebble.ca_bundle, Path(pebble.ca_bundle).read_bytes()),
+                        "http-01"),
         verification=VerificationConfig("txt", SECRET, fake_dns.address),
     )
     services = [TLSService(reactor, config, frozenset({domain})) for _ in range(2)]

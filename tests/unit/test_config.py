@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
+import trustme
 
 from scarfgw.cli import example_file
-from scarfgw.config import ConfigError, load_config
+from scarfgw.config import ConfigError, load_config, parse_documents, read_documents
+from tests.support import write_tls_pair
 
 DOCKER = {"type": "docker-v1", "domain": "cr.test", "repository-name": "a/b",
           "registry": "reg.test", "package-id": "p"}
@@ -153,3 +156,30 @@ def test_importing_the_twistd_plugin_side_does_not_import_prometheus_client() ->
              "sys.exit(1 if 'prometheus_client' in sys.modules else 0)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parents[2])
     assert result.returncode == 0, "workers need PROMETHEUS_MULTIPROC_DIR set before the import"
+
+
+def test_the_files_a_config_names_are_read_once_with_it(tmp_path: Path) -> None:
+    """Workers validate the documents the primary read, contents included: they open none of
+    the files again (replaced or unreadable by then, they change nothing)."""
+    ca = trustme.CA()
+    write_tls_pair(ca, tmp_path / "own.pem", tmp_path / "own.key", "own.test")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    (tmp_path / "companies.txt").write_text("AS64500 Example Corp\n")
+    path = write(tmp_path, "proxy: {ca_bundle: ca.pem}\n"
+                           "tls:\n  acme: {ca_bundle: ca.pem}\n"
+                           "  certificates: [{cert: own.pem, key: own.key}]\n"
+                           "events: {geoip: {databases: [geo.mmdb], overrides: companies.txt}}\n")
+    ca_pem = (tmp_path / "ca.pem").read_bytes()
+    own_pem = (tmp_path / "own.pem").read_bytes()
+    documents = pickle.loads(pickle.dumps(read_documents(str(path))))  # as handed to a worker
+    for name in ("ca.pem", "own.pem", "own.key", "companies.txt"):
+        (tmp_path / name).unlink()
+    config = parse_documents(documents)
+    assert config.proxy.ca_bundle is not None and config.proxy.ca_bundle.pem == ca_pem
+    assert config.tls.acme.ca_bundle == config.proxy.ca_bundle
+    [own] = config.tls.certificates
+    assert own.chain_pem == own_pem and own.names == frozenset({"own.test"})
+    assert config.events.geoip_overrides is not None
+    assert config.events.geoip_overrides.company("192.0.2.1", 64500) == "Example Corp"
+    with pytest.raises(ConfigError, match=r"proxy\.ca_bundle: cannot read"):
+        load_config(str(path))

@@ -11,7 +11,7 @@ from scarfgw.analytics.event import build_event
 
 pytest.importorskip("maxminddb")
 
-from scarfgw.analytics.companies import load_overrides
+from scarfgw.analytics.companies import parse_overrides
 from scarfgw.analytics.geoip import GeoIP
 
 
@@ -76,7 +76,7 @@ def test_operator_overrides_win_by_network_then_asn(typed_databases: list[Path],
                          "198.51.100.128/25  Cable Customer Inc\n"
                          "198.51.100.200     Single Host Ltd   # one address\n"
                          "AS64502 Hosted Startup\n")
-    geoip = GeoIP(typed_databases, load_overrides(str(overrides)))
+    geoip = GeoIP(typed_databases, parse_overrides(str(overrides), overrides.read_bytes()))
     try:
         assert geoip.lookup("198.51.100.200")["org"] == "Single Host Ltd"
         assert geoip.lookup("198.51.100.130") == {"country": None, "org": "Cable Customer Inc",
@@ -96,4 +96,4 @@ def test_bad_overrides_name_the_line(tmp_path: Path, text: str, reason: str) -> 
     path = tmp_path / "companies.txt"
     path.write_text(text)
     with pytest.raises(ValueError, match=reason):
-        load_overrides(str(path))
+        parse_overrides(str(path), path.read_bytes())

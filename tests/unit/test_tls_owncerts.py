@@ -11,7 +11,7 @@ import trustme
 from twisted.internet.task import Clock
 
 from scarfgw.config import ConfigError, TLSConfig, VerificationConfig, parse_config
-from scarfgw.tls.certs import self_signed
+from scarfgw.tls.certs import PemFile, self_signed
 from scarfgw.tls.manager import TLSService
 from scarfgw.tls.owncerts import load_own_certificate
 from scarfgw.tls.sni import SNIServerOptions
@@ -28,10 +28,15 @@ def write_pair(folder: Path, *names: str, key_type: trustme.KeyType = trustme.Ke
     return cert, key
 
 
+def pem(path: Path) -> PemFile:
+    """The file at ``path``, read."""
+    return PemFile(str(path), path.read_bytes())
+
+
 @pytest.mark.parametrize("key_type", [trustme.KeyType.ECDSA, trustme.KeyType.RSA])
 def test_a_wildcard_covers_one_label_and_named_hosts(tmp_path, key_type):
     cert, key = write_pair(tmp_path, "*.example.test", "example.test", key_type=key_type)
-    own = load_own_certificate(str(cert), str(key))
+    own = load_own_certificate(pem(cert), pem(key))
     assert own.names == {"*.example.test", "example.test"}
     assert own.covers("cr.example.test") and own.covers("example.test")
     assert not own.covers("a.b.example.test") and not own.covers("other.test")
@@ -62,7 +67,7 @@ def test_missing_or_mismatched_pairs_are_config_errors_naming_the_file(tmp_path)
 
 def test_sni_serves_operator_certificates_ahead_of_installed_ones(tmp_path):
     cert, key = write_pair(tmp_path, "*.example.test")
-    own = load_own_certificate(str(cert), str(key))
+    own = load_own_certificate(pem(cert), pem(key))
     options = SNIServerOptions(self_signed("fallback.invalid", 0, 10**9))
     options.install("cr.example.test", self_signed("cr.example.test", 0, 10**9))
     options.install("other.test", acme := self_signed("other.test", 0, 10**9))
@@ -78,7 +83,7 @@ def test_sni_serves_operator_certificates_ahead_of_installed_ones(tmp_path):
 def test_no_acme_order_for_covered_names_until_a_reload_drops_the_certificate(tmp_path):
     cert, key = write_pair(tmp_path, "*.example.test")
     config = TLSConfig(storage=str(tmp_path / "tls"), verification=VerificationConfig("none"),
-                       certificates=(load_own_certificate(str(cert), str(key)),))
+                       certificates=(load_own_certificate(pem(cert), pem(key)),))
     clock = Clock()
     issuer = FakeIssuer(clock, 90 * 86400)
     domains = frozenset({"cr.example.test", "get.other.test"})
