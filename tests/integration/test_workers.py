@@ -3,7 +3,8 @@
 serves what the primary serves, the primary covers a missing worker's sockets, ``/readyz``
 and ``/metrics`` tell the truth about every process, listeners that cannot bind and bad
 endpoint strings or duplicate keys stop it with one line, orphaned spools are replayed, a
-failed timeout sweep is logged and the timeouts go on."""
+failed timeout sweep is logged and the timeouts go on, and a restarted worker serves the
+certificate files as the primary read them."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import trustme
 import yaml
 
 from scarfgw.analytics.writer import Spool, serialise
+from tests.integration.test_own_certificates import _curl_status
 from tests.support import (
     child_pids,
     free_port,
@@ -32,6 +35,7 @@ from tests.support import (
     twistd_env,
     wait_ready,
     write_config,
+    write_tls_pair,
 )
 
 DOCKER = {"Host": "cr.example.test", "User-Agent": "docker/27.0"}
@@ -266,5 +270,25 @@ def test_idle_connections_are_cut_in_every_process_after_a_failed_sweep(tmp_path
         lines = [line for line in log.read_text().splitlines() if SWEEP_FAILED in line]
         assert len(lines) == 2 and sum("worker 1:" in line for line in lines) == 1, lines
         assert log.read_text().count("RuntimeError: injected fault in the first sweep") == 2
+    finally:
+        _stop(process, log)
+
+
+def test_a_restarted_worker_serves_the_certificate_files_as_the_primary_read_them(tmp_path):
+    cert, key = tmp_path / "wildcard.pem", tmp_path / "wildcard.key"
+    first, second = trustme.CA(), trustme.CA()
+    write_tls_pair(first, cert, key, "*.example.test")
+    config, _, admin = _config(tmp_path, "library/hello")
+    https = free_port()
+    config["listen"]["https"] = f"tcp:{https}:interface=127.0.0.1"
+    config["tls"] = {"storage": str(tmp_path / "tls"), "verification": {"mode": "none"},
+                     "certificates": [{"cert": str(cert), "key": str(key)}]}
+    log = tmp_path / "twistd.log"
+    process = start_twistd(write_config(tmp_path, config), log)
+    try:
+        wait_ready(admin, process, log)
+        write_tls_pair(second, cert, key, "*.example.test")  # replaced without a SIGHUP
+        _kill_worker(process, admin, log)
+        assert [_curl_status(https, first, tmp_path) for _ in range(20)] == ["307"] * 20
     finally:
         _stop(process, log)
