@@ -249,7 +249,8 @@ def test_idle_connections_are_cut_in_every_process_after_a_failed_sweep(tmp_path
     config["limits"] = {"client_timeout": 2}
     log = tmp_path / "twistd.log"
     process = start_twistd(write_config(tmp_path, config), log, python_path=[shim])
-    try:
+    with contextlib.ExitStack() as clients:
+        clients.callback(_stop, process, log)
         wait_ready(admin, process, log)
         poll_until(lambda: log.read_text().count(SWEEP_FAILED) == 2,
                    "the first sweep failing in both processes", log)
@@ -258,7 +259,7 @@ def test_idle_connections_are_cut_in_every_process_after_a_failed_sweep(tmp_path
         for _ in range(60):
             if len(opened) == 2:
                 break
-            client = socket.create_connection(("127.0.0.1", http))
+            client = clients.enter_context(socket.create_connection(("127.0.0.1", http)))
             since = time.monotonic()
             poll_until(lambda c=client: _gateway_end_owner(pids, http, c) is not None,
                        "the accept", log)
@@ -270,8 +271,6 @@ def test_idle_connections_are_cut_in_every_process_after_a_failed_sweep(tmp_path
         lines = [line for line in log.read_text().splitlines() if SWEEP_FAILED in line]
         assert len(lines) == 2 and sum("worker 1:" in line for line in lines) == 1, lines
         assert log.read_text().count("RuntimeError: injected fault in the first sweep") == 2
-    finally:
-        _stop(process, log)
 
 
 def test_a_restarted_worker_serves_the_certificate_files_as_the_primary_read_them(tmp_path):
