@@ -7,11 +7,13 @@ same time). Workers never open the file.
 
 A chunk of complete JSONL lines goes in with the file's new offset in one transaction, so
 a crash re-reads at most that chunk. DuckDB's own JSON reader parses it (about four times
-faster than extracting fields line by line), and its events are inserted only where the
-table does not hold them yet: same ``request_id`` and the same hash of the stored fields
-(several events of one request differ there, or are the same to insights), so a replayed
-or re-sent batch never counts twice. Lines that are not JSON objects with a ``time`` and a
-``request_id`` are skipped and counted.
+faster than extracting fields line by line) straight into the table, in one statement,
+only where the table does not hold them yet: same ``request_id`` and the same hash of the
+stored fields (several events of one request differ there, or are the same to insights),
+so a replayed or re-sent batch never counts twice. A first pass over two fields finds the
+chunk's time span (the stored events the check looks at) and whether the chunk repeats a
+request id itself (only then are its own repeats dropped, which costs a grouping). Lines
+that are not JSON objects with a ``time`` and a ``request_id`` are skipped and counted.
 """
 
 from __future__ import annotations
@@ -51,25 +53,31 @@ _JSON_COLUMNS: Final = "{" + ", ".join(
     f"'{name}': 'STRUCT({', '.join(f'{key} VARCHAR' for key in _NESTED[name])})'"
     if name in _NESTED else f"'{name}': 'VARCHAR'"
     for name in dict.fromkeys(column.split(".")[0] for column in EVENT_COLUMNS)) + "}"
-_STAGE: Final = f"""
-CREATE OR REPLACE TEMP TABLE staged AS
+_READ: Final = ("read_json($file, format='newline_delimited', ignore_errors=true,"
+                " maximum_object_size=16777216, columns={columns})")
+_SURVEY: Final = (
+    "SELECT count(*), count(DISTINCT request_id), min(time), max(time) FROM ("
+    "SELECT TRY_CAST(time AS TIMESTAMP) AS time, request_id FROM "
+    + _READ.format(columns="{'time': 'VARCHAR', 'request_id': 'VARCHAR'}")
+    + ") WHERE time IS NOT NULL AND request_id IS NOT NULL")
+_COLUMNS: Final = ", ".join(f'"{c}"' for c in ("time", "status", "complete", *_TEXT_FIELDS))
+_PARSED: Final = f"""
 SELECT TRY_CAST(time AS TIMESTAMP) AS time, TRY_CAST(status AS INTEGER) AS status,
        CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END AS UTINYINT) AS complete,
        {", ".join(f'"{c}"' if "." not in c else f'{c} AS "{c}"' for c in _TEXT_FIELDS)},
        coalesce(package, auto_create_rule) AS pkg,
        hash({", ".join(dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))}) AS line_hash
-FROM read_json($file, format='newline_delimited', ignore_errors=true,
-               maximum_object_size=16777216, columns={_JSON_COLUMNS})
+FROM {_READ.format(columns=_JSON_COLUMNS)}
 """
-_COLUMNS: Final = ", ".join(f'"{c}"' for c in ("time", "status", "complete", *_TEXT_FIELDS))
 _INSERT: Final = f"""
 INSERT INTO events ({_COLUMNS}, pkg, line_hash)
-SELECT {_COLUMNS}, pkg, line_hash FROM staged AS s
-WHERE rowid IN (SELECT min(rowid) FROM staged WHERE time IS NOT NULL
-                AND request_id IS NOT NULL GROUP BY request_id, line_hash)
+SELECT $distinct{_COLUMNS}, pkg, line_hash FROM ({_PARSED}) AS s
+WHERE time IS NOT NULL AND request_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM events AS e WHERE e.time BETWEEN $first AND $last
                   AND e.request_id = s.request_id AND e.line_hash = s.line_hash)
 """
+_INSERT_NEW: Final = _INSERT.replace("$distinct", "")
+_INSERT_DISTINCT: Final = _INSERT.replace("$distinct", "DISTINCT ON (request_id, line_hash) ")
 
 DIALECT: Final = counting.Dialect(
     seconds="CAST(floor(epoch(time)) AS BIGINT)",
@@ -161,16 +169,14 @@ class DuckDBStore(Engine):
         cursor = self._cursor()
         try:
             cursor.execute("BEGIN")
-            cursor.execute(_STAGE, {"file": chunk})
-            counted = cursor.execute(
-                "SELECT count(*), min(time), max(time) FROM staged "
-                "WHERE time IS NOT NULL AND request_id IS NOT NULL").fetchone()
-            valid, first, last = counted or (0, None, None)
-            inserted = cursor.execute(_INSERT, {"first": first, "last": last}).fetchone()
+            surveyed = cursor.execute(_SURVEY, {"file": chunk}).fetchone()
+            valid, distinct, first, last = surveyed or (0, 0, None, None)
+            insert = _INSERT_NEW if distinct == valid else _INSERT_DISTINCT
+            inserted = cursor.execute(
+                insert, {"file": chunk, "first": first, "last": last}).fetchone()
             cursor.execute(
                 "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
                 [path, position.device, position.inode, position.head, position.offset])
-            cursor.execute("DROP TABLE staged")
             cursor.execute("COMMIT")
         except BaseException:
             cursor.execute("ROLLBACK")

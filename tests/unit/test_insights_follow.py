@@ -96,6 +96,15 @@ def test_a_replayed_batch_never_counts_twice(tmp_path: Path) -> None:
     assert stored(store) == 3
 
 
+def test_a_batch_repeated_within_one_chunk_counts_once(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    batch = event(0) + event(1, 1) + event(1, 1, status=200)
+    path.write_bytes(batch + event(2) + batch)
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    assert drain(Follower(store, [str(path)])) == (4, 0)
+    assert stored(store) == 4
+
+
 def test_rotation_finishes_the_old_file_then_reads_the_new_one(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(event(0))
