@@ -70,7 +70,7 @@ class Reader:
 
 def _serve(pages: Pages) -> Any:
     tokens = Tokens([TokenConfig("t", token_hash(TOKEN), frozenset({"*"}))])
-    site = Site(insights_root(Reader(pages), tokens, reactor.seconds))  # type: ignore[arg-type]
+    site: Any = Site(insights_root(Reader(pages), tokens, reactor.seconds))  # type: ignore[arg-type]
     return reactor.listenTCP(0, site, interface="127.0.0.1")
 
 
