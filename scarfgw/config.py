@@ -568,8 +568,9 @@ def _check_insights_domain(listen: ListenConfig, insights: InsightsConfig,
         raise RuleError("insights.domain", f"{insights.domain} is also a rule domain: the "
                         "insights site needs a domain of its own")
     if insights.domain and listener_url(listen.insights or "") is None:
-        raise RuleError("insights.domain", "needs listen.insights to be a tcp:PORT endpoint "
-                        "with a fixed port (the public listeners hand the domain to it)")
+        raise RuleError("insights.domain", "needs listen.insights to be a tcp:PORT (or "
+                        "tcp6:PORT) endpoint with a fixed port (the public listeners hand the "
+                        "domain to it)")
 
 
 def _workers(top: Fields, listen: ListenConfig, warn: Callable[[str], None]) -> int:

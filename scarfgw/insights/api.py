@@ -19,12 +19,14 @@ from urllib.parse import unquote
 
 import orjson
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
-from scarfgw.insights.model import BREAKDOWNS, INTERVALS, Grant, Reader
+from scarfgw.insights.model import BREAKDOWNS, INTERVALS, EventPages, Grant, Reader
 from scarfgw.insights.tokens import Tokens
 
 log = Logger()
@@ -250,21 +252,79 @@ class ApiResource(Resource):
 
     def _events(self, request: Request, package_id: str, values: Mapping[str, str]) -> None:
         start, end = parse_range(values, self.clock)
-        pages = self.reader.events(package_id, start, end)
         request.setHeader(b"content-type", b"application/x-ndjson")
         request.setHeader(b"cache-control", b"no-store")
-        stopped: list[bool] = []
-        request.notifyFinish().addErrback(lambda _: stopped.append(True))
+        _Export(request, self.reader.events(package_id, start, end),
+                lambda failure: self._failed(request, failure)).start()
 
-        def more(page: bytes) -> Deferred[None] | None:
-            if stopped:
-                pages.close()
-                return None
-            if not page:
-                request.finish()
-                return None
-            request.write(page)
-            following: Deferred[None] = pages.next_page().addCallback(more)
-            return following
 
-        pages.next_page().addCallback(more).addErrback(lambda f: self._failed(request, f))
+@implementer(IPushProducer)
+class _Export:
+    """The NDJSON export written to ``request`` as fast as the client reads it: a push
+    producer on the request that fetches the next page only while the transport is not
+    paused (its buffer holds at most about one page). The pages are closed once the client
+    goes away or a page fails; ``failed`` then answers the failure."""
+
+    def __init__(self, request: Request, pages: EventPages,
+                 failed: Callable[[Failure], None]) -> None:
+        self.request = request
+        self.pages = pages
+        self.failed = failed
+        self.paused = False
+        self.fetching = False
+        self.stopped = False
+        self.closed = False
+
+    def start(self) -> None:
+        """Register on the request and fetch the first page."""
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self._fetch()
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: fetch nothing more for now."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The client read the buffer: fetch the next page."""
+        self.paused = False
+        self._fetch()
+
+    def stopProducing(self) -> None:
+        """The client went away: close the pages (once a page in flight is back)."""
+        self.stopped = True
+        self._close()
+
+    def _fetch(self) -> None:
+        if self.paused or self.fetching or self.stopped:
+            return
+        self.fetching = True
+        self.pages.next_page().addCallbacks(self._page, self._page_failed)
+
+    def _page(self, page: bytes) -> None:
+        self.fetching = False
+        if self.stopped:
+            self._close()
+            return
+        if not page:
+            self.stopped = self.closed = True
+            self.request.unregisterProducer()
+            self.request.finish()
+            return
+        self.request.write(page)
+        self._fetch()
+
+    def _page_failed(self, failure: Failure) -> None:
+        self.fetching = False
+        already = self.stopped
+        self.stopProducing()
+        if not already:
+            self.request.unregisterProducer()
+            self.failed(failure)
+
+    def _close(self) -> None:
+        if self.closed or self.fetching:
+            return
+        self.closed = True
+        self.pages.close().addErrback(
+            lambda failure: log.failure("closing an insights export failed", failure))

@@ -8,15 +8,19 @@ certificate like any rule domain.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from scarfgw.rules.decision import Proxy
+from scarfgw.runtime.endpoints import parse_tcp_endpoint
+
+if TYPE_CHECKING:  # scarfgw.config imports listener_url from here
+    from scarfgw.config import Config
 
 KIND: Final = "insights"
-_FIELD: Final = re.compile(r"(?<!\\):")
-"""A colon that separates endpoint fields (``\\:`` is a colon inside one)."""
+_WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})
+"""Interfaces meaning every address: such a listener is reached on 127.0.0.1 (an IPv6
+wildcard socket takes IPv4 too)."""
 
 
 @dataclass(frozen=True)
@@ -28,25 +32,21 @@ class PublicSite:
 
 
 def listener_url(endpoint: str) -> str | None:
-    """``http://host:port`` that reaches a ``tcp:PORT[:interface=HOST]`` listener from this
-    machine (None for other endpoint kinds or port 0, which no other process can know)."""
-    kind, *fields = (part.replace("\\:", ":") for part in _FIELD.split(endpoint))
-    if kind != "tcp" or not fields:
+    """``http://host:port`` that reaches a ``tcp:``/``tcp6:`` listener from this machine
+    (None for other endpoint kinds or port 0, which no other process can know)."""
+    try:
+        address = parse_tcp_endpoint(endpoint)
+    except ValueError:
         return None
-    port, *options = fields
-    if not port.isdigit() or int(port) == 0:
+    if address.port == 0:
         return None
-    host = "127.0.0.1"
-    for option in options:
-        name, _, value = option.partition("=")
-        if name == "interface" and value not in ("", "0.0.0.0", "::"):
-            host = value
+    host = "127.0.0.1" if address.interface in _WILDCARDS else address.interface
     authority = f"[{host}]" if ":" in host else host
-    return f"http://{authority}:{port}"
+    return f"http://{authority}:{address.port}"
 
 
-def public_site(config: Any) -> PublicSite | None:
-    """The public insights site of ``config`` (a :class:`~scarfgw.config.Config`), if any."""
+def public_site(config: Config) -> PublicSite | None:
+    """The public insights site of ``config``, if any."""
     domain = config.insights.domain
     url = listener_url(config.listen.insights) if config.listen.insights else None
     if not domain or url is None:
@@ -54,8 +54,8 @@ def public_site(config: Any) -> PublicSite | None:
     return PublicSite(domain, Proxy(backend=domain, kind=KIND, base_url=url, site=True))
 
 
-def certificate_domains(config: Any) -> frozenset[str]:
+def certificate_domains(config: Config) -> frozenset[str]:
     """The domains that get certificates: the rules' and the insights domain."""
     domain = config.insights.domain
-    domains: frozenset[str] = config.router.domains
+    domains = config.router.domains
     return domains | {domain} if domain else domains

@@ -7,6 +7,9 @@ reactor never waits), again at once while more is waiting, else every
 (:data:`COMPACT_EVENTS`), so that a package's queries read its rows only. Queries run in
 a separate pool of two threads. With ``clickhouse`` there is nothing to ingest: the
 ``http`` sinks of every instance fill the table.
+
+The ``insights`` listener is bound like every listener (:mod:`scarfgw.runtime.listeners`),
+before twistd drops privileges; the engine is opened after, as the gateway's user.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from typing import Any, Final, TypeVar
 import duckdb
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -35,10 +37,11 @@ from scarfgw.insights.engine import Engine
 from scarfgw.insights.follow import Follower, StepResult
 from scarfgw.insights.reader import ThreadedReader
 from scarfgw.insights.settings import jsonl_sink_paths
-from scarfgw.insights.site import InsightsSite, insights_root
+from scarfgw.insights.site import InsightsRoot, InsightsSite, insights_root
 from scarfgw.insights.tokens import Tokens
 from scarfgw.insights.ui import InsightsUI
 from scarfgw.ops import metrics
+from scarfgw.runtime.listeners import Listener, Listeners
 
 log = Logger()
 
@@ -80,7 +83,6 @@ class InsightsService(MultiService):
         self.reactor = reactor
         self.engine: Engine | None = None
         self.follower: Follower | None = None
-        self.port: IListeningPort | None = None
         self._queries = ThreadPool(1, QUERY_THREADS, "insights-queries")
         self._ingest_pool = ThreadPool(1, 1, "insights-ingest")
         self._loop = task.LoopingCall(self._poll)
@@ -90,26 +92,27 @@ class InsightsService(MultiService):
         self.reader: ThreadedReader | None = None
         self.tokens: Tokens | None = None
         self.root: Resource | None = None
+        self.site = InsightsSite(InsightsRoot())
+        """The listener's site; its root is the real one from :meth:`startService` on."""
+        spec = config.listen.insights
+        self.listener = Listeners(reactor, [Listener("insights", spec, self.site)] if spec else [])
+        self.listener.setServiceParent(self)
 
-    def privilegedStartService(self) -> None:
-        """Open the engine before the reactor runs: a store that cannot be opened (another
-        process holds it) stops the start with one line naming it."""
-        super().privilegedStartService()
-        self._open()
-
-    def _open(self) -> Engine:
-        if self.engine is None:
-            try:
-                self.engine = open_engine(self.config)
-            except (duckdb.Error, OSError) as error:
-                raise SystemExit(f"error: cannot open the insights store "
-                                 f"{self.config.insights.duckdb_path}: {error}") from None
-        return self.engine
+    @property
+    def port(self) -> IListeningPort | None:
+        """The insights listener's port once bound."""
+        return self.listener.ports.get("insights")
 
     def startService(self) -> None:
-        """Open the engine (unless done already), start ingesting and listening."""
-        super().startService()
-        engine = self._open()
+        """Open the engine (after twistd dropped privileges, so the store's files belong to
+        the gateway's user), start ingesting and serve the site on the listener (bound by
+        ``privilegedStartService``, like every listener). A store that cannot be opened
+        (another process holds it) stops the start with one line naming it."""
+        try:
+            engine = self.engine = open_engine(self.config)
+        except (duckdb.Error, OSError) as error:
+            raise SystemExit(f"error: cannot open the insights store "
+                             f"{self.config.insights.duckdb_path}: {error}") from None
         self._queries.start()
         self._ingest_pool.start()
         if isinstance(engine, DuckDBStore):
@@ -123,10 +126,8 @@ class InsightsService(MultiService):
                         badges=self.config.insights.badges)
         ui.install(self.root)
         ui.setServiceParent(self)
-        spec = self.config.listen.insights
-        if spec:
-            listening = serverFromString(self.reactor, spec).listen(InsightsSite(self.root))
-            listening.addCallbacks(self._listening, self._listen_failed)
+        self.site.resource = self.root
+        super().startService()
 
     def use_config(self, config: Config) -> None:
         """After a reload: the packages of the new rules and the tokens (the engine and the
@@ -135,15 +136,6 @@ class InsightsService(MultiService):
             self.reader.use_packages(catalogue(config.rules))
         if self.tokens is not None:
             self.tokens.use(config.insights.tokens)
-
-    def _listening(self, port: IListeningPort) -> None:
-        self.port = port
-        log.info("listening for insights on {address}", address=port.getHost())
-
-    def _listen_failed(self, failure: Any) -> None:
-        log.critical("cannot listen for insights: {error}", error=failure.value)
-        if getattr(self.reactor, "running", False):
-            self.reactor.stop()
 
     def _poll(self) -> None:
         if self._stepping is not None or self.follower is None:
@@ -187,11 +179,9 @@ class InsightsService(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Stop listening and ingesting, let a step in progress finish, close the store."""
+        """Stop ingesting, let a step in progress finish, stop listening, close the store."""
         if self._loop.running:
             self._loop.stop()
-        if self.port is not None:
-            yield defer.maybeDeferred(self.port.stopListening)
         if self._stepping is not None:
             yield self._stepping
         yield super().stopService()

@@ -31,8 +31,8 @@ log = Logger()
 
 @dataclass(frozen=True)
 class Listener:
-    """One listener: its name (``http``, ``https``, ``admin``), endpoint string, factory, and
-    the listen backlog a ``tcp:`` endpoint gets unless its string names one."""
+    """One listener: its name (``http``, ``https``, ``admin``, ``insights``), endpoint string,
+    factory, and the listen backlog a ``tcp:`` endpoint gets unless its string names one."""
 
     name: str
     spec: str

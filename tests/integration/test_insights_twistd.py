@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -176,3 +177,18 @@ def test_a_second_instance_on_the_same_store_stops_with_a_clear_error(tmp_path: 
         assert "Traceback" not in output
     finally:
         first.stop()
+
+
+def test_an_insights_port_taken_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, [], "http://127.0.0.1:9")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", gateway.insights))
+        taken.listen(1)
+        process = start_twistd(gateway.config, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout, stderr = process.communicate(timeout=60)
+    output = (stdout + stderr).decode()
+    assert process.returncode == 1, output
+    assert "Traceback" not in output
+    [line] = [line for line in output.splitlines() if "scarfgw: cannot" in line]
+    assert line.endswith(f"scarfgw: cannot listen for insights on "
+                         f"'tcp:{gateway.insights}:interface=127.0.0.1': Address already in use")
