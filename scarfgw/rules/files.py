@@ -70,6 +70,8 @@ def leaves_prefix(target: str) -> bool:
     segments, encoded or not: a client resolving them would leave the path the rule's
     outgoing URL names (``/1.0/../../x`` is ``/x``). Such captures are declined (a
     deliberate departure from the Haskell gateway, which redirects there)."""
+    if "%" not in target and "\\" not in target and "/." not in target and target[:1] != ".":
+        return False  # nothing decodes, and no segment starts with a dot: the common case
     parts = parse_absolute_uri(target) or parse_relative_ref(target)
     return has_dot_segment(parts.path if parts is not None else target)
 
