@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from scarfgw.rules.request import normalize_domain
 from scarfgw.tls import native
 from scarfgw.tls.certs import KeyedChain, key_pem
-from scarfgw.tls.owncerts import OwnCertificate
+from scarfgw.tls.owncerts import OwnCertificate, covering
 
 log = Logger()
 
@@ -82,14 +82,17 @@ class SNIServerOptions:
         self._ticket_callback = self._resumption(tickets)
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._challenges: dict[str, ssl.SSLContext] = {}
-        self._own: tuple[tuple[OwnCertificate, ssl.SSLContext], ...] = ()
+        self._own: tuple[OwnCertificate, ...] = ()
+        self._own_contexts: dict[OwnCertificate, ssl.SSLContext] = {}
 
     def use_own(self, certificates: Sequence[OwnCertificate]) -> None:
         """Serve the operator's ``certificates`` (in order) ahead of installed ones."""
-        self._own = tuple((cert, build_context(cert.keyed())) for cert in certificates)
+        self._own = tuple(certificates)
+        self._own_contexts = {cert: build_context(cert.keyed()) for cert in certificates}
 
     def _own_context(self, domain: str) -> ssl.SSLContext | None:
-        return next((context for cert, context in self._own if cert.covers(domain)), None)
+        cert = covering(self._own, domain)
+        return None if cert is None else self._own_contexts[cert]
 
     def _resumption(self, tickets: native.KeySource | None) -> object:
         """Set up tickets on the first context, or switch resumption off."""
