@@ -39,7 +39,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from scarfgw.http.connection import Connection
 from scarfgw.ops import metrics
 
 _log: Final = Logger(namespace=__name__)  # compiled code has no frame to name it by
@@ -141,7 +140,7 @@ class GatewayRequest:
                  "header_pairs", "keep_alive", "method", "sentLength", "startedWriting", "uri",
                  "version")
 
-    def __init__(self, channel: Connection, method: bytes, uri: bytes,
+    def __init__(self, channel: GatewayChannel, method: bytes, uri: bytes,
                  header_pairs: list[tuple[bytes, bytes]], version: str, keep_alive: bool) -> None:
         self.channel = channel
         self.method = method

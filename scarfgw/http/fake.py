@@ -13,19 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from scarfgw.http.channel import DateHeader, GatewayRequest
-
-
-@dataclass
-class FakeListener:
-    """The listener settings a request reads."""
-
-    tls: bool
-    max_body_bytes: int
-    date: DateHeader
+from scarfgw.http.channel import GatewayFactory, GatewayRequest
 
 
 @dataclass
@@ -41,39 +32,33 @@ class FakeResponse:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
 
+def _not_parsed(request: GatewayRequest) -> None:
+    raise AssertionError("the fake connection hands requests over itself; nothing is parsed")
+
+
 class FakeConnection:
-    """A client connection held in memory; what the gateway sends lands in ``transport``."""
+    """A real :class:`GatewayChannel` on an in-memory transport; what the gateway sends
+    lands in ``transport``."""
 
     def __init__(self, clock: Any, peer_host: str | None = "127.0.0.1", tls: bool = False,
                  max_body_bytes: int = 65536) -> None:
-        self.peer_host = peer_host
-        self.factory = FakeListener(tls, max_body_bytes, DateHeader(clock))
-        self.transport = StringTransport()
-        self.done: list[GatewayRequest] = []
-        self.body_producer: IPushProducer | None = None
-
-    def send(self, data: bytes) -> None:
-        """Keep response bytes."""
-        self.transport.write(data)
-
-    def attach_body_producer(self, producer: IPushProducer | None) -> None:
-        """Keep the streamed body's producer (the fake's output never waits)."""
-        self.body_producer = producer
-
-    def last_response(self, request: GatewayRequest) -> bool:
-        """The connection closes after a request that did not ask to keep it."""
-        return not request.keep_alive
-
-    def request_done(self, request: GatewayRequest) -> None:
-        """Note a finished response."""
-        self.done.append(request)
+        self.transport = StringTransport(
+            peerAddress=IPv4Address("TCP", peer_host or "0.0.0.0", 40000))
+        channel = GatewayFactory(_not_parsed, "fake", max_body_bytes, clock,
+                                 tls=tls).buildProtocol(None)
+        assert channel is not None
+        channel.makeConnection(self.transport)
+        channel.peer_host = peer_host
+        self.channel = channel
 
     def request(self, method: bytes = b"GET", target: bytes = b"/",
                 headers: Sequence[tuple[bytes, bytes]] = (), body: bytes = b"",
                 version: str = "1.1") -> GatewayRequest:
         """A request as the channel would hand it to the gateway."""
-        request = GatewayRequest(self, method, target, list(headers), version, True)
-        if len(body) > self.factory.max_body_bytes:
+        channel = self.channel
+        request = GatewayRequest(channel, method, target, list(headers), version, True)
+        channel.current = request
+        if len(body) > channel.factory.max_body_bytes:
             request.body_too_large = True
         else:
             request._body_parts.append(body)
