@@ -12,7 +12,7 @@ constructs that ``re`` lacks (``\\K``, recursion, ``\\p{..}``) fail at load time
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -281,7 +281,7 @@ def _group_values(found: re.Match[str]) -> dict[str, str]:
 def _file_outcome(
     package_id: str,
     outgoing: UriTemplate | None,
-    variables: Mapping[str, str],
+    variables: dict[str, str],
     request: RequestView,
     *,
     with_body: bool,

@@ -30,7 +30,7 @@ def parse_query(raw_query: str) -> list[QueryEntry]:
     if not raw_query:
         return []
     entries: list[QueryEntry] = []
-    for piece in _SPLIT.split(raw_query):
+    for piece in _SPLIT.split(raw_query) if ";" in raw_query else raw_query.split("&"):
         name, equals, value = piece.partition("=")
         entries.append((_unquote_plus(name), _unquote_plus(value) if equals else None))
     return entries
@@ -44,7 +44,8 @@ def query_escape(text: str, safe: str = "") -> str:
 
 def render_query(entries: Iterable[QueryEntry]) -> str:
     """Render entries as ``name=value&name`` with :func:`query_escape` (no leading ``?``)."""
-    return "&".join(
-        query_escape(name) if value is None else f"{query_escape(name)}={query_escape(value)}"
-        for name, value in entries
-    )
+    rendered: list[str] = []
+    for name, value in entries:
+        rendered.append(query_escape(name) if value is None
+                        else query_escape(name) + "=" + query_escape(value))
+    return "&".join(rendered)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote, unquote_to_bytes
 
 from scarfgw.rules.query import QueryEntry, parse_query
@@ -69,7 +69,7 @@ class Headers:
         for name, value in pairs:
             values.setdefault(name.lower(), []).append(value)
         self._values = values
-        self._raw: Mapping[str, Sequence[bytes]] = {}
+        self._raw: dict[str, list[bytes]] = {}
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[bytes, bytes]]) -> Headers:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, NamedTuple
@@ -153,7 +153,7 @@ class UriTemplate:
         """Whether the template contains at least one expression."""
         return bool(self.variables)
 
-    def expand(self, values: Mapping[str, str]) -> str | None:
+    def expand(self, values: dict[str, str]) -> str | None:
         """RFC 6570 expansion (5.3); ``None`` if a variable has no value in ``values``."""
         return _expand_parts(self.parts, values)
 
@@ -326,7 +326,7 @@ def _parse_expression(body: str, offset: int) -> Expression:
     return Expression(_OPERATORS[operator], tuple(varspecs))
 
 
-def _expand_parts(parts: tuple[Part, ...], values: Mapping[str, str]) -> str | None:
+def _expand_parts(parts: tuple[Part, ...], values: dict[str, str]) -> str | None:
     pieces: list[str] = []
     for part in parts:
         expanded = part if isinstance(part, str) else _expand_expression(part, values)
@@ -336,30 +336,38 @@ def _expand_parts(parts: tuple[Part, ...], values: Mapping[str, str]) -> str | N
     return "".join(pieces)
 
 
-def _expand_defined(parts: tuple[Part, ...], values: Mapping[str, str]) -> str:
+def _expand_defined(parts: tuple[Part, ...], values: dict[str, str]) -> str:
     """Expansion when ``values`` covers every variable (so it cannot fail)."""
     expanded = _expand_parts(parts, values)
     assert expanded is not None
     return expanded
 
 
-def _expand_expression(expression: Expression, values: Mapping[str, str]) -> str | None:
+def _expand_expression(expression: Expression, values: dict[str, str]) -> str | None:
     operator = expression.operator
+    specs = expression.varspecs
+    if len(specs) == 1:  # the common ``{name}``: no list to join
+        value = values.get(specs[0].name)
+        return None if value is None else operator.prefix + _expand_value(operator, specs[0],
+                                                                         value)
     items: list[str] = []
-    for spec in expression.varspecs:
+    for spec in specs:
         value = values.get(spec.name)
         if value is None:
             return None
-        if spec.prefix is not None:
-            value = value[: spec.prefix]
-        encoded = query_escape(value, operator.safe)
-        if not operator.named:
-            items.append(encoded)
-        elif encoded or operator.equals_when_empty:
-            items.append(f"{spec.name}={encoded}")
-        else:
-            items.append(spec.name)
+        items.append(_expand_value(operator, spec, value))
     return operator.prefix + operator.separator.join(items)
+
+
+def _expand_value(operator: Operator, spec: VarSpec, value: str) -> str:
+    if spec.prefix is not None:
+        value = value[: spec.prefix]
+    encoded = query_escape(value, operator.safe)
+    if not operator.named:
+        return encoded
+    if encoded or operator.equals_when_empty:
+        return f"{spec.name}={encoded}"
+    return spec.name
 
 
 # --- reverse matching (5.5) ---------------------------------------------------------------
