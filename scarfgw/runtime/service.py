@@ -23,7 +23,7 @@ import dataclasses
 import os
 import signal
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
@@ -41,7 +41,6 @@ from scarfgw.gateway.proxy import StreamingProxy
 from scarfgw.gateway.snapshot import Snapshot
 from scarfgw.http.channel import GatewayFactory
 from scarfgw.insights.public import certificate_domains
-from scarfgw.insights.service import InsightsService
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
@@ -55,6 +54,9 @@ from scarfgw.runtime.spools import OrphanSpools, worker_spool_dir
 from scarfgw.runtime.workers import SharedSocket, WorkerPool
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
+
+if TYPE_CHECKING:  # imported where used: DuckDB and Jinja2 load only where insights runs
+    from scarfgw.insights.service import InsightsService
 
 log = Logger()
 
@@ -331,6 +333,7 @@ def primary_service(config: Config, reactor: Any, config_path: str | None = None
             "admin", config.listen.admin, _QuietSite(admin_resource(process.is_ready)))])
         process.admin_listener.setServiceParent(process.admin)
     if config.listen.insights:
+        from scarfgw.insights.service import InsightsService  # not in workers (memory)
         process.insights = InsightsService(config, reactor)
         process.insights.setServiceParent(process.resources)
     if config.workers > 1:
