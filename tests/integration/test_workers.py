@@ -291,3 +291,26 @@ def test_a_restarted_worker_serves_the_certificate_files_as_the_primary_read_the
         assert [_curl_status(https, first, tmp_path) for _ in range(20)] == ["307"] * 20
     finally:
         _stop(process, log)
+
+
+def _loaded(pid: int, library: str) -> bool:
+    return library in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_only_the_primary_loads_duckdb_and_the_workers_stay_small(tmp_path):
+    """The insights store runs in the primary: a worker never maps DuckDB (about 27 MiB a
+    process), even with insights on."""
+    config, http, admin = _config(tmp_path, "library/one")
+    config["listen"]["insights"] = f"tcp:{free_port()}:interface=127.0.0.1"
+    config["insights"] = {"duckdb": {"path": str(tmp_path / "insights.duckdb")}}
+    log = tmp_path / "twistd.log"
+    process = start_twistd(write_config(tmp_path, config), log)
+    try:
+        wait_ready(admin, process, log)
+        [worker] = child_pids(process)
+        assert _statuses(http, "library/one", 4) == [307] * 4
+        assert _loaded(process.pid, "_duckdb.")
+        assert not _loaded(worker, "_duckdb.")
+        assert not _loaded(worker, "markupsafe")  # Jinja2's
+    finally:
+        _stop(process, log)
