@@ -160,7 +160,7 @@ class JsonlSink:
         self._reopen = False
         if fd is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd = self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         return fd
 
     def _replaced(self, fd: int) -> bool:

@@ -199,6 +199,16 @@ def test_jsonl_sink_writes_into_a_recreated_file(tmp_path: Path) -> None:
     assert path.read_bytes() == b'{"n":3}\n'
 
 
+def test_the_jsonl_sink_creates_its_file_0640_like_logrotate(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    old_mask = os.umask(0o022)
+    try:
+        JsonlSink(path, reactor=InlineReactor()).write([b'{"n":1}'])
+    finally:
+        os.umask(old_mask)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 def event(complete: bool) -> dict[str, Any]:
     return build_event({"kind": "docker"}, time=0.0, request_id="r", domain="d", method="GET",
                        path="/", status=200, user_agent=None, referer=None, client_ip=None,
