@@ -37,7 +37,7 @@ from scarfgw.tls.certs import (
     self_signed,
     trust_root,
 )
-from scarfgw.tls.owncerts import OwnCertificate, uncovered
+from scarfgw.tls.owncerts import OwnCertificate, covering, uncovered
 from scarfgw.tls.schedule import Timing, ari_time, backoff, renewal_time
 from scarfgw.tls.sni import SNIServerOptions
 from scarfgw.tls.store import CertStore
@@ -120,6 +120,7 @@ class TLSService(Service):
         self._issuer = issuer
         self._http01: dict[str, bytes] = {}
         self._own: tuple[OwnCertificate, ...] = ()
+        self._served: frozenset[str] = frozenset()
         self._domains: dict[str, _Domain] = {}
         self.use_certificates(config.certificates)
         self.set_domains(domains)
@@ -198,9 +199,15 @@ class TLSService(Service):
     # -- lifecycle --------------------------------------------------------------------------
 
     def not_after(self) -> dict[str, float]:
-        """Expiry (Unix time) of the certificate installed for each managed domain."""
-        return {name: state.installed.not_after for name, state in self._domains.items()
-                if state.installed is not None}
+        """Expiry (Unix time) of the certificate served for each configured domain: the
+        operator's certificate covering it, else the one installed by ACME."""
+        expiry = {name: state.installed.not_after for name, state in self._domains.items()
+                  if state.installed is not None}
+        for name in self._served:
+            own = covering(self._own, name)
+            if own is not None:
+                expiry[name] = own.not_after
+        return expiry
 
     def startService(self) -> None:
         """Start every domain's maintenance (each pass first installs what storage holds)."""
@@ -228,15 +235,23 @@ class TLSService(Service):
         changed = certificates != self._own
         self._own = certificates
         self.sni.use_own(certificates)
+        now = self.clock.seconds()
         for cert in certificates if changed else ():
-            log.info("serving the certificate {path} for {names}, valid until {not_after}",
-                     path=cert.cert_path, names=", ".join(sorted(cert.names)),
-                     not_after=datetime.datetime.fromtimestamp(cert.not_after, datetime.UTC))
+            until = datetime.datetime.fromtimestamp(cert.not_after, datetime.UTC)
+            if cert.not_after <= now:
+                log.warn("the certificate {path} for {names} expired on {not_after}: clients "
+                         "refuse it until it is replaced (then SIGHUP)", path=cert.cert_path,
+                         names=", ".join(sorted(cert.names)), not_after=until)
+            else:
+                log.info("serving the certificate {path} for {names}, valid until {not_after}",
+                         path=cert.cert_path, names=", ".join(sorted(cert.names)),
+                         not_after=until)
 
     def set_domains(self, domains: frozenset[str]) -> None:
         """Manage exactly ``domains`` (those no operator certificate covers) from now on;
         re-check those still awaiting ownership."""
-        wanted = uncovered(self._own, _normalized(domains))
+        self._served = _normalized(domains)
+        wanted = uncovered(self._own, self._served)
         for name in set(self._domains) - wanted:
             self._halt(self._domains.pop(name))
             self.sni.remove(name)

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import provider
 
 from scarfgw.config import ConfigError, TLSConfig, VerificationConfig, parse_config
+from scarfgw.ops.metrics import REGISTRY
 from scarfgw.tls.certs import PemFile, self_signed
 from scarfgw.tls.manager import TLSService
 from scarfgw.tls.owncerts import load_own_certificate
@@ -97,3 +103,35 @@ def test_no_acme_order_for_covered_names_until_a_reload_drops_the_certificate(tm
     clock.advance(1)
     assert issuer.calls == ["get.other.test", "cr.example.test"]
     service.stopService()
+
+
+def test_operator_certificates_are_in_the_expiry_metric_and_an_expired_one_is_warned(tmp_path):
+    cert, key = write_pair(tmp_path, "*.example.test")
+    own = load_own_certificate(pem(cert), pem(key))
+    config = TLSConfig(storage=str(tmp_path / "tls"), verification=VerificationConfig("none"),
+                       certificates=(own,))
+    clock = Clock()
+    clock.advance(own.not_after + 1)
+    logged: list[str] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") == LogLevel.warn:
+            logged.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        service = TLSService(clock, config, frozenset({"cr.example.test", "get.other.test"}),
+                             clock=clock, issuer=FakeIssuer(clock, 90 * 86400))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert service.not_after() == {"cr.example.test": own.not_after}
+    assert len(logged) == 1 and str(cert) in logged[0] and "expired" in logged[0]
+    service.startService()
+    try:
+        [family] = [f for f in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+                    if f.name == "scarfgw_tls_certificate_not_after_timestamp_seconds"]
+        samples = {sample.labels["domain"]: sample.value for sample in family.samples}
+        assert samples["cr.example.test"] == own.not_after
+    finally:
+        service.stopService()
