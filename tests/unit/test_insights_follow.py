@@ -166,18 +166,24 @@ def test_a_file_larger_than_a_chunk_goes_in_chunk_by_chunk(tmp_path: Path) -> No
     assert store.position(str(path)).offset == path.stat().st_size  # type: ignore[union-attr]
 
 
-def test_sorting_by_package_keeps_the_answers_and_the_replay_check(tmp_path: Path) -> None:
+def test_recent_events_become_a_sorted_run_with_the_same_answers_and_replay_check(
+        tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     batch = b"".join(event(number, number * 7 % 3600, package=f"p{number % 3}")
                      for number in range(600))
     path.write_bytes(batch)
-    store = DuckDBStore(str(tmp_path / "i.duckdb"))
-    follower = Follower(store, [str(path)])
-    drain(follower)
-    before = [store.downloads(f"p{n}", DAY, DAY, "week", "client") for n in range(3)]
-    store.compact()
-    assert [store.downloads(f"p{n}", DAY, DAY, "week", "client") for n in range(3)] == before
-    assert sum(p.downloads for series in before for p in series) == 600
-    append(path, batch + event(9999, 10))  # a replay, and one new event, after the sort
+    unsorted = DuckDBStore(str(tmp_path / "unsorted.duckdb"))
+    drain(Follower(unsorted, [str(path)]))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=350)
+    follower = Follower(store, [str(path)], chunk_bytes=len(batch) // 3 + 100)
+    assert [follower.step().added for _ in range(3)] == [200, 200, 200]
+    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted")]
+    assert len(packages) == 400 and packages == sorted(packages)
+    assert store.query("SELECT count(*) FROM events_recent") == [(200,)]
+    for number in range(3):
+        answer = store.downloads(f"p{number}", DAY, DAY, "week", "client")
+        assert answer == unsorted.downloads(f"p{number}", DAY, DAY, "week", "client")
+    assert sum(p.downloads for p in store.downloads("p0", DAY, DAY, "day", None)) == 200
+    append(path, batch + event(9999, 10))  # a replay, and one new event, after the run
     assert drain(follower) == (1, 0)
     assert stored(store) == 601
