@@ -28,6 +28,7 @@ nothing to rewrite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -64,29 +65,28 @@ PIECE_BYTES: Final = 64 << 20
 RUN_EVENTS: Final = 1_000_000
 """The recent events are sorted into a run once they are this many."""
 
-_TEXT_FIELDS: Final = tuple(c for c in EVENT_COLUMNS if c not in ("time", "status", "complete"))
+_TYPED: Final = {"time": "TIMESTAMP", "status": "INTEGER", "complete": "BOOLEAN"}
+"""Fields DuckDB's reader converts itself (a value it cannot convert makes the line corrupt);
+the others are text."""
 _NESTED: Final = {"origin": ("network", "country", "org", "type"),
                   "client": ("runtime", "version"), "variables": ("version",)}
 _JSON_COLUMNS: Final = "{" + ", ".join(
     f"'{name}': 'STRUCT({', '.join(f'{key} VARCHAR' for key in _NESTED[name])})'"
-    if name in _NESTED else f"'{name}': 'VARCHAR'"
+    if name in _NESTED else f"'{name}': '{_TYPED.get(name, 'VARCHAR')}'"
     for name in dict.fromkeys(column.split(".")[0] for column in EVENT_COLUMNS)) + "}"
 _READ: Final = ("read_json($files, format='newline_delimited', ignore_errors=true,"
-         " maximum_object_size=16777216, columns={columns})")
+         f" maximum_object_size=16777216, columns={_JSON_COLUMNS})")
 _STORED: Final = ("pkg", "time", "request_id", "line_hash", *EVENT_COLUMNS[2:])
 """The columns of the events tables, in their order."""
 _DERIVED: Final = {"pkg": "coalesce(package, auto_create_rule)",
-                   "time": "TRY_CAST(time AS TIMESTAMP)",
                    "line_hash": "hash({})".format(", ".join(
                        dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))),
-                   "status": "TRY_CAST(status AS INTEGER)",
-                   "complete": "CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END"
-                               " AS UTINYINT)"}
+                   "complete": "CAST(complete AS UTINYINT)"}
 _PARSE: Final = (
     "CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM (SELECT "
     + ", ".join(f'{_DERIVED.get(c, c if "." in c else f"{chr(34)}{c}{chr(34)}")} AS "{c}"'
                 for c in _STORED)
-    + f" FROM {_READ.format(columns=_JSON_COLUMNS)}) WHERE time IS NOT NULL"
+    + f" FROM {_READ}) WHERE time IS NOT NULL"
     " AND request_id IS NOT NULL")
 _SURVEY: Final = "SELECT count(*), count(DISTINCT request_id), min(time), max(time) FROM chunk"
 _FRESH: Final = (
@@ -192,13 +192,22 @@ class DuckDBStore(Engine):
         ).fetchone()
         return FilePosition(*row) if row else None
 
-    def stage(self, staged: Staged, data: bytes, end: int) -> None:
-        """Write ``data[:end]`` (complete lines) as one more file of ``staged``."""
+    def stage(self, staged: Staged, source: int, offset: int, length: int, lines: int) -> None:
+        """Copy ``length`` bytes of the file descriptor ``source`` from ``offset`` (``lines``
+        complete lines) as one more file of ``staged``, in the kernel."""
         name = os.path.join(self._chunk_dir, f"piece-{len(staged.files)}.jsonl")
-        with open(name, "wb") as handle:
-            handle.write(memoryview(data)[:end])
         staged.files.append(name)
-        staged.lines += data.count(b"\n", 0, end)
+        staged.lines += lines
+        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            copied = 0
+            while copied < length:
+                done = os.copy_file_range(source, target, length - copied, offset + copied)
+                if done == 0:
+                    raise OSError(f"{name}: the source ended while staging it")
+                copied += done
+        finally:
+            os.close(target)
 
     def ingest(self, path: str, position: FilePosition, staged: Staged) -> tuple[int, int]:
         """Store the lines ``staged`` of ``path`` and its new ``position`` at once (the
@@ -237,7 +246,8 @@ class DuckDBStore(Engine):
     def discard(staged: Staged) -> None:
         """Remove the staged files."""
         for name in staged.files:
-            os.unlink(name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
         staged.files.clear()
 
     @staticmethod

@@ -170,7 +170,8 @@ class Follower:
                 if staged.files or len(data) < self.piece_bytes:
                     break
                 cut = len(data)  # one line longer than a piece: corrupt, skipped as a whole
-            self.store.stage(staged, data, cut)
+            self.store.stage(staged, current.handle.fileno(), end, cut,
+                             data.count(b"\n", 0, cut))
             end += cut
         return end
 

@@ -70,8 +70,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     data = b"".join(json.dumps(event).encode() + b"\n" for event in EVENTS)
     if request.param == "duckdb":
         store = DuckDBStore(str(tmp_path / "i.duckdb"))
+        (tmp_path / "events.jsonl").write_bytes(data)
         staged = Staged()
-        store.stage(staged, data, len(data))
+        with (tmp_path / "events.jsonl").open("rb") as source:
+            store.stage(staged, source.fileno(), 0, len(data), len(EVENTS))
         store.ingest("events.jsonl", FilePosition(0, 0, "", len(data)), staged)
         yield store
         store.close()
