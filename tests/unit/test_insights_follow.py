@@ -187,3 +187,22 @@ def test_recent_events_become_a_sorted_run_with_the_same_answers_and_replay_chec
     append(path, batch + event(9999, 10))  # a replay, and one new event, after the run
     assert drain(follower) == (1, 0)
     assert stored(store) == 601
+
+
+def test_a_backlog_goes_straight_into_a_sorted_run(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    batch = b"".join(event(number, number % 3600, package=f"p{number % 5}")
+                     for number in range(1000))
+    path.write_bytes(batch + b"[corrupt]\n")
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), threads=1, catch_up_threads=2)
+    follower = Follower(store, [str(path)], chunk_bytes=len(batch) + 100,
+                        piece_bytes=len(batch) // 4)  # one chunk of five staged files
+    assert drain(follower) == (1000, 1)
+    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted")]
+    assert len(packages) == 1000 and packages == sorted(packages)
+    assert store.query("SELECT count(*) FROM events_recent") == [(0,)]
+    assert store.query("SELECT current_setting('threads')") == [(2,)]
+    append(path, event(1000))  # following again: one file, one thread, the recent events
+    assert drain(follower) == (1, 0)
+    assert store.query("SELECT count(*) FROM events_recent") == [(1,)]
+    assert store.query("SELECT current_setting('threads')") == [(1,)]
