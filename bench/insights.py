@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(checkpoint) {taken['close']:.1f} s of it, = {added / seconds:,.0f} events/s "
           f"({size / seconds / 2**20:.0f} MiB/s; {taken['cpu']:.1f} CPU s, "
           f"{taken['cpu'] / added * 1e6:.2f} us an event); store "
-          f"{store.stat().st_size / 2**20:.0f} MiB")
+          f"{store.stat().st_size / 2**20:.0f} MiB; peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
     latency = queries(store, args.packages, args.queries, args.threads)
     print(f"30-day daily downloads by version, {args.queries} random packages: "
           f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms; companies of a "

@@ -61,6 +61,11 @@ CREATE VIEW IF NOT EXISTS events AS
 CREATE TABLE IF NOT EXISTS ingest_files (
     path VARCHAR PRIMARY KEY, device UBIGINT, inode UBIGINT, head VARCHAR, "offset" UBIGINT);
 """
+_SINGLE_TABLE: Final = (
+    "SELECT 1 FROM information_schema.tables WHERE table_catalog = current_database()"
+    " AND table_schema = 'main' AND table_name = 'events' AND table_type = 'BASE TABLE'")
+"""A store of the first layout (one table ``events``, its columns as now): that table
+becomes the sorted events."""
 PIECE_BYTES: Final = 64 << 20
 """The most one staged file holds."""
 RUN_EVENTS: Final = 1_000_000
@@ -168,6 +173,8 @@ class DuckDBStore(Engine):
             config["memory_limit"] = memory_limit
         self._connection = duckdb.connect(path, read_only=read_only, config=config)
         if not read_only:
+            if self._connection.execute(_SINGLE_TABLE).fetchone():
+                self._connection.execute("ALTER TABLE events RENAME TO events_sorted")
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
         self._chunk_dir = tempfile.mkdtemp(prefix="scarfgw-insights-") if not read_only else ""

@@ -9,6 +9,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from scarfgw.insights.embedded import DuckDBStore
 from scarfgw.insights.follow import Follower
 
@@ -206,3 +208,18 @@ def test_a_backlog_goes_straight_into_a_sorted_run(tmp_path: Path) -> None:
     assert drain(follower) == (1, 0)
     assert store.query("SELECT count(*) FROM events_recent") == [(1,)]
     assert store.query("SELECT current_setting('threads')") == [(1,)]
+
+
+def test_a_store_of_the_single_table_layout_keeps_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(0) + event(1, 1))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=1)
+    assert drain(Follower(store, [str(path)])) == (2, 0)
+    store.close()
+    with duckdb.connect(str(tmp_path / "i.duckdb")) as connection:  # as the first release
+        connection.execute("DROP VIEW events; DROP TABLE events_recent;"
+                           " ALTER TABLE events_sorted RENAME TO events")
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    append(path, event(2, 2) + event(0))  # one new event, one replayed
+    assert drain(Follower(store, [str(path)])) == (1, 0)
+    assert stored(store) == 3 and downloads(store) == 3
