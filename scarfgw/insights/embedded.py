@@ -152,7 +152,8 @@ class Staged:
 class DuckDBStore(Engine):
     """The events of this instance in a DuckDB file (created with its directory); DuckDB
     runs each statement on ``threads`` threads within ``memory_limit`` (spilling to disk
-    beyond it; defaults: one thread per core, 80 % of the memory), a chunk of several
+    beyond it; defaults: one thread per core, 80 % of the memory; every query that needs
+    an order says so, which lets DuckDB parse and write in parallel), a chunk of several
     staged files (a backlog) on ``catch_up_threads`` (default: one per core). The recent
     events form a sorted run once they are ``run_events``, or with a chunk of several files."""
 
@@ -168,7 +169,8 @@ class DuckDBStore(Engine):
         self._catch_up_threads = catch_up_threads or cores
         if not read_only:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        config: dict[str, str | bool | int | float | list[str]] = {"threads": self._threads}
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "threads": self._threads, "preserve_insertion_order": False}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._connection = duckdb.connect(path, read_only=read_only, config=config)

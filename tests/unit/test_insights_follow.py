@@ -179,7 +179,7 @@ def test_recent_events_become_a_sorted_run_with_the_same_answers_and_replay_chec
     store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=350)
     follower = Follower(store, [str(path)], chunk_bytes=len(batch) // 3 + 100)
     assert [follower.step().added for _ in range(3)] == [200, 200, 200]
-    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted")]
+    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted ORDER BY rowid")]
     assert len(packages) == 400 and packages == sorted(packages)
     assert store.query("SELECT count(*) FROM events_recent") == [(200,)]
     for number in range(3):
@@ -200,7 +200,7 @@ def test_a_backlog_goes_straight_into_a_sorted_run(tmp_path: Path) -> None:
     follower = Follower(store, [str(path)], chunk_bytes=len(batch) + 100,
                         piece_bytes=len(batch) // 4)  # one chunk of five staged files
     assert drain(follower) == (1000, 1)
-    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted")]
+    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted ORDER BY rowid")]
     assert len(packages) == 1000 and packages == sorted(packages)
     assert store.query("SELECT count(*) FROM events_recent") == [(0,)]
     assert store.query("SELECT current_setting('threads')") == [(2,)]
