@@ -2,16 +2,19 @@
 throughput with insights on vs off.
 
 Usage: ``python bench/insights.py [--events N] [--packages 200] [--days 90] [--queries 40]
-[--rounds 3] [--duration 10] [--threads 1] [--skip-throughput] [--keep DIR]``.
+[--rounds 3] [--duration 10] [--threads 1] [--catch-up-threads N] [--memory-limit 1GB]
+[--skip-throughput] [--keep DIR] [--cache DIR]``.
 
 1. Writes ``--events`` gateway-shaped events (docker, python and file kinds over
-   ``--packages`` packages and ``--days`` days, about 440 bytes each) to a JSONL file.
+   ``--packages`` packages and ``--days`` days, about 440 bytes each) to a JSONL file (with
+   ``--cache DIR``, once: a later run with the same figures reuses it).
 2. Ingests the file into a fresh DuckDB store exactly as the primary does (the follower,
-   64 MiB chunks, idempotent inserts, ``--threads`` DuckDB threads), timed: events/s.
+   its chunks and sorted runs, idempotent inserts, the configured threads and memory limit)
+   and closes the store (its checkpoint), timed together: events durable and queryable per
+   second, with the CPU seconds the process used.
 3. Runs ``--queries`` 30-day daily downloads-by-version series for random packages (the
    session and digest rules included): p50/p95 in ms. Also the companies of a package and
-   the all-package totals behind ``/api/v1/packages``. Then sorts the store by package as
-   the service does every million events (timed) and runs the queries again.
+   the all-package totals behind ``/api/v1/packages``.
 4. Unless ``--skip-throughput``: ``twistd scarfgw`` (one process, core 1) with insights off
    and on, interleaved ``--rounds`` times, wrk on core 0 against the docker 307 row; with
    insights on the primary ingests the events the load writes, as it would in production.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -104,21 +108,26 @@ def write_events(path: Path, count: int, packages: int, days: int, seed: int = 7
         out.writelines(lines)
 
 
-def ingest(path: Path, store_path: Path, threads: int) -> tuple[float, int]:
-    """Seconds to ingest ``path`` into a new store, and the events stored."""
-    store = DuckDBStore(str(store_path), threads=threads)
+def ingest(path: Path, store_path: Path, threads: int, catch_up_threads: int | None,
+           memory_limit: str) -> dict[str, float]:
+    """Ingest ``path`` into a new store and close it: seconds (wall and CPU of this
+    process), of which closing, and the events stored."""
+    began, cpu = time.perf_counter(), time.process_time()
+    store = DuckDBStore(str(store_path), threads=threads, catch_up_threads=catch_up_threads,
+                        memory_limit=memory_limit)
     follower = Follower(store, [str(path)])
-    began = time.perf_counter()
     added = 0
     while True:
         result = follower.step()
         added += result.added
         if not result.more:
             break
-    seconds = time.perf_counter() - began
+    closing = time.perf_counter()
     follower.close()
     store.close()
-    return seconds, added
+    ended = time.perf_counter()
+    return {"seconds": ended - began, "cpu": time.process_time() - cpu,
+            "close": ended - closing, "added": added}
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -180,35 +189,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--threads", type=int, default=1,
                         help="DuckDB threads (insights.duckdb.threads; default 1)")
+    parser.add_argument("--catch-up-threads", type=int,
+                        help="DuckDB threads for a backlog (default: one per core)")
+    parser.add_argument("--memory-limit", default="1GB",
+                        help="DuckDB memory (insights.duckdb.memory_limit; default 1GB)")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--keep", type=Path, help="work in DIR and keep the files")
+    parser.add_argument("--cache", type=Path, help="keep the generated events in DIR")
     args = parser.parse_args(argv)
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="scarfgw-bench-insights-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    events = tmp / "events.jsonl"
-    began = time.perf_counter()
-    write_events(events, args.events, args.packages, args.days)
+    name = f"events-{args.events}-{args.packages}-{args.days}.jsonl"
+    events = (args.cache or tmp) / name
+    if not events.exists():
+        began = time.perf_counter()
+        events.parent.mkdir(parents=True, exist_ok=True)
+        write_events(events.with_suffix(".part"), args.events, args.packages, args.days)
+        events.with_suffix(".part").rename(events)
+        print(f"generated {args.events:,} events in {time.perf_counter() - began:.1f} s")
     size = events.stat().st_size
-    print(f"generated {args.events:,} events ({size / 2**30:.2f} GiB) in "
-          f"{time.perf_counter() - began:.1f} s")
     store = tmp / "insights.duckdb"
-    seconds, added = ingest(events, store, args.threads)
-    print(f"ingest: {added:,} events in {seconds:.1f} s = {added / seconds:,.0f} events/s "
-          f"({size / seconds / 2**20:.0f} MiB/s); store {store.stat().st_size / 2**20:.0f} MiB")
-    for state in ("in arrival order", "sorted by package"):
-        if state == "sorted by package":
-            began = time.perf_counter()
-            sorter = DuckDBStore(str(store), threads=args.threads)
-            sorter.compact()
-            sorter.close()
-            print(f"sorting the store by package: {time.perf_counter() - began:.1f} s")
-        latency = queries(store, args.packages, args.queries, args.threads)
-        print(f"{state}: 30-day daily downloads by version, {args.queries} random packages: "
-              f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms; companies of a "
-              f"package {latency['companies']:.1f} ms; totals of all packages "
-              f"{latency['totals']:.1f} ms")
+    taken = ingest(events, store, args.threads, args.catch_up_threads, args.memory_limit)
+    added, seconds = taken["added"], taken["seconds"]
+    print(f"ingest: {added:,} events ({size / 2**30:.2f} GiB) in {seconds:.1f} s, closing "
+          f"(checkpoint) {taken['close']:.1f} s of it, = {added / seconds:,.0f} events/s "
+          f"({size / seconds / 2**20:.0f} MiB/s; {taken['cpu']:.1f} CPU s, "
+          f"{taken['cpu'] / added * 1e6:.2f} us an event); store "
+          f"{store.stat().st_size / 2**20:.0f} MiB; peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+    latency = queries(store, args.packages, args.queries, args.threads)
+    print(f"30-day daily downloads by version, {args.queries} random packages: "
+          f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms; companies of a "
+          f"package {latency['companies']:.1f} ms; totals of all packages "
+          f"{latency['totals']:.1f} ms")
     if not args.keep:
-        events.unlink()
+        if not args.cache:
+            events.unlink()
         store.unlink()
     if not args.skip_throughput:
         results = throughput(tmp, args.rounds, args.duration, args.python)

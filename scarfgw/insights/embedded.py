@@ -5,24 +5,36 @@ connection is opened per store; each thread works through its own cursor (DuckDB
 connections must not be shared between threads; cursors of one connection may run at the
 same time). Workers never open the file.
 
-A chunk of complete JSONL lines goes in with the file's new offset in one transaction, so
-a crash re-reads at most that chunk. DuckDB's own JSON reader parses it (about four times
-faster than extracting fields line by line) straight into the table, in one statement,
-only where the table does not hold them yet: same ``request_id`` and the same hash of the
-stored fields (several events of one request differ there, or are the same to insights),
-so a replayed or re-sent batch never counts twice. A first pass over two fields finds the
-chunk's time span (the stored events the check looks at) and whether the chunk repeats a
-request id itself (only then are its own repeats dropped, which costs a grouping). Lines
-that are not JSON objects with a ``time`` and a ``request_id`` are skipped and counted.
+A chunk of complete JSONL lines, staged as files of at most :data:`PIECE_BYTES` (DuckDB
+parses several files at once, one per thread), goes in with the file's new offset in one
+transaction, so a crash re-reads at most that chunk. DuckDB's own JSON reader parses it
+(about four times faster than extracting fields line by line) once, into a temporary
+table; from there the events go in only where the store does not hold them yet: same
+``request_id`` and the same hash of the stored fields (several events of one request differ
+there, or are the same to insights) among the stored events of the chunk's time span, so a
+replayed or re-sent batch never counts twice (a chunk's own repeats are dropped only when
+it repeats a request id, which costs a grouping). Lines that are not JSON objects with a
+``time`` and a ``request_id`` are skipped and counted.
+
+The events live in two tables behind the view ``events``: ``events_recent``, in arrival
+order, and ``events_sorted``, runs of events each sorted by package and time, so that a
+package's rows of a run sit in one or two row groups, which a query finds by their min/max
+without reading the rest (a query reads all the recent events: about 40 ms for a million).
+A chunk that brings the recent events to :data:`RUN_EVENTS`, or that is a backlog (more
+than one staged file), moves them, with itself, into a new sorted run in its transaction:
+an event is written at most twice and never sorted again (a backlog is read in chunks of
+about a run's size and written once), and a bulk insert of whole row groups leaves the
+checkpoint nothing to rewrite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
 
@@ -31,8 +43,7 @@ import duckdb
 from scarfgw.insights import counting
 from scarfgw.insights.engine import EVENT_COLUMNS, Engine
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS events (
+_EVENTS_TABLE: Final = """(
     pkg VARCHAR, time TIMESTAMP NOT NULL, request_id VARCHAR NOT NULL,
     line_hash UBIGINT NOT NULL,
     domain VARCHAR, method VARCHAR, path VARCHAR, status INTEGER, user_agent VARCHAR,
@@ -41,43 +52,56 @@ CREATE TABLE IF NOT EXISTS events (
     package VARCHAR, image VARCHAR, reference VARCHAR, backend VARCHAR,
     auto_create_rule VARCHAR, object VARCHAR, version VARCHAR, file VARCHAR, target VARCHAR,
     "variables.version" VARCHAR, name VARCHAR, module VARCHAR, pixel_id VARCHAR,
-    complete UTINYINT);
+    complete UTINYINT)"""
+_SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS events_sorted {_EVENTS_TABLE};
+CREATE TABLE IF NOT EXISTS events_recent {_EVENTS_TABLE};
+CREATE VIEW IF NOT EXISTS events AS
+    SELECT * FROM events_sorted UNION ALL SELECT * FROM events_recent;
 CREATE TABLE IF NOT EXISTS ingest_files (
     path VARCHAR PRIMARY KEY, device UBIGINT, inode UBIGINT, head VARCHAR, "offset" UBIGINT);
 """
+_SINGLE_TABLE: Final = (
+    "SELECT 1 FROM information_schema.tables WHERE table_catalog = current_database()"
+    " AND table_schema = 'main' AND table_name = 'events' AND table_type = 'BASE TABLE'")
+"""A store of the first layout (one table ``events``, its columns as now): that table
+becomes the sorted events."""
+PIECE_BYTES: Final = 64 << 20
+"""The most one staged file holds."""
+RUN_EVENTS: Final = 1_000_000
+"""The recent events are sorted into a run once they are this many."""
 
-_TEXT_FIELDS: Final = tuple(c for c in EVENT_COLUMNS if c not in ("time", "status", "complete"))
+_TYPED: Final = {"time": "TIMESTAMP", "status": "INTEGER", "complete": "BOOLEAN"}
+"""Fields DuckDB's reader converts itself (a value it cannot convert makes the line corrupt);
+the others are text."""
 _NESTED: Final = {"origin": ("network", "country", "org", "type"),
                   "client": ("runtime", "version"), "variables": ("version",)}
 _JSON_COLUMNS: Final = "{" + ", ".join(
     f"'{name}': 'STRUCT({', '.join(f'{key} VARCHAR' for key in _NESTED[name])})'"
-    if name in _NESTED else f"'{name}': 'VARCHAR'"
+    if name in _NESTED else f"'{name}': '{_TYPED.get(name, 'VARCHAR')}'"
     for name in dict.fromkeys(column.split(".")[0] for column in EVENT_COLUMNS)) + "}"
-_READ: Final = ("read_json($file, format='newline_delimited', ignore_errors=true,"
-                " maximum_object_size=16777216, columns={columns})")
-_SURVEY: Final = (
-    "SELECT count(*), count(DISTINCT request_id), min(time), max(time) FROM ("
-    "SELECT TRY_CAST(time AS TIMESTAMP) AS time, request_id FROM "
-    + _READ.format(columns="{'time': 'VARCHAR', 'request_id': 'VARCHAR'}")
-    + ") WHERE time IS NOT NULL AND request_id IS NOT NULL")
-_COLUMNS: Final = ", ".join(f'"{c}"' for c in ("time", "status", "complete", *_TEXT_FIELDS))
-_PARSED: Final = f"""
-SELECT TRY_CAST(time AS TIMESTAMP) AS time, TRY_CAST(status AS INTEGER) AS status,
-       CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END AS UTINYINT) AS complete,
-       {", ".join(f'"{c}"' if "." not in c else f'{c} AS "{c}"' for c in _TEXT_FIELDS)},
-       coalesce(package, auto_create_rule) AS pkg,
-       hash({", ".join(dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))}) AS line_hash
-FROM {_READ.format(columns=_JSON_COLUMNS)}
-"""
-_INSERT: Final = f"""
-INSERT INTO events ({_COLUMNS}, pkg, line_hash)
-SELECT $distinct{_COLUMNS}, pkg, line_hash FROM ({_PARSED}) AS s
-WHERE time IS NOT NULL AND request_id IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM events AS e WHERE e.time BETWEEN $first AND $last
-                  AND e.request_id = s.request_id AND e.line_hash = s.line_hash)
-"""
-_INSERT_NEW: Final = _INSERT.replace("$distinct", "")
-_INSERT_DISTINCT: Final = _INSERT.replace("$distinct", "DISTINCT ON (request_id, line_hash) ")
+_READ: Final = ("read_json($files, format='newline_delimited', ignore_errors=true,"
+         f" maximum_object_size=16777216, columns={_JSON_COLUMNS})")
+_STORED: Final = ("pkg", "time", "request_id", "line_hash", *EVENT_COLUMNS[2:])
+"""The columns of the events tables, in their order."""
+_DERIVED: Final = {"pkg": "coalesce(package, auto_create_rule)",
+                   "line_hash": "hash({})".format(", ".join(
+                       dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))),
+                   "complete": "CAST(complete AS UTINYINT)"}
+_PARSE: Final = (
+    "CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM (SELECT "
+    + ", ".join(f'{_DERIVED.get(c, c if "." in c else f"{chr(34)}{c}{chr(34)}")} AS "{c}"'
+                for c in _STORED)
+    + f" FROM {_READ}) WHERE time IS NOT NULL"
+    " AND request_id IS NOT NULL")
+_SURVEY: Final = "SELECT count(*), count(DISTINCT request_id), min(time), max(time) FROM chunk"
+_FRESH: Final = (
+    "SELECT $distinct* FROM chunk AS s WHERE NOT EXISTS (SELECT 1 FROM events AS e"
+    " WHERE e.time BETWEEN $first AND $last AND e.request_id = s.request_id"
+    " AND e.line_hash = s.line_hash)")
+_TO_RECENT: Final = "INSERT INTO events_recent BY NAME " + _FRESH
+_TO_RUN: Final = ("INSERT INTO events_sorted BY NAME SELECT * FROM (SELECT * FROM events_recent"
+                  f" UNION ALL BY NAME {_FRESH}) ORDER BY pkg, time")
 
 DIALECT: Final = counting.Dialect(
     seconds="CAST(floor(epoch(time)) AS BIGINT)",
@@ -117,24 +141,42 @@ def _starts(where: str, since: int) -> str:
     )
 
 
+@dataclass
+class Staged:
+    """A chunk's lines, written as files for DuckDB's reader: the files and their lines."""
+
+    files: list[str] = field(default_factory=list)
+    lines: int = 0
+
+
 class DuckDBStore(Engine):
     """The events of this instance in a DuckDB file (created with its directory); DuckDB
     runs each statement on ``threads`` threads within ``memory_limit`` (spilling to disk
-    beyond it; defaults: one thread per core, 80 % of the memory)."""
+    beyond it; defaults: one thread per core, 80 % of the memory; every query that needs
+    an order says so, which lets DuckDB parse and write in parallel), a chunk of several
+    staged files (a backlog) on ``catch_up_threads`` (default: one per core). The recent
+    events form a sorted run once they are ``run_events``, or with a chunk of several files."""
 
     dialect = DIALECT
 
     def __init__(self, path: str, *, read_only: bool = False, threads: int | None = None,
-                 memory_limit: str | None = None) -> None:
+                 memory_limit: str | None = None, catch_up_threads: int | None = None,
+                 run_events: int = RUN_EVENTS) -> None:
         self.path = path
+        self.run_events = run_events
+        cores = os.cpu_count() or 1
+        self._threads = self._threads_now = threads or cores
+        self._catch_up_threads = catch_up_threads or cores
         if not read_only:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        config: dict[str, str | bool | int | float | list[str]] = (
-            {"threads": threads} if threads else {})
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "threads": self._threads, "preserve_insertion_order": False}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._connection = duckdb.connect(path, read_only=read_only, config=config)
         if not read_only:
+            if self._connection.execute(_SINGLE_TABLE).fetchone():
+                self._connection.execute("ALTER TABLE events RENAME TO events_sorted")
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
         self._chunk_dir = tempfile.mkdtemp(prefix="scarfgw-insights-") if not read_only else ""
@@ -160,20 +202,46 @@ class DuckDBStore(Engine):
         ).fetchone()
         return FilePosition(*row) if row else None
 
-    def ingest(self, path: str, position: FilePosition, lines: bytes) -> tuple[int, int]:
-        """Store the complete lines ``lines`` of ``path`` and its new ``position`` at once;
-        answer (events added, lines skipped as corrupt)."""
-        chunk = os.path.join(self._chunk_dir, "chunk.jsonl")
-        with open(chunk, "wb") as handle:
-            handle.write(lines)
+    def stage(self, staged: Staged, source: int, offset: int, length: int, lines: int) -> None:
+        """Copy ``length`` bytes of the file descriptor ``source`` from ``offset`` (``lines``
+        complete lines) as one more file of ``staged``, in the kernel."""
+        name = os.path.join(self._chunk_dir, f"piece-{len(staged.files)}.jsonl")
+        staged.files.append(name)
+        staged.lines += lines
+        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            copied = 0
+            while copied < length:
+                done = os.copy_file_range(source, target, length - copied, offset + copied)
+                if done == 0:
+                    raise OSError(f"{name}: the source ended while staging it")
+                copied += done
+        finally:
+            os.close(target)
+
+    def ingest(self, path: str, position: FilePosition, staged: Staged) -> tuple[int, int]:
+        """Store the lines ``staged`` of ``path`` and its new ``position`` at once (the
+        staged files are removed); answer (events added, lines skipped as corrupt)."""
         cursor = self._cursor()
+        backlog = len(staged.files) > 1
+        self._use_threads(cursor, self._catch_up_threads if backlog else self._threads)
         try:
             cursor.execute("BEGIN")
-            surveyed = cursor.execute(_SURVEY, {"file": chunk}).fetchone()
+            cursor.execute(_PARSE, {"files": staged.files})
+            surveyed = cursor.execute(_SURVEY).fetchone()
             valid, distinct, first, last = surveyed or (0, 0, None, None)
-            insert = _INSERT_NEW if distinct == valid else _INSERT_DISTINCT
+            recent = self._recent(cursor)
+            statement = (_TO_RUN if backlog or recent + int(valid) >= self.run_events
+                         else _TO_RECENT)
             inserted = cursor.execute(
-                insert, {"file": chunk, "first": first, "last": last}).fetchone()
+                statement.replace("$distinct", "" if distinct == valid
+                                  else "DISTINCT ON (request_id, line_hash) "),
+                {"first": first, "last": last}).fetchone()
+            added = int(inserted[0]) if inserted else 0
+            if statement is _TO_RUN:
+                cursor.execute("DELETE FROM events_recent")
+                added -= recent
+            cursor.execute("DROP TABLE chunk")
             cursor.execute(
                 "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
                 [path, position.device, position.inode, position.head, position.offset])
@@ -182,25 +250,28 @@ class DuckDBStore(Engine):
             cursor.execute("ROLLBACK")
             raise
         finally:
-            os.unlink(chunk)
-        return (int(inserted[0]) if inserted else 0), lines.count(b"\n") - int(valid)
+            self.discard(staged)
+        return added, staged.lines - int(valid)
 
-    def compact(self) -> None:
-        """Rewrite the events ordered by package and time: a package's rows then sit in a
-        few row groups, which a query finds by their min/max without reading the rest
-        (events arrive in time order, every package in every row group)."""
-        cursor = self._cursor()
-        cursor.execute("BEGIN")
-        try:
-            cursor.execute("CREATE TABLE events_sorted AS SELECT * FROM events "
-                           "ORDER BY pkg, time")
-            cursor.execute("DROP TABLE events")
-            cursor.execute("ALTER TABLE events_sorted RENAME TO events")
-            cursor.execute("COMMIT")
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        cursor.execute("CHECKPOINT")
+    @staticmethod
+    def discard(staged: Staged) -> None:
+        """Remove the staged files."""
+        for name in staged.files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        staged.files.clear()
+
+    @staticmethod
+    def _recent(cursor: duckdb.DuckDBPyConnection) -> int:
+        row = cursor.execute("SELECT count(*) FROM events_recent").fetchone()
+        return int(row[0]) if row else 0
+
+    def _use_threads(self, cursor: duckdb.DuckDBPyConnection, threads: int) -> None:
+        """DuckDB's threads for what follows (its workers start in the calling thread and
+        share its CPU priority)."""
+        if threads != self._threads_now:
+            cursor.execute(f"SET threads = {threads}")
+            self._threads_now = threads
 
     def event_rows(self, package_id: str, start: date, end: date,
                    batch: int) -> Iterator[list[dict[str, Any]]]:

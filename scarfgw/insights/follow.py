@@ -2,8 +2,10 @@
 
 A file is known by its device, inode and first line, stored with the offset after the last
 complete line ingested. Each :meth:`Follower.step` reads at most ``chunk_bytes`` of complete
-lines from one file and stores them with the new offset in one transaction; a partial last
-line waits for its newline.
+lines from one file (staged as files of at most ``piece_bytes``, so memory holds one piece)
+and stores them with the new offset in one transaction; a partial last line waits for its
+newline. The default chunk is a sorted run's worth of events (about 450 bytes each), so a
+backlog goes into the store in runs, each written once.
 
 - Restart: reading resumes at the stored offset when the file is still the same one.
 - Rotation (logrotate + ``kill -USR1``): the file open here keeps its inode; it is read to
@@ -21,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from scarfgw.insights.embedded import DuckDBStore, FilePosition
+from scarfgw.insights.embedded import PIECE_BYTES, DuckDBStore, FilePosition, Staged
 
 _HEAD_BYTES = 256
 
@@ -61,12 +63,13 @@ class StepResult:
 class Follower:
     """Reads the files at ``paths`` into ``store``; ``clock`` gives seconds (monotonic)."""
 
-    def __init__(self, store: DuckDBStore, paths: Sequence[str], *, chunk_bytes: int = 64 << 20,
-                 rotation_grace: float = 5.0, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, store: DuckDBStore, paths: Sequence[str], *, chunk_bytes: int = 512 << 20,
+                 piece_bytes: int = PIECE_BYTES, rotation_grace: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.paths = [os.path.abspath(path) for path in paths]
         self.chunk_bytes = chunk_bytes
+        self.piece_bytes = min(piece_bytes, chunk_bytes)
         self.rotation_grace = rotation_grace
         self.clock = clock
         self._open: dict[str, _Open] = {}
@@ -139,18 +142,38 @@ class Follower:
                                                        _head(current.handle), 0)
         if size == position.offset:
             return StepResult(0, 0, False)
-        data = os.pread(current.handle.fileno(), self.chunk_bytes, position.offset)
-        end = data.rfind(b"\n") + 1
-        if end == 0:
-            if len(data) < self.chunk_bytes:
-                return StepResult(0, 0, False)
-            end = len(data)  # one line longer than a chunk: corrupt, skipped as a whole
+        staged = Staged()
+        try:
+            end = self._stage(current, staged, size)
+        except BaseException:
+            self.store.discard(staged)
+            raise
+        if not staged.files:
+            return StepResult(0, 0, False)
         head = position.head or _head(current.handle)
-        taken = FilePosition(position.device, position.inode, head, position.offset + end)
-        added, skipped = self.store.ingest(path, taken, data[:end])
+        taken = FilePosition(position.device, position.inode, head, end)
+        added, skipped = self.store.ingest(path, taken, staged)
         current.position = taken  # only once stored: a failed step reads the chunk again
         current.grew_at = self.clock()
         return StepResult(added, skipped, taken.offset < size)
+
+    def _stage(self, current: _Open, staged: Staged, size: int) -> int:
+        """Stage the complete lines of the next chunk; answer the offset after them."""
+        start = end = current.position.offset
+        while end < min(size, start + self.chunk_bytes):
+            data = os.pread(current.handle.fileno(),
+                            min(self.piece_bytes, start + self.chunk_bytes - end), end)
+            if not data:
+                break
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if staged.files or len(data) < self.piece_bytes:
+                    break
+                cut = len(data)  # one line longer than a piece: corrupt, skipped as a whole
+            self.store.stage(staged, current.handle.fileno(), end, cut,
+                             data.count(b"\n", 0, cut))
+            end += cut
+        return end
 
     def _replaced(self, path: str, current: _Open) -> bool:
         """True when ``path`` now names another file and the open one has been quiet for

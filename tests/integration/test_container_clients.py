@@ -138,7 +138,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         config = {
             "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
                        "https": f"tcp:{https}:interface=127.0.0.1",
-                       "admin": f"tcp:{admin}:interface=127.0.0.1"},
+                       "admin": f"tcp:{admin}:interface=127.0.0.1", "insights": None},
             "rules": [rule(domain, image, **(
                 {"registry": "plain-registry.test", "always-proxy": True} if domain == PLAIN
                 else {"always-proxy": True} if domain == PROXIED else {}))

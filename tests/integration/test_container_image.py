@@ -102,11 +102,12 @@ def test_the_image_runs_unprivileged_healthy_and_redirects_a_docker_pull(
         pushed = skopeo("copy", "--dest-tls-verify=false", f"oci:{hello.layout}:latest",
                         f"docker://{backend.host}/library/hello:latest")
         assert pushed.returncode == 0, pushed.stderr[-2000:]
-        http, admin = free_port(), free_port()
+        http, admin, insights = free_port(), free_port(), free_port()
         config_path, data = tmp_path / "scarfgw.yaml", tmp_path / "data"
         config_path.write_text(yaml.safe_dump({
             "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
-                       "admin": f"tcp:{admin}:interface=127.0.0.1"},
+                       "admin": f"tcp:{admin}:interface=127.0.0.1",
+                       "insights": f"tcp:{insights}:interface=127.0.0.1"},
             "rules": [{"type": "docker-v1", "domain": "127.0.0.1",
                        "repository-name": "library/hello", "registry": backend.host,
                        "package-id": "hello"}],

@@ -70,7 +70,7 @@ def test_operator_certificate_is_served_reloaded_and_never_ordered(
     config: dict[str, Any] = {
         "listen": {"http": f"tcp:{http}:interface=127.0.0.1",
                    "https": f"tcp:{https}:interface=127.0.0.1",
-                   "admin": f"tcp:{admin}:interface=127.0.0.1"},
+                   "admin": f"tcp:{admin}:interface=127.0.0.1", "insights": None},
         "rules": [{"type": "docker-v1", "domain": "cr.example.test",
                    "repository-name": "library/hello", "registry": "registry.example.test",
                    "package-id": "p1"}],

@@ -18,6 +18,7 @@ from tests.support import REPO, free_port, http_get, wait_ready
 
 EXAMPLE_HTTP = '"tcp:8080"'
 EXAMPLE_ADMIN = '"tcp:9180:interface=127.0.0.1"'
+EXAMPLE_INSIGHTS = '"tcp:9190:interface=127.0.0.1"'
 
 
 # A user's environment: no SCARFGW_PURE (``SCARFGW_PURE=1 make test`` sets it for the suite).
@@ -58,12 +59,13 @@ def _serve_example(bin_dir: Path, folder: Path) -> None:
     a docker client gets a 307 and ``/readyz`` answers 200."""
     example = _run(bin_dir / "scarfgw", "example-config")
     assert example.returncode == 0, example.stderr
-    http, admin = free_port(), free_port()
-    assert EXAMPLE_HTTP in example.stdout and EXAMPLE_ADMIN in example.stdout
+    http, admin, insights = free_port(), free_port(), free_port()
+    assert all(port in example.stdout for port in (EXAMPLE_HTTP, EXAMPLE_ADMIN, EXAMPLE_INSIGHTS))
     config = folder / "scarfgw.yaml"
     config.write_text(example.stdout
                       .replace(EXAMPLE_HTTP, f'"tcp:{http}:interface=127.0.0.1"')
-                      .replace(EXAMPLE_ADMIN, f'"tcp:{admin}:interface=127.0.0.1"'))
+                      .replace(EXAMPLE_ADMIN, f'"tcp:{admin}:interface=127.0.0.1"')
+                      .replace(EXAMPLE_INSIGHTS, f'"tcp:{insights}:interface=127.0.0.1"'))
     log = folder / "twistd.log"
     process = subprocess.Popen([bin_dir / "twistd", "--pidfile=", "-n", "--logfile", log,
                                 "scarfgw", "--config", config], cwd=folder, env=USER_ENV)

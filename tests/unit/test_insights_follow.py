@@ -9,6 +9,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from scarfgw.insights.embedded import DuckDBStore
 from scarfgw.insights.follow import Follower
 
@@ -166,18 +168,58 @@ def test_a_file_larger_than_a_chunk_goes_in_chunk_by_chunk(tmp_path: Path) -> No
     assert store.position(str(path)).offset == path.stat().st_size  # type: ignore[union-attr]
 
 
-def test_sorting_by_package_keeps_the_answers_and_the_replay_check(tmp_path: Path) -> None:
+def test_recent_events_become_a_sorted_run_with_the_same_answers_and_replay_check(
+        tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     batch = b"".join(event(number, number * 7 % 3600, package=f"p{number % 3}")
                      for number in range(600))
     path.write_bytes(batch)
-    store = DuckDBStore(str(tmp_path / "i.duckdb"))
-    follower = Follower(store, [str(path)])
-    drain(follower)
-    before = [store.downloads(f"p{n}", DAY, DAY, "week", "client") for n in range(3)]
-    store.compact()
-    assert [store.downloads(f"p{n}", DAY, DAY, "week", "client") for n in range(3)] == before
-    assert sum(p.downloads for series in before for p in series) == 600
-    append(path, batch + event(9999, 10))  # a replay, and one new event, after the sort
+    unsorted = DuckDBStore(str(tmp_path / "unsorted.duckdb"))
+    drain(Follower(unsorted, [str(path)]))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=350)
+    follower = Follower(store, [str(path)], chunk_bytes=len(batch) // 3 + 100)
+    assert [follower.step().added for _ in range(3)] == [200, 200, 200]
+    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted ORDER BY rowid")]
+    assert len(packages) == 400 and packages == sorted(packages)
+    assert store.query("SELECT count(*) FROM events_recent") == [(200,)]
+    for number in range(3):
+        answer = store.downloads(f"p{number}", DAY, DAY, "week", "client")
+        assert answer == unsorted.downloads(f"p{number}", DAY, DAY, "week", "client")
+    assert sum(p.downloads for p in store.downloads("p0", DAY, DAY, "day", None)) == 200
+    append(path, batch + event(9999, 10))  # a replay, and one new event, after the run
     assert drain(follower) == (1, 0)
     assert stored(store) == 601
+
+
+def test_a_backlog_goes_straight_into_a_sorted_run(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    batch = b"".join(event(number, number % 3600, package=f"p{number % 5}")
+                     for number in range(1000))
+    path.write_bytes(batch + b"[corrupt]\n")
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), threads=1, catch_up_threads=2)
+    follower = Follower(store, [str(path)], chunk_bytes=len(batch) + 100,
+                        piece_bytes=len(batch) // 4)  # one chunk of five staged files
+    assert drain(follower) == (1000, 1)
+    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted ORDER BY rowid")]
+    assert len(packages) == 1000 and packages == sorted(packages)
+    assert store.query("SELECT count(*) FROM events_recent") == [(0,)]
+    assert store.query("SELECT current_setting('threads')") == [(2,)]
+    append(path, event(1000))  # following again: one file, one thread, the recent events
+    assert drain(follower) == (1, 0)
+    assert store.query("SELECT count(*) FROM events_recent") == [(1,)]
+    assert store.query("SELECT current_setting('threads')") == [(1,)]
+
+
+def test_a_store_of_the_single_table_layout_keeps_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(0) + event(1, 1))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=1)
+    assert drain(Follower(store, [str(path)])) == (2, 0)
+    store.close()
+    with duckdb.connect(str(tmp_path / "i.duckdb")) as connection:  # as the first release
+        connection.execute("DROP VIEW events; DROP TABLE events_recent;"
+                           " ALTER TABLE events_sorted RENAME TO events")
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    append(path, event(2, 2) + event(0))  # one new event, one replayed
+    assert drain(Follower(store, [str(path)])) == (1, 0)
+    assert stored(store) == 3 and downloads(store) == 3
