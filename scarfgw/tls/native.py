@@ -1,5 +1,6 @@
 """The few OpenSSL calls the stdlib ``ssl`` module lacks, made with ctypes on the very
-libssl it links: session-ticket keys by callback and the server session cache switch.
+libssl it links: session-ticket keys by callback, the server session cache switch and the
+TLS 1.3 cipher suites.
 
 The functions are looked up in the libssl and libcrypto already mapped into the process by
 ``_ssl`` (read from ``/proc/self/maps``), never in another build, so every call works on
@@ -69,6 +70,9 @@ class _Library:
         self.ctx_ctrl = libssl.SSL_CTX_ctrl
         self.ctx_ctrl.restype = ctypes.c_long
         self.ctx_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+        self.set_ciphersuites = libssl.SSL_CTX_set_ciphersuites
+        self.set_ciphersuites.restype = ctypes.c_int
+        self.set_ciphersuites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         self.set_ticket_cb = libssl.SSL_CTX_set_tlsext_ticket_key_evp_cb
         self.set_ticket_cb.restype = ctypes.c_int
         self.set_ticket_cb.argtypes = [ctypes.c_void_p, _TicketCallback]
@@ -116,6 +120,13 @@ def disable_session_cache(ctx: ssl.SSLContext) -> None:
     """No server-side session cache: a session is resumed from its ticket or not at all."""
     _lib().ctx_ctrl(context_pointer(ctx), _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF,
                     None)
+
+
+def set_tls13_ciphersuites(ctx: ssl.SSLContext, suites: str) -> None:
+    """Offer the TLS 1.3 cipher suites ``suites`` (colon-separated, in preference order); the
+    ``ssl`` module only sets TLS 1.2 ciphers."""
+    if _lib().set_ciphersuites(context_pointer(ctx), suites.encode("ascii")) != 1:
+        raise NativeError(f"OpenSSL refused the TLS 1.3 cipher suites {suites}")
 
 
 class TicketKey:
