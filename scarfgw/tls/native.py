@@ -1,5 +1,6 @@
 """The few OpenSSL calls the stdlib ``ssl`` module lacks, made with ctypes on the very
-libssl it links: session-ticket keys by callback and the server session cache switch.
+libssl it links: session-ticket keys by callback, the server session cache switch and the
+TLS 1.3 cipher suites.
 
 The functions are looked up in the libssl and libcrypto already mapped into the process by
 ``_ssl`` (read from ``/proc/self/maps``), never in another build, so every call works on
@@ -37,6 +38,7 @@ class _Param(ctypes.Structure):
                 ("return_size", ctypes.c_size_t)]
 
 
+_KeyName = ctypes.c_char * KEY_NAME_BYTES
 _TicketCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                    ctypes.c_int)
@@ -69,6 +71,9 @@ class _Library:
         self.ctx_ctrl = libssl.SSL_CTX_ctrl
         self.ctx_ctrl.restype = ctypes.c_long
         self.ctx_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+        self.set_ciphersuites = libssl.SSL_CTX_set_ciphersuites
+        self.set_ciphersuites.restype = ctypes.c_int
+        self.set_ciphersuites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         self.set_ticket_cb = libssl.SSL_CTX_set_tlsext_ticket_key_evp_cb
         self.set_ticket_cb.restype = ctypes.c_int
         self.set_ticket_cb.argtypes = [ctypes.c_void_p, _TicketCallback]
@@ -118,6 +123,13 @@ def disable_session_cache(ctx: ssl.SSLContext) -> None:
                     None)
 
 
+def set_tls13_ciphersuites(ctx: ssl.SSLContext, suites: str) -> None:
+    """Offer the TLS 1.3 cipher suites ``suites`` (colon-separated, in preference order); the
+    ``ssl`` module only sets TLS 1.2 ciphers."""
+    if _lib().set_ciphersuites(context_pointer(ctx), suites.encode("ascii")) != 1:
+        raise NativeError(f"OpenSSL refused the TLS 1.3 cipher suites {suites}")
+
+
 class TicketKey:
     """One session-ticket key: a 16-byte name, an AES-256-CBC key and an HMAC-SHA256 key."""
 
@@ -125,7 +137,7 @@ class TicketKey:
         assert len(name) == KEY_NAME_BYTES and len(cipher_key) == CIPHER_KEY_BYTES
         assert len(mac_key) == MAC_KEY_BYTES
         self.name = name
-        self._cipher_key = cipher_key
+        self.cipher_key = cipher_key
         self._mac_key = ctypes.create_string_buffer(mac_key, MAC_KEY_BYTES)
         self._digest = ctypes.create_string_buffer(_SHA256)
         self._params = (_Param * 3)(
@@ -135,15 +147,11 @@ class TicketKey:
                    MAC_KEY_BYTES, _OSSL_PARAM_UNMODIFIED),
             _Param(None, 0, None, 0, 0),
         )
+        self.mac_params = ctypes.addressof(self._params)
+        """The ``OSSL_PARAM`` array that sets the HMAC's digest and key."""
 
     def __repr__(self) -> str:
         return f"TicketKey(name={self.name.hex()})"
-
-    def init(self, lib: _Library, cipher_ctx: int, mac_ctx: int, iv: int, encrypt: int) -> bool:
-        """Set up OpenSSL's cipher and MAC contexts for one ticket."""
-        return (lib.cipher_init(cipher_ctx, lib.aes_256_cbc, None, self._cipher_key, iv,
-                                encrypt) == 1
-                and lib.mac_set_params(mac_ctx, ctypes.addressof(self._params)) == 1)
 
 
 KeySource = Callable[[], tuple[TicketKey, dict[bytes, TicketKey]]]
@@ -154,27 +162,38 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
     """Encrypt and decrypt ``ctx``'s session tickets with the keys ``keys`` gives.
 
     A ticket under any known key is accepted and answered with a fresh ticket under the
-    current key (2: renew; TLS 1.3 clients such as curl use each ticket once, and OpenSSL
-    issues none after a resumption otherwise); a ticket under an unknown key means a full
-    handshake. Returns the C callback, which must
+    current key (2: renew; TLS 1.3 clients such as curl and browsers use each ticket once,
+    and with 1 OpenSSL issues none after a resumption; nginx's built-in keys renew too); a
+    ticket under an unknown key means a full handshake. Returns the C callback, which must
     be kept alive as long as ``ctx``.
+
+    OpenSSL calls it twice per resumed TLS 1.3 handshake, so it makes three foreign calls
+    at most and reads and writes the key name in place.
     """
     lib = _lib()
     pointer = context_pointer(ctx)
+    rand_bytes, cipher_init, mac_set_params = lib.rand_bytes, lib.cipher_init, lib.mac_set_params
+    aes_256_cbc = lib.aes_256_cbc
+    name_at = _KeyName.from_address
 
     def callback(_ssl_ptr: int, name: int, iv: int, cipher_ctx: int, mac_ctx: int,
                  encrypt: int) -> int:
         try:
             current, known = keys()
             if encrypt:
-                if lib.rand_bytes(iv, 16) != 1:
+                if rand_bytes(iv, 16) != 1:
                     return -1
-                ctypes.memmove(name, current.name, KEY_NAME_BYTES)
-                return 1 if current.init(lib, cipher_ctx, mac_ctx, iv, 1) else -1
-            key = known.get(ctypes.string_at(name, KEY_NAME_BYTES))
-            if key is None:
-                return 0
-            return 2 if key.init(lib, cipher_ctx, mac_ctx, iv, 0) else -1
+                name_at(name).raw = current.name
+                key = current
+            else:
+                found = known.get(name_at(name).raw)
+                if found is None:
+                    return 0
+                key = found
+            if (cipher_init(cipher_ctx, aes_256_cbc, None, key.cipher_key, iv, encrypt) != 1
+                    or mac_set_params(mac_ctx, key.mac_params) != 1):
+                return -1
+            return 1 if encrypt else 2
         except Exception:
             return -1
 

@@ -16,6 +16,7 @@ keys are set by ctypes on the same libssl (:mod:`scarfgw.tls.native`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 from collections.abc import Callable, Sequence
@@ -31,7 +32,10 @@ log = Logger()
 
 HTTP_1_1 = b"http/1.1"
 ACME_TLS_1 = b"acme-tls/1"
-CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+CIPHERS = "ECDHE+AESGCM+AES128:ECDHE+CHACHA20:ECDHE+AESGCM"
+TLS13_CIPHERSUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
+"""AES-128-GCM first, as Go and the browsers prefer it: its SHA-256 key schedule costs a
+handshake less than AES-256-GCM's SHA-384 (SHA-256 has CPU instructions of its own)."""
 TICKETS_PER_HANDSHAKE = 1
 _OPTIONS = ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
 
@@ -59,6 +63,8 @@ def build_context(keyed: KeyedChain, protocol: bytes = HTTP_1_1) -> ssl.SSLConte
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= _OPTIONS
     ctx.set_ciphers(CIPHERS)
+    with contextlib.suppress(native.NativeError):  # then OpenSSL's order (AES-256 first)
+        native.set_tls13_ciphersuites(ctx, TLS13_CIPHERSUITES)
     _load_chain(ctx, keyed)
     ctx.set_alpn_protocols([protocol.decode("ascii")])
     ctx.sslobject_class = PeekedSSLObject

@@ -46,6 +46,7 @@ class TLSServerConnection(Protocol):
         self.early: list[bytes] = []
         self.disconnecting = False
         self.direct = False
+        self.reading = False
 
     # -- the TCP transport's side -----------------------------------------------------------
 
@@ -92,25 +93,30 @@ class TLSServerConnection(Protocol):
         Right after the handshake that includes the session ticket: the client's request
         usually came with its Finished, so ticket and response leave in one segment. Sent
         apart, Nagle's algorithm would hold the response until the client acknowledged the
-        ticket, which it delays by up to 40 ms.
+        ticket, which it delays by up to 40 ms. Responses written meanwhile (and the
+        close_notify of a ``Connection: close`` answer) join them: one send per read.
         """
         tls = self.tls
         assert tls is not None
         deliver = self.inner.dataReceived
-        while not self.disconnecting:  # once closing, the channel takes no more requests
-            try:
-                data = tls.read(READ_BYTES)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLError:
-                self.abortConnection()
-                break
-            if not data:
-                self.loseConnection()  # the client's close_notify: it sends nothing more
-                break
-            deliver(data)
-            if not self.incoming.pending:
-                break
+        self.reading = True
+        try:
+            while not self.disconnecting:  # once closing, the channel takes no more requests
+                try:
+                    data = tls.read(READ_BYTES)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLError:
+                    self.abortConnection()
+                    break
+                if not data:
+                    self.loseConnection()  # the client's close_notify: it sends nothing more
+                    break
+                deliver(data)
+                if not self.incoming.pending:
+                    break
+        finally:
+            self.reading = False
         self._flush()
 
     def _flush(self) -> None:
@@ -131,8 +137,8 @@ class TLSServerConnection(Protocol):
     # -- the HTTP channel's side (ITransport, IPushProducer, IConsumer) ---------------------
 
     def write(self, data: bytes) -> None:
-        """Encrypt ``data`` and send it (held until the handshake is complete; dropped once
-        the connection is closing)."""
+        """Encrypt ``data`` and send it, at once or, while a read is delivered, when it ends
+        (held until the handshake is complete; dropped once the connection is closing)."""
         if self.disconnecting or self.tls is None or not data:
             return
         if not self.handshaken:
@@ -143,7 +149,8 @@ class TLSServerConnection(Protocol):
         except ssl.SSLError:
             self.abortConnection()
             return
-        self._flush()
+        if not self.reading:
+            self._flush()
 
     def writeSequence(self, data: list[bytes]) -> None:
         """Encrypt and send the pieces as one write."""

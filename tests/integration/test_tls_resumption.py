@@ -84,6 +84,19 @@ def s_client(port: int, version: str, session: Path, save: bool) -> str:
     return output
 
 
+def _answered(gateway: Gateway, expected: int) -> list[str]:
+    """The access-log lines of the answered requests, once ``expected`` are in (or after 5
+    s): a worker's lines reach the log through the primary, a moment after the client has
+    its answer."""
+    for _ in range(100):
+        answered = [line for line in gateway.log.read_text().splitlines()
+                    if f"GET {DOMAIN}{PATH} 307" in line]
+        if len(answered) >= expected:
+            break
+        time.sleep(0.05)
+    return answered
+
+
 @pytest.mark.parametrize("version", ["1_3", "1_2"])
 def test_openssl_sessions_resume_on_both_workers_and_after_a_restart(gateway, version):
     session = gateway.tmp_path / f"session-{version}.pem"
@@ -91,8 +104,7 @@ def test_openssl_sessions_resume_on_both_workers_and_after_a_restart(gateway, ve
     resumed = ["\nReused," in s_client(gateway.https, version, session, save=False)
                for _ in range(CONNECTIONS)]
     assert all(resumed), resumed
-    answered = [line for line in gateway.log.read_text().splitlines()
-                if f"GET {DOMAIN}{PATH} 307" in line]
+    answered = _answered(gateway, CONNECTIONS + 1)
     by_worker = sum("worker 1:" in line for line in answered)
     assert len(answered) == CONNECTIONS + 1 and 0 < by_worker < len(answered), \
         "both processes resumed sessions (the kernel spreads connections over them)"

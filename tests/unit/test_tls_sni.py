@@ -97,6 +97,16 @@ def test_alpn_negotiates_http11_only_and_tls_below_12_is_refused(options):
         server.do_handshake()
 
 
+@pytest.mark.parametrize(("version", "cipher"), [
+    (SSL.TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    (SSL.TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256"),
+])
+def test_aes_128_gcm_is_preferred_over_the_clients_order(options, version, cipher):
+    options.install("a.test", self_signed("a.test", 0, 10**9))
+    client = handshake(options, b"a.test", [b"http/1.1"], version)
+    assert client.get_cipher_name() == cipher  # OpenSSL's clients list AES-256-GCM first
+
+
 @pytest.mark.parametrize("version", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION])
 def test_challenge_certificate_goes_only_to_acme_tls_clients(options, version):
     real = self_signed("a.test", 0, 10**9)
