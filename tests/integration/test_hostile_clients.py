@@ -299,7 +299,7 @@ def test_the_https_listener_closes_connections_beyond_max_connections_too(
         tmp_path, rules=[docker_rule(DOMAIN, "registry.example.test")],
         limits={"max_connections": 1},
         listen={"http": "tcp:0:interface=127.0.0.1", "https": "tcp:0:interface=127.0.0.1",
-                "admin": "tcp:0:interface=127.0.0.1"},
+                "admin": "tcp:0:interface=127.0.0.1", "insights": None},
         tls={"storage": str(tmp_path / "tls"), "acme": {"directory": "http://127.0.0.1:9/d"},
              "verification": {"mode": "none"}})
     gateway = yield start_gateway(tmp_path, config)

@@ -425,7 +425,7 @@ def test_skopeo_pulls_with_a_token_over_plain_http_for_a_domain_with_a_certifica
     config = gateway_config(
         tmp_path, rules=[docker_rule()], proxy={"upstreams": {BACKEND: token_registry.url}},
         listen={"http": "tcp:0:interface=127.0.0.1", "https": "tcp:0:interface=127.0.0.1",
-                "admin": "tcp:0:interface=127.0.0.1"},
+                "admin": "tcp:0:interface=127.0.0.1", "insights": None},
         tls={"storage": str(storage), "acme": {"directory": "http://127.0.0.1:9/directory"},
              "verification": {"mode": "none"}})
     gateway = yield start_gateway(tmp_path, config)

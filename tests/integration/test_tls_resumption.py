@@ -47,7 +47,7 @@ class Gateway:
             "workers": 2,
             "listen": {"http": f"tcp:{free_port()}:interface=127.0.0.1",
                        "https": f"tcp:{self.https}:interface=127.0.0.1",
-                       "admin": f"tcp:{self.admin}:interface=127.0.0.1"},
+                       "admin": f"tcp:{self.admin}:interface=127.0.0.1", "insights": None},
             "rules": [docker_rule(DOMAIN, "registry.example.test")],
             "events": jsonl_events(tmp_path, 0.05),
             "access_log": {"enabled": True},
