@@ -30,8 +30,9 @@ checkpoint nothing to rewrite.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,14 +72,16 @@ PIECE_BYTES: Final = 64 << 20
 RUN_EVENTS: Final = 1_000_000
 """The recent events are sorted into a run once they are this many."""
 
-_TYPED: Final = {"time": "TIMESTAMP", "status": "INTEGER", "complete": "BOOLEAN"}
-"""Fields DuckDB's reader converts itself (a value it cannot convert makes the line corrupt);
-the others are text."""
+_TYPED: Final = {"time": "TRY_CAST(time AS TIMESTAMP)", "status": "TRY_CAST(status AS INTEGER)",
+                 "complete": "CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END"
+                             " AS UTINYINT)"}
+"""Fields read as text (so ``line_hash`` hashes what the line says, as every earlier version
+did) and converted into their column (a ``time`` that is no time makes the line corrupt)."""
 _NESTED: Final = {"origin": ("network", "country", "org", "type"),
                   "client": ("runtime", "version"), "variables": ("version",)}
 _JSON_COLUMNS: Final = "{" + ", ".join(
     f"'{name}': 'STRUCT({', '.join(f'{key} VARCHAR' for key in _NESTED[name])})'"
-    if name in _NESTED else f"'{name}': '{_TYPED.get(name, 'VARCHAR')}'"
+    if name in _NESTED else f"'{name}': 'VARCHAR'"
     for name in dict.fromkeys(column.split(".")[0] for column in EVENT_COLUMNS)) + "}"
 _READ: Final = ("read_json($files, format='newline_delimited', ignore_errors=true,"
          f" maximum_object_size=16777216, columns={_JSON_COLUMNS})")
@@ -87,7 +90,7 @@ _STORED: Final = ("pkg", "time", "request_id", "line_hash", *EVENT_COLUMNS[2:])
 _DERIVED: Final = {"pkg": "coalesce(package, auto_create_rule)",
                    "line_hash": "hash({})".format(", ".join(
                        dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))),
-                   "complete": "CAST(complete AS UTINYINT)"}
+                   **_TYPED}
 _PARSE: Final = (
     "CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM (SELECT "
     + ", ".join(f'{_DERIVED.get(c, c if "." in c else f"{chr(34)}{c}{chr(34)}")} AS "{c}"'
@@ -149,6 +152,25 @@ class Staged:
     lines: int = 0
 
 
+_NO_KERNEL_COPY: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
+
+
+def _copy_range(source: int, target: int, length: int, offset: int) -> int:
+    """Copy up to ``length`` bytes of ``source`` from ``offset`` to the end of ``target``,
+    in the kernel where it can (not across filesystems, e.g. a sink on a volume and the
+    store elsewhere); answer how many."""
+    try:
+        return os.copy_file_range(source, target, length, offset)
+    except OSError as exc:
+        if exc.errno not in _NO_KERNEL_COPY:
+            raise
+    data = os.pread(source, min(length, PIECE_BYTES), offset)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(target, view):]
+    return len(data)
+
+
 class DuckDBStore(Engine):
     """The events of this instance in a DuckDB file (created with its directory); DuckDB
     runs each statement on ``threads`` threads within ``memory_limit`` (spilling to disk
@@ -179,7 +201,11 @@ class DuckDBStore(Engine):
                 self._connection.execute("ALTER TABLE events RENAME TO events_sorted")
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
-        self._chunk_dir = tempfile.mkdtemp(prefix="scarfgw-insights-") if not read_only else ""
+        self._chunk_dir = ""
+        if not read_only:
+            self._chunk_dir = os.path.abspath(path) + ".staging"
+            shutil.rmtree(self._chunk_dir, ignore_errors=True)  # pieces of a killed process
+            os.makedirs(self._chunk_dir, mode=0o700)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = getattr(self._local, "cursor", None)
@@ -212,7 +238,7 @@ class DuckDBStore(Engine):
         try:
             copied = 0
             while copied < length:
-                done = os.copy_file_range(source, target, length - copied, offset + copied)
+                done = _copy_range(source, target, length - copied, offset + copied)
                 if done == 0:
                     raise OSError(f"{name}: the source ended while staging it")
                 copied += done
@@ -286,8 +312,8 @@ class DuckDBStore(Engine):
             cursor.close()
 
     def close(self) -> None:
-        """Close the connection (and the chunk directory)."""
+        """Close the connection (and remove the staging folder)."""
         self._connection.close()
         if self._chunk_dir:
-            os.rmdir(self._chunk_dir)
+            shutil.rmtree(self._chunk_dir, ignore_errors=True)
 

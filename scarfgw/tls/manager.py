@@ -236,13 +236,13 @@ class TLSService(Service):
         self._own = certificates
         self.sni.use_own(certificates)
         now = self.clock.seconds()
-        for cert in certificates if changed else ():
+        for cert in certificates:
             until = datetime.datetime.fromtimestamp(cert.not_after, datetime.UTC)
             if cert.not_after <= now:
                 log.warn("the certificate {path} for {names} expired on {not_after}: clients "
                          "refuse it until it is replaced (then SIGHUP)", path=cert.cert_path,
                          names=", ".join(sorted(cert.names)), not_after=until)
-            else:
+            elif changed:
                 log.info("serving the certificate {path} for {names}, valid until {not_after}",
                          path=cert.cert_path, names=", ".join(sorted(cert.names)),
                          not_after=until)

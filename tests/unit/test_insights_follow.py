@@ -3,6 +3,7 @@ corrupt lines, replays, and a file larger than one chunk."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from datetime import date
@@ -12,6 +13,7 @@ from typing import Any
 import duckdb
 
 from scarfgw.insights.embedded import DuckDBStore
+from scarfgw.insights.engine import EVENT_COLUMNS
 from scarfgw.insights.follow import Follower
 
 DAY = date(2026, 11, 22)
@@ -210,6 +212,15 @@ def test_a_backlog_goes_straight_into_a_sorted_run(tmp_path: Path) -> None:
     assert store.query("SELECT current_setting('threads')") == [(1,)]
 
 
+FIELDS = list(dict.fromkeys(column.split(".")[0] for column in EVENT_COLUMNS))
+NESTED = {name: [c.split(".")[1] for c in EVENT_COLUMNS if c.startswith(f"{name}.")]
+          for name in FIELDS}
+AS_TEXT = "{" + ", ".join(
+    f"'{name}': 'STRUCT({', '.join(f'{key} VARCHAR' for key in NESTED[name])})'"
+    if NESTED[name] else f"'{name}': 'VARCHAR'" for name in FIELDS) + "}"
+"""Every field of an event as text, as the first release read them."""
+
+
 def test_a_store_of_the_single_table_layout_keeps_its_events(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(event(0) + event(1, 1))
@@ -219,7 +230,28 @@ def test_a_store_of_the_single_table_layout_keeps_its_events(tmp_path: Path) -> 
     with duckdb.connect(str(tmp_path / "i.duckdb")) as connection:  # as the first release
         connection.execute("DROP VIEW events; DROP TABLE events_recent;"
                            " ALTER TABLE events_sorted RENAME TO events")
+        connection.execute(  # which hashed each field as the line's text says it
+            f"UPDATE events SET line_hash = raw.h FROM (SELECT request_id AS id, hash("
+            f"{', '.join(FIELDS)}) AS h FROM read_json(?, format='newline_delimited', "
+            f"columns={AS_TEXT})) AS raw WHERE events.request_id = raw.id", [str(path)])
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
     append(path, event(2, 2) + event(0))  # one new event, one replayed
     assert drain(Follower(store, [str(path)])) == (1, 0)
     assert stored(store) == 3 and downloads(store) == 3
+
+
+def test_a_store_on_another_filesystem_than_the_events_still_stages_them(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """copy_file_range refuses to cross filesystems (EXDEV: a sink on a volume, the store on
+    tmpfs); the lines are then copied through memory."""
+    def cross_device(*args: Any) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", cross_device)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(event(n, n) for n in range(5)))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    assert drain(Follower(store, [str(path)])) == (5, 0)
+    assert stored(store) == 5
+    store.close()
+    assert not (tmp_path / "i.duckdb.staging").exists()
