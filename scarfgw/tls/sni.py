@@ -16,7 +16,6 @@ keys are set by ctypes on the same libssl (:mod:`scarfgw.tls.native`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import ssl
 from collections.abc import Callable, Sequence
@@ -63,8 +62,10 @@ def build_context(keyed: KeyedChain, protocol: bytes = HTTP_1_1) -> ssl.SSLConte
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= _OPTIONS
     ctx.set_ciphers(CIPHERS)
-    with contextlib.suppress(native.NativeError):  # then OpenSSL's order (AES-256 first)
+    try:
         native.set_tls13_ciphersuites(ctx, TLS13_CIPHERSUITES)
+    except native.NativeError as exc:  # served in OpenSSL's order (AES-256 first) instead
+        log.warn("TLS 1.3 cipher suite preference not applied: {error}", error=exc)
     _load_chain(ctx, keyed)
     ctx.set_alpn_protocols([protocol.decode("ascii")])
     ctx.sslobject_class = PeekedSSLObject
