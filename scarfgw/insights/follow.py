@@ -53,11 +53,13 @@ def _same_file(stored: FilePosition, info: os.stat_result, head: str) -> bool:
 
 @dataclass(frozen=True)
 class StepResult:
-    """What a step did: events added, lines skipped, and whether more is waiting."""
+    """What a step did: events added, lines skipped, whether more is waiting, and how many
+    bytes of the followed files are still unread after it."""
 
     added: int
     skipped: int
     more: bool
+    unread: int = 0
 
 
 class Follower:
@@ -76,13 +78,13 @@ class Follower:
 
     def step(self) -> StepResult:
         """Ingest one chunk from each file that has one."""
-        added = skipped = 0
+        added = skipped = unread = 0
         more = False
         for path in self.paths:
             result = self._step_file(path)
             added, skipped = added + result.added, skipped + result.skipped
-            more = more or result.more
-        return StepResult(added, skipped, more)
+            more, unread = more or result.more, unread + result.unread
+        return StepResult(added, skipped, more, unread)
 
     def close(self) -> None:
         """Close the open files."""
@@ -149,13 +151,13 @@ class Follower:
             self.store.discard(staged)
             raise
         if not staged.files:
-            return StepResult(0, 0, False)
+            return StepResult(0, 0, False, size - position.offset)
         head = position.head or _head(current.handle)
         taken = FilePosition(position.device, position.inode, head, end)
         added, skipped = self.store.ingest(path, taken, staged)
         current.position = taken  # only once stored: a failed step reads the chunk again
         current.grew_at = self.clock()
-        return StepResult(added, skipped, taken.offset < size)
+        return StepResult(added, skipped, taken.offset < size, size - taken.offset)
 
     def _stage(self, current: _Open, staged: Staged, size: int) -> int:
         """Stage the complete lines of the next chunk; answer the offset after them."""

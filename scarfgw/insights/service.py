@@ -151,6 +151,7 @@ class InsightsService(MultiService):
         self._stepping = None
         metrics.INSIGHTS_EVENTS_INGESTED.inc(result.added)
         metrics.INSIGHTS_LINES_SKIPPED.inc(result.skipped)
+        metrics.INSIGHTS_UNREAD_BYTES.set(result.unread)
         if result.skipped:
             log.warn("insights ingest skipped {count} corrupt lines", count=result.skipped)
         if result.more and self.running:

@@ -165,6 +165,12 @@ INSIGHTS_LINES_SKIPPED: Final = Counter(
     "JSONL lines the insights ingest skipped (not a JSON event with time and request_id).",
     registry=REGISTRY,
 )
+INSIGHTS_UNREAD_BYTES: Final = Gauge(
+    "scarfgw_insights_unread_bytes",
+    "Bytes of the followed JSONL files the insights ingest has not read yet (after its last "
+    "step): how far it lags behind, e.g. while busy cores hold back its low-priority thread.",
+    registry=REGISTRY, multiprocess_mode="livesum",
+)
 INSIGHTS_INGEST_ERRORS: Final = Counter(
     "scarfgw_insights_ingest_errors", "Insights ingest steps that failed (retried).",
     registry=REGISTRY,

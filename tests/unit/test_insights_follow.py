@@ -165,7 +165,11 @@ def test_a_file_larger_than_a_chunk_goes_in_chunk_by_chunk(tmp_path: Path) -> No
     follower = Follower(store, [str(path)], chunk_bytes=64 * 1024)
     first = follower.step()
     assert first.more and 0 < first.added < 5000
+    size = path.stat().st_size
+    assert first.unread == size - store.position(str(path)).offset  # type: ignore[union-attr]
+    assert 0 < first.unread < size - 60 * 1024, "the lag the metric reports"
     assert drain(follower) == (5000 - first.added, 0)
+    assert follower.step().unread == 0
     assert downloads(store) == 5000
     assert store.position(str(path)).offset == path.stat().st_size  # type: ignore[union-attr]
 
