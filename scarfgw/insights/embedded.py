@@ -72,11 +72,6 @@ PIECE_BYTES: Final = 64 << 20
 RUN_EVENTS: Final = 1_000_000
 """The recent events are sorted into a run once they are this many."""
 
-_TYPED: Final = {"time": "TRY_CAST(time AS TIMESTAMP)", "status": "TRY_CAST(status AS INTEGER)",
-                 "complete": "CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END"
-                             " AS UTINYINT)"}
-"""Fields read as text (so ``line_hash`` hashes what the line says, as every earlier version
-did) and converted into their column (a ``time`` that is no time makes the line corrupt)."""
 _NESTED: Final = {"origin": ("network", "country", "org", "type"),
                   "client": ("runtime", "version"), "variables": ("version",)}
 _JSON_COLUMNS: Final = "{" + ", ".join(
@@ -90,7 +85,13 @@ _STORED: Final = ("pkg", "time", "request_id", "line_hash", *EVENT_COLUMNS[2:])
 _DERIVED: Final = {"pkg": "coalesce(package, auto_create_rule)",
                    "line_hash": "hash({})".format(", ".join(
                        dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))),
-                   **_TYPED}
+                   "time": "TRY_CAST(time AS TIMESTAMP)",
+                   "status": "TRY_CAST(status AS INTEGER)",
+                   "complete": "CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END"
+                               " AS UTINYINT)"}
+"""Stored columns computed from the fields, which are all read as text (so ``line_hash``
+hashes what the line says, as every earlier version did; a ``time`` that is no time makes
+the line corrupt)."""
 _PARSE: Final = (
     "CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM (SELECT "
     + ", ".join(f'{_DERIVED.get(c, c if "." in c else f"{chr(34)}{c}{chr(34)}")} AS "{c}"'
