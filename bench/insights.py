@@ -3,15 +3,16 @@ throughput with insights on vs off.
 
 Usage: ``python bench/insights.py [--events N] [--packages 200] [--days 90] [--queries 40]
 [--rounds 3] [--duration 10] [--threads 1] [--catch-up-threads N] [--memory-limit 1GB]
-[--skip-throughput] [--keep DIR] [--cache DIR]``.
+[--run-events N] [--skip-throughput] [--keep DIR] [--cache DIR]``.
 
 1. Writes ``--events`` gateway-shaped events (docker, python and file kinds over
    ``--packages`` packages and ``--days`` days, about 440 bytes each) to a JSONL file (with
    ``--cache DIR``, once: a later run with the same figures reuses it).
 2. Ingests the file into a fresh DuckDB store exactly as the primary does (the follower,
-   its chunks and sorted runs, idempotent inserts, the configured threads and memory limit)
-   and closes the store (its checkpoint), timed together: events durable and queryable per
-   second, with the CPU seconds the process used.
+   its chunks, idempotent inserts, the configured threads and memory limit), then sorts
+   the recent events into runs as the primary does once it has caught up, and closes the
+   store (its checkpoint): events durable and queryable per second (the sorting not
+   counted), with the CPU seconds the process used, and the sorting's seconds apart.
 3. Runs ``--queries`` 30-day daily downloads-by-version series for random packages (the
    session and digest rules included): p50/p95 in ms. Also the companies of a package and
    the all-package totals behind ``/api/v1/packages``.
@@ -49,7 +50,7 @@ from run import (
 
 sys.path.insert(0, str(REPO))
 
-from scarfgw.insights.embedded import DuckDBStore
+from scarfgw.insights.embedded import RUN_EVENTS, DuckDBStore
 from scarfgw.insights.follow import Follower
 
 END = date(2026, 11, 30)
@@ -108,13 +109,29 @@ def write_events(path: Path, count: int, packages: int, days: int, seed: int = 7
         out.writelines(lines)
 
 
+class TimedStore(DuckDBStore):
+    """The store, keeping the wall and CPU seconds its sorting into runs took."""
+
+    sorting = 0.0
+    sorting_cpu = 0.0
+
+    def sort_recent(self) -> int:
+        """Sort as the store does, timed."""
+        began, cpu = time.perf_counter(), time.process_time()
+        try:
+            return super().sort_recent()
+        finally:
+            self.sorting += time.perf_counter() - began
+            self.sorting_cpu += time.process_time() - cpu
+
+
 def ingest(path: Path, store_path: Path, threads: int, catch_up_threads: int | None,
-           memory_limit: str) -> dict[str, float]:
-    """Ingest ``path`` into a new store and close it: seconds (wall and CPU of this
-    process), of which closing, and the events stored."""
+           memory_limit: str, run_events: int) -> dict[str, float]:
+    """Ingest ``path`` into a new store, sort it into runs and close it: seconds (wall and
+    CPU of this process) in all, of which sorting and closing, and the events stored."""
     began, cpu = time.perf_counter(), time.process_time()
-    store = DuckDBStore(str(store_path), threads=threads, catch_up_threads=catch_up_threads,
-                        memory_limit=memory_limit)
+    store = TimedStore(str(store_path), threads=threads, catch_up_threads=catch_up_threads,
+                       memory_limit=memory_limit, run_events=run_events)
     follower = Follower(store, [str(path)])
     added = 0
     while True:
@@ -127,6 +144,7 @@ def ingest(path: Path, store_path: Path, threads: int, catch_up_threads: int | N
     store.close()
     ended = time.perf_counter()
     return {"seconds": ended - began, "cpu": time.process_time() - cpu,
+            "sorting": store.sorting, "sorting_cpu": store.sorting_cpu,
             "close": ended - closing, "added": added}
 
 
@@ -193,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="DuckDB threads for a backlog (default: one per core)")
     parser.add_argument("--memory-limit", default="1GB",
                         help="DuckDB memory (insights.duckdb.memory_limit; default 1GB)")
+    parser.add_argument("--run-events", type=int, default=RUN_EVENTS,
+                        help="events of a sorted run (a figure larger than --events leaves "
+                        "them unsorted, to measure the queries before sorting)")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--keep", type=Path, help="work in DIR and keep the files")
     parser.add_argument("--cache", type=Path, help="keep the generated events in DIR")
@@ -209,12 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {args.events:,} events in {time.perf_counter() - began:.1f} s")
     size = events.stat().st_size
     store = tmp / "insights.duckdb"
-    taken = ingest(events, store, args.threads, args.catch_up_threads, args.memory_limit)
-    added, seconds = taken["added"], taken["seconds"]
-    print(f"ingest: {added:,} events ({size / 2**30:.2f} GiB) in {seconds:.1f} s, closing "
-          f"(checkpoint) {taken['close']:.1f} s of it, = {added / seconds:,.0f} events/s "
-          f"({size / seconds / 2**20:.0f} MiB/s; {taken['cpu']:.1f} CPU s, "
-          f"{taken['cpu'] / added * 1e6:.2f} us an event); store "
+    taken = ingest(events, store, args.threads, args.catch_up_threads, args.memory_limit,
+                   args.run_events)
+    added = taken["added"]
+    seconds, cpu = taken["seconds"] - taken["sorting"], taken["cpu"] - taken["sorting_cpu"]
+    print(f"ingest: {added:,} events ({size / 2**30:.2f} GiB) durable and queryable in "
+          f"{seconds:.1f} s, closing (checkpoint) {taken['close']:.1f} s of it, = "
+          f"{added / seconds:,.0f} events/s ({size / seconds / 2**20:.0f} MiB/s; {cpu:.1f} "
+          f"CPU s, {cpu / added * 1e6:.2f} us an event); then sorted into runs in "
+          f"{taken['sorting']:.1f} s ({taken['sorting_cpu']:.1f} CPU s); store "
           f"{store.stat().st_size / 2**20:.0f} MiB; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
     latency = queries(store, args.packages, args.queries, args.threads)

@@ -9,22 +9,28 @@ A chunk of complete JSONL lines, staged as files of at most :data:`PIECE_BYTES` 
 parses several files at once, one per thread), goes in with the file's new offset in one
 transaction, so a crash re-reads at most that chunk. DuckDB's own JSON reader parses it
 (about four times faster than extracting fields line by line) once, into a temporary
-table; from there the events go in only where the store does not hold them yet: same
-``request_id`` and the same hash of the stored fields (several events of one request differ
-there, or are the same to insights) among the stored events of the chunk's time span, so a
-replayed or re-sent batch never counts twice (a chunk's own repeats are dropped only when
-it repeats a request id, which costs a grouping). Lines that are not JSON objects with a
-``time`` and a ``request_id`` are skipped and counted.
+table, strictly, so that the rows it makes tell how many lines there were: only a chunk
+with a line that is no JSON object (rare: a crash's torn line) has its lines counted in
+Python and is parsed again, skipping such lines. From there the events go in only where
+the store does not hold them yet: an event with the same ``request_id`` and the same stored
+fields (several events of one request differ there, or are the same to insights) among the
+stored events of the chunk's time span, so a replayed or re-sent batch never counts twice
+(a chunk's own repeats are dropped only when it repeats a request id, which costs a
+grouping). Lines that are not JSON objects with a ``time`` and a ``request_id`` are skipped
+and counted.
 
 The events live in two tables behind the view ``events``: ``events_recent``, in arrival
 order, and ``events_sorted``, runs of events each sorted by package and time, so that a
 package's rows of a run sit in one or two row groups, which a query finds by their min/max
-without reading the rest (a query reads all the recent events: about 40 ms for a million).
-A chunk that brings the recent events to :data:`RUN_EVENTS`, or that is a backlog (more
-than one staged file), moves them, with itself, into a new sorted run in its transaction:
-an event is written at most twice and never sorted again (a backlog is read in chunks of
-about a run's size and written once), and a bulk insert of whole row groups leaves the
-checkpoint nothing to rewrite.
+without reading the rest (a query reads all the recent events). A chunk goes into the
+recent events as it comes, never sorted on the way in: a backlog is durable and queryable
+as fast as DuckDB parses and writes it. Once nothing is waiting to be read,
+:meth:`DuckDBStore.sort_recent` moves the oldest :data:`RUN_EVENTS` recent events into a
+new sorted run per call (one transaction of whole row groups, which leaves the checkpoint
+nothing to rewrite), until fewer are left: an event is written at most twice and never
+sorted again. ``origin.network`` is stored uncompressed: nearly every event has its own, and
+a query that reads a package's events from unsorted row groups spent most of its time
+decompressing that column's dictionaries.
 """
 
 from __future__ import annotations
@@ -46,9 +52,9 @@ from scarfgw.insights.engine import EVENT_COLUMNS, Engine
 
 _EVENTS_TABLE: Final = """(
     pkg VARCHAR, time TIMESTAMP NOT NULL, request_id VARCHAR NOT NULL,
-    line_hash UBIGINT NOT NULL,
     domain VARCHAR, method VARCHAR, path VARCHAR, status INTEGER, user_agent VARCHAR,
-    referer VARCHAR, "origin.network" VARCHAR, "origin.country" VARCHAR, "origin.org" VARCHAR,
+    referer VARCHAR, "origin.network" VARCHAR USING COMPRESSION uncompressed,
+    "origin.country" VARCHAR, "origin.org" VARCHAR,
     "origin.type" VARCHAR, "client.runtime" VARCHAR, "client.version" VARCHAR, kind VARCHAR,
     package VARCHAR, image VARCHAR, reference VARCHAR, backend VARCHAR,
     auto_create_rule VARCHAR, object VARCHAR, version VARCHAR, file VARCHAR, target VARCHAR,
@@ -67,45 +73,48 @@ _SINGLE_TABLE: Final = (
     " AND table_schema = 'main' AND table_name = 'events' AND table_type = 'BASE TABLE'")
 """A store of the first layout (one table ``events``, its columns as now): that table
 becomes the sorted events."""
+_HASHED: Final = (
+    "SELECT table_name FROM information_schema.columns WHERE table_catalog = current_database()"
+    " AND table_schema = 'main' AND column_name = 'line_hash'")
+"""The tables of a store from before this release, which kept a hash of each event's fields
+for the replay check (the check now compares the fields): the column is dropped."""
 PIECE_BYTES: Final = 64 << 20
 """The most one staged file holds."""
 RUN_EVENTS: Final = 1_000_000
-"""The recent events are sorted into a run once they are this many."""
+"""The recent events are sorted into runs of this many, once they are at least that many."""
 
 _NESTED: Final = {"origin": ("network", "country", "org", "type"),
                   "client": ("runtime", "version"), "variables": ("version",)}
+_TYPED: Final = {"time": "TIMESTAMP", "status": "INTEGER", "complete": "BOOLEAN"}
+"""The fields DuckDB's reader converts; the others are text."""
 _JSON_COLUMNS: Final = "{" + ", ".join(
     f"'{name}': 'STRUCT({', '.join(f'{key} VARCHAR' for key in _NESTED[name])})'"
-    if name in _NESTED else f"'{name}': 'VARCHAR'"
+    if name in _NESTED else f"'{name}': '{_TYPED.get(name, 'VARCHAR')}'"
     for name in dict.fromkeys(column.split(".")[0] for column in EVENT_COLUMNS)) + "}"
-_READ: Final = ("read_json($files, format='newline_delimited', ignore_errors=true,"
+_READ: Final = ("read_json($files, format='newline_delimited', ignore_errors=$tolerant,"
          f" maximum_object_size=16777216, columns={_JSON_COLUMNS})")
-_STORED: Final = ("pkg", "time", "request_id", "line_hash", *EVENT_COLUMNS[2:])
+_STORED: Final = ("pkg", "time", "request_id", *EVENT_COLUMNS[2:])
 """The columns of the events tables, in their order."""
 _DERIVED: Final = {"pkg": "coalesce(package, auto_create_rule)",
-                   "line_hash": "hash({})".format(", ".join(
-                       dict.fromkeys(c.split(".")[0] for c in EVENT_COLUMNS))),
-                   "time": "TRY_CAST(time AS TIMESTAMP)",
-                   "status": "TRY_CAST(status AS INTEGER)",
-                   "complete": "CAST(CASE complete WHEN 'false' THEN 0 WHEN 'true' THEN 1 END"
-                               " AS UTINYINT)"}
-"""Stored columns computed from the fields, which are all read as text (so ``line_hash``
-hashes what the line says, as every earlier version did; a ``time`` that is no time makes
-the line corrupt)."""
+                   "complete": "CAST(complete AS UTINYINT)"}
+"""Stored columns computed from the fields."""
 _PARSE: Final = (
     "CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM (SELECT "
     + ", ".join(f'{_DERIVED.get(c, c if "." in c else f"{chr(34)}{c}{chr(34)}")} AS "{c}"'
                 for c in _STORED)
-    + f" FROM {_READ}) WHERE time IS NOT NULL"
-    " AND request_id IS NOT NULL")
-_SURVEY: Final = "SELECT count(*), count(DISTINCT request_id), min(time), max(time) FROM chunk"
+    + f" FROM {_READ})")
+_VALID: Final = "time IS NOT NULL AND request_id IS NOT NULL"
+_SURVEY: Final = (f"SELECT count(*), count(*) FILTER ({_VALID}), count(DISTINCT request_id)"
+                  f" FILTER ({_VALID}), min(time), max(time) FROM chunk")
 _FRESH: Final = (
-    "SELECT $distinct* FROM chunk AS s WHERE NOT EXISTS (SELECT 1 FROM events AS e"
-    " WHERE e.time BETWEEN $first AND $last AND e.request_id = s.request_id"
-    " AND e.line_hash = s.line_hash)")
-_TO_RECENT: Final = "INSERT INTO events_recent BY NAME " + _FRESH
-_TO_RUN: Final = ("INSERT INTO events_sorted BY NAME SELECT * FROM (SELECT * FROM events_recent"
-                  f" UNION ALL BY NAME {_FRESH}) ORDER BY pkg, time")
+    f"INSERT INTO events_recent BY NAME SELECT $distinct* FROM chunk AS s WHERE {_VALID}"
+    " AND NOT EXISTS ("
+    "SELECT 1 FROM events AS e WHERE e.time BETWEEN $first AND $last"
+    " AND e.request_id = s.request_id AND e.time = s.time AND "
+    + " AND ".join(f'e."{c}" IS NOT DISTINCT FROM s."{c}"' for c in _STORED[3:]) + ")")
+_OLDEST: Final = "SELECT count(*), min(rowid) FROM events_recent"
+_TO_RUN: Final = ("INSERT INTO events_sorted BY NAME SELECT * FROM events_recent WHERE rowid < $end"
+                  " ORDER BY pkg, time")
 
 DIALECT: Final = counting.Dialect(
     seconds="CAST(floor(epoch(time)) AS BIGINT)",
@@ -147,10 +156,19 @@ def _starts(where: str, since: int) -> str:
 
 @dataclass
 class Staged:
-    """A chunk's lines, written as files for DuckDB's reader: the files and their lines."""
+    """A chunk's lines, written as files for DuckDB's reader."""
 
     files: list[str] = field(default_factory=list)
-    lines: int = 0
+
+
+def _count_lines(files: list[str]) -> int:
+    """The lines of the staged ``files`` (read through once)."""
+    lines = 0
+    for name in files:
+        with open(name, "rb") as handle:
+            while block := handle.read(PIECE_BYTES >> 4):
+                lines += block.count(b"\n")
+    return lines
 
 
 _NO_KERNEL_COPY: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
@@ -198,8 +216,7 @@ class DuckDBStore(Engine):
             config["memory_limit"] = memory_limit
         self._connection = duckdb.connect(path, read_only=read_only, config=config)
         if not read_only:
-            if self._connection.execute(_SINGLE_TABLE).fetchone():
-                self._connection.execute("ALTER TABLE events RENAME TO events_sorted")
+            self._migrate()
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
         self._chunk_dir = ""
@@ -229,12 +246,11 @@ class DuckDBStore(Engine):
         ).fetchone()
         return FilePosition(*row) if row else None
 
-    def stage(self, staged: Staged, source: int, offset: int, length: int, lines: int) -> None:
-        """Copy ``length`` bytes of the file descriptor ``source`` from ``offset`` (``lines``
-        complete lines) as one more file of ``staged``, in the kernel."""
+    def stage(self, staged: Staged, source: int, offset: int, length: int) -> None:
+        """Copy ``length`` bytes of the file descriptor ``source`` from ``offset`` as one
+        more file of ``staged``, in the kernel."""
         name = os.path.join(self._chunk_dir, f"piece-{len(staged.files)}.jsonl")
         staged.files.append(name)
-        staged.lines += lines
         target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             copied = 0
@@ -247,27 +263,20 @@ class DuckDBStore(Engine):
             os.close(target)
 
     def ingest(self, path: str, position: FilePosition, staged: Staged) -> tuple[int, int]:
-        """Store the lines ``staged`` of ``path`` and its new ``position`` at once (the
-        staged files are removed); answer (events added, lines skipped as corrupt)."""
+        """Store the lines ``staged`` of ``path`` among the recent events and its new
+        ``position`` at once (the staged files are removed); answer (events added, lines
+        skipped as corrupt)."""
         cursor = self._cursor()
-        backlog = len(staged.files) > 1
-        self._use_threads(cursor, self._catch_up_threads if backlog else self._threads)
+        self._use_threads(cursor, self._catch_up_threads if len(staged.files) > 1
+                          else self._threads)
         try:
+            lines = self._parse(cursor, staged.files)
             cursor.execute("BEGIN")
-            cursor.execute(_PARSE, {"files": staged.files})
             surveyed = cursor.execute(_SURVEY).fetchone()
-            valid, distinct, first, last = surveyed or (0, 0, None, None)
-            recent = self._recent(cursor)
-            statement = (_TO_RUN if backlog or recent + int(valid) >= self.run_events
-                         else _TO_RECENT)
+            parsed, valid, distinct, first, last = surveyed or (0, 0, 0, None, None)
             inserted = cursor.execute(
-                statement.replace("$distinct", "" if distinct == valid
-                                  else "DISTINCT ON (request_id, line_hash) "),
+                _FRESH.replace("$distinct", "" if distinct == valid else "DISTINCT "),
                 {"first": first, "last": last}).fetchone()
-            added = int(inserted[0]) if inserted else 0
-            if statement is _TO_RUN:
-                cursor.execute("DELETE FROM events_recent")
-                added -= recent
             cursor.execute("DROP TABLE chunk")
             cursor.execute(
                 "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
@@ -278,7 +287,39 @@ class DuckDBStore(Engine):
             raise
         finally:
             self.discard(staged)
-        return added, staged.lines - int(valid)
+        return (int(inserted[0]) if inserted else 0), (lines or int(parsed)) - int(valid)
+
+    @staticmethod
+    def _parse(cursor: duckdb.DuckDBPyConnection, files: list[str]) -> int | None:
+        """Parse ``files`` into the table ``chunk``: strictly, or else skipping the lines
+        that are no JSON objects, whose lines are then counted (answered; None when every
+        line gave an event row)."""
+        try:
+            cursor.execute(_PARSE.replace("$tolerant", "false"), {"files": files})
+        except duckdb.Error:
+            cursor.execute(_PARSE.replace("$tolerant", "true"), {"files": files})
+            return _count_lines(files)
+        return None
+
+    def sort_recent(self) -> int:
+        """Move the oldest :attr:`run_events` recent events into a new sorted run, when
+        there are at least that many (on the catch-up threads); answer how many moved."""
+        cursor = self._cursor()
+        oldest = cursor.execute(_OLDEST).fetchone()
+        count, first = oldest or (0, None)
+        if count < self.run_events or first is None:
+            return 0
+        self._use_threads(cursor, self._catch_up_threads)
+        try:
+            cursor.execute("BEGIN")
+            moved = cursor.execute(_TO_RUN, {"end": first + self.run_events}).fetchone()
+            cursor.execute("DELETE FROM events_recent WHERE rowid < ?",
+                           [first + self.run_events])
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        return int(moved[0]) if moved else 0
 
     @staticmethod
     def discard(staged: Staged) -> None:
@@ -288,10 +329,17 @@ class DuckDBStore(Engine):
                 os.unlink(name)
         staged.files.clear()
 
-    @staticmethod
-    def _recent(cursor: duckdb.DuckDBPyConnection) -> int:
-        row = cursor.execute("SELECT count(*) FROM events_recent").fetchone()
-        return int(row[0]) if row else 0
+    def _migrate(self) -> None:
+        """Bring a store of an earlier release to this layout (see :data:`_SINGLE_TABLE`,
+        :data:`_HASHED`)."""
+        connection = self._connection
+        if connection.execute(_SINGLE_TABLE).fetchone():
+            connection.execute("ALTER TABLE events RENAME TO events_sorted")
+        hashed = [row[0] for row in connection.execute(_HASHED).fetchall()]
+        if hashed:
+            connection.execute("DROP VIEW IF EXISTS events")
+            for table in hashed:
+                connection.execute(f'ALTER TABLE "{table}" DROP COLUMN line_hash')
 
     def _use_threads(self, cursor: duckdb.DuckDBPyConnection, threads: int) -> None:
         """DuckDB's threads for what follows (its workers start in the calling thread and

@@ -1,11 +1,13 @@
 """Following the JSONL sink files into the DuckDB store (blocking; run in one thread).
 
 A file is known by its device, inode and first line, stored with the offset after the last
-complete line ingested. Each :meth:`Follower.step` reads at most ``chunk_bytes`` of complete
-lines from one file (staged as files of at most ``piece_bytes``, so memory holds one piece)
-and stores them with the new offset in one transaction; a partial last line waits for its
-newline. The default chunk is a sorted run's worth of events (about 450 bytes each), so a
-backlog goes into the store in runs, each written once.
+complete line ingested. Each :meth:`Follower.step` takes at most ``chunk_bytes`` of complete
+lines from one file (staged as files of at most ``piece_bytes``, copied in the kernel: only
+the end of each piece is read, for its last newline) and stores them with the new offset in
+one transaction; a partial last line waits for its newline. Once no file has more waiting,
+a step sorts a run of the recent events instead
+(:meth:`~scarfgw.insights.embedded.DuckDBStore.sort_recent`): a backlog goes in first, as
+fast as it can, and is sorted afterwards.
 
 - Restart: reading resumes at the stored offset when the file is still the same one.
 - Rotation (logrotate + ``kill -USR1``): the file open here keeps its inode; it is read to
@@ -26,6 +28,7 @@ from typing import BinaryIO
 from scarfgw.insights.embedded import PIECE_BYTES, DuckDBStore, FilePosition, Staged
 
 _HEAD_BYTES = 256
+_TAIL_BYTES = 64 << 10
 
 
 @dataclass
@@ -51,15 +54,30 @@ def _same_file(stored: FilePosition, info: os.stat_result, head: str) -> bool:
     return head.startswith(stored.head) or stored.head.startswith(head)
 
 
+def _lines_end(source: int, offset: int, length: int) -> int:
+    """How many of the ``length`` bytes of ``source`` from ``offset`` are complete lines
+    (up to the last newline), reading back from their end a block at a time."""
+    end = offset + length
+    while end > offset:
+        begin = max(offset, end - _TAIL_BYTES)
+        newline = os.pread(source, end - begin, begin).rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1 - offset
+        end = begin
+    return 0
+
+
 @dataclass(frozen=True)
 class StepResult:
-    """What a step did: events added, lines skipped, whether more is waiting, and how many
-    bytes of the followed files are still unread after it."""
+    """What a step did: events added, lines skipped, whether more is waiting, how many
+    bytes of the followed files are still unread after it, and how many recent events it
+    sorted into a run."""
 
     added: int
     skipped: int
     more: bool
     unread: int = 0
+    sorted: int = 0
 
 
 class Follower:
@@ -77,14 +95,16 @@ class Follower:
         self._open: dict[str, _Open] = {}
 
     def step(self) -> StepResult:
-        """Ingest one chunk from each file that has one."""
+        """Ingest one chunk from each file that has one; when none has more waiting, sort
+        a run of the recent events (more is waiting while one was sorted)."""
         added = skipped = unread = 0
         more = False
         for path in self.paths:
             result = self._step_file(path)
             added, skipped = added + result.added, skipped + result.skipped
             more, unread = more or result.more, unread + result.unread
-        return StepResult(added, skipped, more, unread)
+        moved = 0 if more else self.store.sort_recent()
+        return StepResult(added, skipped, more or moved > 0, unread, moved)
 
     def close(self) -> None:
         """Close the open files."""
@@ -162,18 +182,15 @@ class Follower:
     def _stage(self, current: _Open, staged: Staged, size: int) -> int:
         """Stage the complete lines of the next chunk; answer the offset after them."""
         start = end = current.position.offset
-        while end < min(size, start + self.chunk_bytes):
-            data = os.pread(current.handle.fileno(),
-                            min(self.piece_bytes, start + self.chunk_bytes - end), end)
-            if not data:
-                break
-            cut = data.rfind(b"\n") + 1
+        limit = min(size, start + self.chunk_bytes)
+        while end < limit:
+            length = min(self.piece_bytes, limit - end)
+            cut = _lines_end(current.handle.fileno(), end, length)
             if cut == 0:
-                if staged.files or len(data) < self.piece_bytes:
+                if staged.files or length < self.piece_bytes:
                     break
-                cut = len(data)  # one line longer than a piece: corrupt, skipped as a whole
-            self.store.stage(staged, current.handle.fileno(), end, cut,
-                             data.count(b"\n", 0, cut))
+                cut = length  # one line longer than a piece: corrupt, skipped as a whole
+            self.store.stage(staged, current.handle.fileno(), end, cut)
             end += cut
         return end
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from scarfgw.insights.embedded import DuckDBStore
 from scarfgw.insights.engine import EVENT_COLUMNS
@@ -182,12 +183,15 @@ def test_recent_events_become_a_sorted_run_with_the_same_answers_and_replay_chec
     path.write_bytes(batch)
     unsorted = DuckDBStore(str(tmp_path / "unsorted.duckdb"))
     drain(Follower(unsorted, [str(path)]))
+    assert unsorted.query("SELECT count(*) FROM events_sorted") == [(0,)]
     store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=350)
     follower = Follower(store, [str(path)], chunk_bytes=len(batch) // 3 + 100)
-    assert [follower.step().added for _ in range(3)] == [200, 200, 200]
+    steps = [follower.step() for _ in range(4)]
+    assert [(step.added, step.sorted, step.more) for step in steps] == [
+        (200, 0, True), (200, 0, True), (200, 350, True), (0, 0, False)]
     packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted ORDER BY rowid")]
-    assert len(packages) == 400 and packages == sorted(packages)
-    assert store.query("SELECT count(*) FROM events_recent") == [(200,)]
+    assert len(packages) == 350 and packages == sorted(packages)
+    assert store.query("SELECT count(*) FROM events_recent") == [(250,)]
     for number in range(3):
         answer = store.downloads(f"p{number}", DAY, DAY, "week", "client")
         assert answer == unsorted.downloads(f"p{number}", DAY, DAY, "week", "client")
@@ -197,22 +201,29 @@ def test_recent_events_become_a_sorted_run_with_the_same_answers_and_replay_chec
     assert stored(store) == 601
 
 
-def test_a_backlog_goes_straight_into_a_sorted_run(tmp_path: Path) -> None:
+def test_a_backlog_is_stored_as_read_then_sorted_into_runs(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     batch = b"".join(event(number, number % 3600, package=f"p{number % 5}")
                      for number in range(1000))
     path.write_bytes(batch + b"[corrupt]\n")
-    store = DuckDBStore(str(tmp_path / "i.duckdb"), threads=1, catch_up_threads=2)
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), threads=1, catch_up_threads=2,
+                        run_events=400)
     follower = Follower(store, [str(path)], chunk_bytes=len(batch) + 100,
                         piece_bytes=len(batch) // 4)  # one chunk of five staged files
-    assert drain(follower) == (1000, 1)
-    packages = [row[0] for row in store.query("SELECT pkg FROM events_sorted ORDER BY rowid")]
-    assert len(packages) == 1000 and packages == sorted(packages)
-    assert store.query("SELECT count(*) FROM events_recent") == [(0,)]
+    first = follower.step()
+    assert (first.added, first.skipped, first.unread, first.sorted) == (1000, 1, 0, 400)
     assert store.query("SELECT current_setting('threads')") == [(2,)]
+    assert drain(follower) == (0, 0)
+    runs = [row[0] for row in store.query("SELECT pkg FROM events_sorted ORDER BY rowid")]
+    assert len(runs) == 800 and runs[:400] == sorted(runs[:400])
+    assert runs[400:] == sorted(runs[400:]) and runs != sorted(runs)
+    assert store.query("SELECT count(*) FROM events_recent") == [(200,)]
+    assert stored(store) == 1000 and sum(
+        point.downloads for number in range(5)
+        for point in store.downloads(f"p{number}", DAY, DAY, "day", None)) == 1000
     append(path, event(1000))  # following again: one file, one thread, the recent events
     assert drain(follower) == (1, 0)
-    assert store.query("SELECT count(*) FROM events_recent") == [(1,)]
+    assert store.query("SELECT count(*) FROM events_recent") == [(201,)]
     assert store.query("SELECT current_setting('threads')") == [(1,)]
 
 
@@ -225,23 +236,32 @@ AS_TEXT = "{" + ", ".join(
 """Every field of an event as text, as the first release read them."""
 
 
-def test_a_store_of_the_single_table_layout_keeps_its_events(tmp_path: Path) -> None:
+@pytest.mark.parametrize("single_table", [True, False])
+def test_a_store_of_an_earlier_release_keeps_its_events_and_replay_check(
+        tmp_path: Path, single_table: bool) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(event(0) + event(1, 1))
-    store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=1)
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
     assert drain(Follower(store, [str(path)])) == (2, 0)
     store.close()
-    with duckdb.connect(str(tmp_path / "i.duckdb")) as connection:  # as the first release
-        connection.execute("DROP VIEW events; DROP TABLE events_recent;"
-                           " ALTER TABLE events_sorted RENAME TO events")
+    table = "events" if single_table else "events_recent"
+    with duckdb.connect(str(tmp_path / "i.duckdb")) as connection:  # as earlier releases
+        if single_table:  # the first release: one table
+            connection.execute("DROP VIEW events; DROP TABLE events_sorted;"
+                               " ALTER TABLE events_recent RENAME TO events")
+        else:
+            connection.execute("ALTER TABLE events_sorted ADD COLUMN line_hash UBIGINT")
         connection.execute(  # which hashed each field as the line's text says it
-            f"UPDATE events SET line_hash = raw.h FROM (SELECT request_id AS id, hash("
-            f"{', '.join(FIELDS)}) AS h FROM read_json(?, format='newline_delimited', "
-            f"columns={AS_TEXT})) AS raw WHERE events.request_id = raw.id", [str(path)])
+            f"ALTER TABLE {table} ADD COLUMN line_hash UBIGINT;"
+            f" UPDATE {table} SET line_hash = raw.h FROM (SELECT request_id AS id, hash("
+            f"{', '.join(FIELDS)}) AS h FROM read_json('{path}', format='newline_delimited', "
+            f"columns={AS_TEXT})) AS raw WHERE {table}.request_id = raw.id")
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
     append(path, event(2, 2) + event(0))  # one new event, one replayed
     assert drain(Follower(store, [str(path)])) == (1, 0)
     assert stored(store) == 3 and downloads(store) == 3
+    assert not store.query("SELECT * FROM information_schema.columns"
+                           " WHERE column_name = 'line_hash'")
 
 
 def test_a_store_on_another_filesystem_than_the_events_still_stages_them(
