@@ -40,7 +40,7 @@ import errno
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
@@ -190,6 +190,10 @@ def _copy_range(source: int, target: int, length: int, offset: int) -> int:
     return len(data)
 
 
+_Run = Callable[..., duckdb.DuckDBPyConnection]
+"""Runs one statement (SQL, parameters) of the ingest thread."""
+
+
 class DuckDBStore(Engine):
     """The events of this instance in a DuckDB file (created with its directory); DuckDB
     runs each statement on ``threads`` threads within ``memory_limit`` (spilling to disk
@@ -219,6 +223,8 @@ class DuckDBStore(Engine):
             self._migrate()
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
+        self._writer: duckdb.DuckDBPyConnection | None = None
+        self._interrupted = False
         self._chunk_dir = ""
         if not read_only:
             self._chunk_dir = os.path.abspath(path) + ".staging"
@@ -266,60 +272,83 @@ class DuckDBStore(Engine):
         """Store the lines ``staged`` of ``path`` among the recent events and its new
         ``position`` at once (the staged files are removed); answer (events added, lines
         skipped as corrupt)."""
-        cursor = self._cursor()
-        self._use_threads(cursor, self._catch_up_threads if len(staged.files) > 1
-                          else self._threads)
+        run = self._statements(self._catch_up_threads if len(staged.files) > 1
+                               else self._threads)
         try:
-            lines = self._parse(cursor, staged.files)
-            cursor.execute("BEGIN")
-            surveyed = cursor.execute(_SURVEY).fetchone()
-            parsed, valid, distinct, first, last = surveyed or (0, 0, 0, None, None)
-            inserted = cursor.execute(
-                _FRESH.replace("$distinct", "" if distinct == valid else "DISTINCT "),
-                {"first": first, "last": last}).fetchone()
-            cursor.execute("DROP TABLE chunk")
-            cursor.execute(
-                "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
-                [path, position.device, position.inode, position.head, position.offset])
-            cursor.execute("COMMIT")
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
+            lines = self._parse(run, staged.files)
+            with self._transaction(run):
+                surveyed = run(_SURVEY).fetchone()
+                parsed, valid, distinct, first, last = surveyed or (0, 0, 0, None, None)
+                inserted = run(
+                    _FRESH.replace("$distinct", "" if distinct == valid else "DISTINCT "),
+                    {"first": first, "last": last}).fetchone()
+                run("DROP TABLE chunk")
+                run("INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
+                    [path, position.device, position.inode, position.head, position.offset])
         finally:
             self.discard(staged)
         return (int(inserted[0]) if inserted else 0), (lines or int(parsed)) - int(valid)
 
+    def sort_recent(self) -> int:
+        """Move the oldest :attr:`run_events` recent events into a new sorted run, when
+        there are at least that many (on the catch-up threads); answer how many moved."""
+        oldest = self._cursor().execute(_OLDEST).fetchone()
+        count, first = oldest or (0, None)
+        if count < self.run_events or first is None:
+            return 0
+        run = self._statements(self._catch_up_threads)
+        with self._transaction(run):
+            moved = run(_TO_RUN, {"end": first + self.run_events}).fetchone()
+            run("DELETE FROM events_recent WHERE rowid < ?", [first + self.run_events])
+        return int(moved[0]) if moved else 0
+
+    def interrupt(self) -> None:
+        """Stop the ingest or sorting under way, from any thread: its statement fails (or
+        the next one), its transaction rolls back, and the chunk is read again at the next
+        start. The store takes no more chunks."""
+        self._interrupted = True
+        if self._writer is not None:
+            self._writer.interrupt()
+
+    def _statements(self, threads: int) -> _Run:
+        """What runs the ingest thread's statements on ``threads`` DuckDB threads (each
+        refused once :meth:`interrupt` was called)."""
+        cursor = self._writer = self._cursor()
+        self._use_threads(cursor, threads)
+
+        def run(sql: str, parameters: object = None) -> duckdb.DuckDBPyConnection:
+            if self._interrupted:
+                raise duckdb.InterruptException("the insights store is closing")
+            return cursor.execute(sql, parameters)
+
+        return run
+
     @staticmethod
-    def _parse(cursor: duckdb.DuckDBPyConnection, files: list[str]) -> int | None:
+    @contextlib.contextmanager
+    def _transaction(run: _Run) -> Iterator[None]:
+        """The statements of the block in one transaction, rolled back if one fails."""
+        run("BEGIN")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                run("ROLLBACK")
+            raise
+        run("COMMIT")
+
+    @staticmethod
+    def _parse(run: _Run, files: list[str]) -> int | None:
         """Parse ``files`` into the table ``chunk``: strictly, or else skipping the lines
         that are no JSON objects, whose lines are then counted (answered; None when every
         line gave an event row)."""
         try:
-            cursor.execute(_PARSE.replace("$tolerant", "false"), {"files": files})
+            run(_PARSE.replace("$tolerant", "false"), {"files": files})
+        except duckdb.InterruptException:
+            raise
         except duckdb.Error:
-            cursor.execute(_PARSE.replace("$tolerant", "true"), {"files": files})
+            run(_PARSE.replace("$tolerant", "true"), {"files": files})
             return _count_lines(files)
         return None
-
-    def sort_recent(self) -> int:
-        """Move the oldest :attr:`run_events` recent events into a new sorted run, when
-        there are at least that many (on the catch-up threads); answer how many moved."""
-        cursor = self._cursor()
-        oldest = cursor.execute(_OLDEST).fetchone()
-        count, first = oldest or (0, None)
-        if count < self.run_events or first is None:
-            return 0
-        self._use_threads(cursor, self._catch_up_threads)
-        try:
-            cursor.execute("BEGIN")
-            moved = cursor.execute(_TO_RUN, {"end": first + self.run_events}).fetchone()
-            cursor.execute("DELETE FROM events_recent WHERE rowid < ?",
-                           [first + self.run_events])
-            cursor.execute("COMMIT")
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        return int(moved[0]) if moved else 0
 
     @staticmethod
     def discard(staged: Staged) -> None:

@@ -3,8 +3,8 @@
 With the ``duckdb`` engine the primary follows the JSONL sink files into the store: one
 ingest step at a time in a thread of its own (a large file goes in chunk by chunk, the
 reactor never waits), again at once while more is waiting, else every
-:data:`POLL_SECONDS` (the store sorts its events by package in runs as they come, see
-:mod:`scarfgw.insights.embedded`). Queries run in a separate pool of two threads.
+:data:`POLL_SECONDS` (once it has caught up, the store sorts its events by package in runs,
+see :mod:`scarfgw.insights.embedded`). A shutdown interrupts the step under way. Queries run in a separate pool of two threads.
 With ``clickhouse`` there is nothing to ingest: the ``http`` sinks of every instance fill
 the table.
 
@@ -51,7 +51,7 @@ INGEST_NICENESS: Final = 19
 """How much the ingest thread yields to the reactor (Linux: a thread's own nice value, and
 that of the DuckDB workers it starts). The lowest priority: on a core the reactor keeps busy
 the ingest gets about 1.5 % of it (at 10, about 10 %: the docker 307 row lost 7 % with
-insights on), and it catches up in sorted runs once requests leave time."""
+insights on), and it catches up once requests leave time."""
 
 T = TypeVar("T")
 
@@ -159,15 +159,22 @@ class InsightsService(MultiService):
 
     def _step_failed(self, failure: Any) -> None:
         self._stepping = None
+        if failure.check(duckdb.InterruptException):
+            log.info("insights ingest stopped for the shutdown; the chunk is read again at the"
+                     " next start")
+            return
         metrics.INSIGHTS_INGEST_ERRORS.inc()
         log.error("insights ingest failed (retried): {error}", error=failure.value)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Stop ingesting, let a step in progress finish, stop listening, close the store."""
+        """Stop ingesting (a step in progress is interrupted: its chunk is read again at the
+        next start), stop listening, close the store."""
         if self._loop.running:
             self._loop.stop()
         if self._stepping is not None:
+            if self.follower is not None:
+                self.follower.store.interrupt()
             yield self._stepping
         yield super().stopService()
         engine, follower = self.engine, self.follower

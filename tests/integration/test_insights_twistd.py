@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from tests.integration.registry_image import write_oci_layout
@@ -192,3 +193,36 @@ def test_an_insights_port_taken_stops_the_start_with_one_line(tmp_path: Path) ->
     [line] = [line for line in output.splitlines() if "scarfgw: cannot" in line]
     assert line.endswith(f"scarfgw: cannot listen for insights on "
                          f"'tcp:{gateway.insights}:interface=127.0.0.1': Address already in use")
+
+
+def test_a_shutdown_interrupts_a_long_ingest_and_the_restart_stores_every_event_once(
+        tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, [], "http://127.0.0.1:9")
+    template = (b'{"time":"2026-11-22T10:00:00.000Z","request_id":"%d","domain":"d.test",'
+                b'"method":"GET","path":"/simple/six/six.whl","status":307,'
+                b'"user_agent":"pip/23.2.1","origin":{"network":"10.0.0.0/24"},'
+                b'"client":{"runtime":"pip","version":"23.2.1"},"kind":"python",'
+                b'"package":"six","version":"1.16.0","file":"six.whl"}\n')
+    backlog = 400_000  # a chunk takes a second or more to go in, even on an idle machine
+    with (tmp_path / "events.jsonl").open("wb") as out:
+        for start in range(0, backlog, 100_000):
+            out.write(b"".join(template % n for n in range(start, start + 100_000)))
+    gateway.start()
+    assert gateway.process is not None
+    began = time.monotonic()
+    gateway.stop()
+    assert gateway.process.returncode == 0
+    assert time.monotonic() - began < 5, "the shutdown waited for the chunk"
+    assert "insights ingest stopped for the shutdown" in (tmp_path / "twistd.log").read_text()
+    gateway.start()
+    try:
+        for _ in range(600):
+            body = http_get(f"http://127.0.0.1:{gateway.admin}/metrics")[2]
+            if f"scarfgw_insights_events_ingested_total {float(backlog)}".encode() in body:
+                break
+            time.sleep(0.1)
+    finally:
+        gateway.stop()
+    with duckdb.connect(str(tmp_path / "insights.duckdb"), read_only=True) as store:
+        assert store.execute("SELECT count(*), count(DISTINCT request_id) FROM events"
+                             ).fetchone() == (backlog, backlog)

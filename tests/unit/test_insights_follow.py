@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -279,3 +280,21 @@ def test_a_store_on_another_filesystem_than_the_events_still_stages_them(
     assert stored(store) == 5
     store.close()
     assert not (tmp_path / "i.duckdb.staging").exists()
+
+
+def test_an_interrupted_step_stores_nothing_and_the_next_start_reads_the_chunk_again(
+        tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(event(n, n % 3600) for n in range(20_000)))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    follower = Follower(store, [str(path)])
+    running = threading.Thread(target=store.interrupt)
+    running.start()  # from another thread, as the reactor's shutdown does
+    running.join()
+    with pytest.raises(duckdb.InterruptException):
+        follower.step()
+    assert stored(store) == 0 and store.position(str(path)) is None
+    assert not os.listdir(tmp_path / "i.duckdb.staging")
+    store.close()
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    assert drain(Follower(store, [str(path)])) == (20_000, 0)
