@@ -323,16 +323,17 @@ class DuckDBStore(Engine):
 
         return run
 
-    @staticmethod
     @contextlib.contextmanager
-    def _transaction(run: _Run) -> Iterator[None]:
-        """The statements of the block in one transaction, rolled back if one fails."""
+    def _transaction(self, run: _Run) -> Iterator[None]:
+        """The statements of the block in one transaction, rolled back if one fails (also
+        once interrupted)."""
         run("BEGIN")
         try:
             yield
         except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                run("ROLLBACK")
+            if self._writer is not None:
+                with contextlib.suppress(duckdb.Error):
+                    self._writer.execute("ROLLBACK")
             raise
         run("COMMIT")
 

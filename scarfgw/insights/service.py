@@ -4,7 +4,8 @@ With the ``duckdb`` engine the primary follows the JSONL sink files into the sto
 ingest step at a time in a thread of its own (a large file goes in chunk by chunk, the
 reactor never waits), again at once while more is waiting, else every
 :data:`POLL_SECONDS` (once it has caught up, the store sorts its events by package in runs,
-see :mod:`scarfgw.insights.embedded`). A shutdown interrupts the step under way. Queries run in a separate pool of two threads.
+see :mod:`scarfgw.insights.embedded`). A shutdown interrupts the step under way. Queries
+run in a separate pool of two threads.
 With ``clickhouse`` there is nothing to ingest: the ``http`` sinks of every instance fill
 the table.
 
