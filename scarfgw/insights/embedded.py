@@ -62,7 +62,7 @@ _EVENTS_TABLE: Final = """(
     complete UTINYINT)"""
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS events_sorted {_EVENTS_TABLE};
-CREATE TABLE IF NOT EXISTS events_recent {_EVENTS_TABLE};
+CREATE TABLE IF NOT EXISTS events_recent {_EVENTS_TABLE.replace(" NOT NULL", "")};
 CREATE VIEW IF NOT EXISTS events AS
     SELECT * FROM events_sorted UNION ALL SELECT * FROM events_recent;
 CREATE TABLE IF NOT EXISTS ingest_files (
@@ -73,6 +73,11 @@ _SINGLE_TABLE: Final = (
     " AND table_schema = 'main' AND table_name = 'events' AND table_type = 'BASE TABLE'")
 """A store of the first layout (one table ``events``, its columns as now): that table
 becomes the sorted events."""
+_STRICT_RECENT: Final = (
+    "SELECT 1 FROM information_schema.columns WHERE table_catalog = current_database()"
+    " AND table_schema = 'main' AND table_name = 'events_recent' AND column_name = 'time'"
+    " AND is_nullable = 'NO'")
+"""The recent events of a store from before this release, which took valid events only."""
 _HASHED: Final = (
     "SELECT table_name FROM information_schema.columns WHERE table_catalog = current_database()"
     " AND table_schema = 'main' AND column_name = 'line_hash'")
@@ -98,20 +103,36 @@ _STORED: Final = ("pkg", "time", "request_id", *EVENT_COLUMNS[2:])
 _DERIVED: Final = {"pkg": "coalesce(package, auto_create_rule)",
                    "complete": "CAST(complete AS UTINYINT)"}
 """Stored columns computed from the fields."""
-_PARSE: Final = (
-    "CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM (SELECT "
+_INSERT: Final = (
+    "INSERT INTO events_recent BY NAME SELECT "
     + ", ".join(f'{_DERIVED.get(c, c if "." in c else f"{chr(34)}{c}{chr(34)}")} AS "{c}"'
                 for c in _STORED)
-    + f" FROM {_READ})")
+    + f" FROM {_READ}")
+"""Every line's row, valid or not (the recent events take rows without ``time`` or
+``request_id`` within the transaction that removes them)."""
 _VALID: Final = "time IS NOT NULL AND request_id IS NOT NULL"
+_NEW: Final = "rowid >= $start"
+"""The rows of this chunk (``$start``: the row id after the last one committed)."""
+_NEXT_ROW: Final = "SELECT coalesce(max(rowid) + 1, 0) FROM events_recent"
 _SURVEY: Final = (f"SELECT count(*), count(*) FILTER ({_VALID}), count(DISTINCT request_id)"
-                  f" FILTER ({_VALID}), min(time), max(time) FROM chunk")
-_FRESH: Final = (
-    f"INSERT INTO events_recent BY NAME SELECT $distinct* FROM chunk AS s WHERE {_VALID}"
-    " AND NOT EXISTS ("
-    "SELECT 1 FROM events AS e WHERE e.time BETWEEN $first AND $last"
-    " AND e.request_id = s.request_id AND e.time = s.time AND "
-    + " AND ".join(f'e."{c}" IS NOT DISTINCT FROM s."{c}"' for c in _STORED[3:]) + ")")
+                  f" FILTER ({_VALID}), min(time), max(time) FROM events_recent WHERE {_NEW}")
+_INVALID: Final = f"DELETE FROM events_recent WHERE {_NEW} AND NOT ({_VALID})"
+_SAME: Final = " AND ".join(
+    ["e.request_id = s.request_id", "e.time = s.time",
+     *(f'e."{c}" IS NOT DISTINCT FROM s."{c}"' for c in _STORED[3:])])
+"""Two events ``e`` and ``s`` that are the same to insights."""
+_REPEATED: Final = (
+    "DELETE FROM events_recent WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number()"
+    " OVER (PARTITION BY " + ", ".join(f'"{c}"' for c in _STORED[1:]) + ") AS copy"
+    f" FROM events_recent WHERE {_NEW} AND request_id IN (SELECT request_id FROM"
+    f" events_recent WHERE {_NEW} GROUP BY request_id HAVING count(*) > 1)) WHERE copy > 1)")
+"""Removes the chunk's own repeats of an event but its first."""
+_STORED_BEFORE: Final = (
+    "DELETE FROM events_recent AS s WHERE s.rowid >= $start AND EXISTS (SELECT 1 FROM ("
+    "SELECT * FROM events_sorted WHERE time BETWEEN $first AND $last UNION ALL"
+    " SELECT * FROM events_recent WHERE rowid < $start AND time BETWEEN $first AND $last)"
+    f" AS e WHERE {_SAME})")
+"""Removes the chunk's events that the store held before (a replay, a re-sent batch)."""
 _OLDEST: Final = "SELECT count(*), min(rowid) FROM events_recent"
 _TO_RUN: Final = ("INSERT INTO events_sorted BY NAME SELECT * FROM events_recent WHERE rowid < $end"
                   " ORDER BY pkg, time")
@@ -275,19 +296,44 @@ class DuckDBStore(Engine):
         run = self._statements(self._catch_up_threads if len(staged.files) > 1
                                else self._threads)
         try:
-            lines = self._parse(run, staged.files)
-            with self._transaction(run):
-                surveyed = run(_SURVEY).fetchone()
-                parsed, valid, distinct, first, last = surveyed or (0, 0, 0, None, None)
-                inserted = run(
-                    _FRESH.replace("$distinct", "" if distinct == valid else "DISTINCT "),
-                    {"first": first, "last": last}).fetchone()
-                run("DROP TABLE chunk")
-                run("INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
-                    [path, position.device, position.inode, position.head, position.offset])
+            try:
+                return self._store(run, path, position, staged.files, tolerant=False)
+            except duckdb.InterruptException:
+                raise
+            except duckdb.Error:  # a line that is no JSON object
+                return self._store(run, path, position, staged.files, tolerant=True)
         finally:
             self.discard(staged)
-        return (int(inserted[0]) if inserted else 0), (lines or int(parsed)) - int(valid)
+
+    def _store(self, run: _Run, path: str, position: FilePosition, files: list[str], *,
+               tolerant: bool) -> tuple[int, int]:
+        """One chunk's transaction (see :meth:`ingest`): its rows go in as parsed, then the
+        invalid ones, the repeats and the events stored before are removed. Parsed
+        strictly, every line makes a row; else the lines are counted."""
+        with self._transaction(run):
+            start = self._number(run(_NEXT_ROW))
+            run(_INSERT.replace("$tolerant", str(tolerant).lower()), {"files": files})
+            surveyed = run(_SURVEY, {"start": start}).fetchone()
+            parsed, valid, distinct, first, last = surveyed or (0, 0, 0, None, None)
+            if parsed != valid:
+                run(_INVALID, {"start": start})
+            removed = 0
+            if distinct != valid:
+                removed += self._number(run(_REPEATED, {"start": start}))
+            if valid:
+                removed += self._number(run(_STORED_BEFORE,
+                                           {"start": start, "first": first, "last": last}))
+            run("INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
+                [path, position.device, position.inode, position.head, position.offset])
+        lines = _count_lines(files) if tolerant else int(parsed)
+        return int(valid) - removed, lines - int(valid)
+
+    @staticmethod
+    def _number(cursor: duckdb.DuckDBPyConnection) -> int:
+        """The first value a statement answered (the rows an insert or delete changed), or
+        0."""
+        row = cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def sort_recent(self) -> int:
         """Move the oldest :attr:`run_events` recent events into a new sorted run, when
@@ -298,9 +344,9 @@ class DuckDBStore(Engine):
             return 0
         run = self._statements(self._catch_up_threads)
         with self._transaction(run):
-            moved = run(_TO_RUN, {"end": first + self.run_events}).fetchone()
+            moved = self._number(run(_TO_RUN, {"end": first + self.run_events}))
             run("DELETE FROM events_recent WHERE rowid < ?", [first + self.run_events])
-        return int(moved[0]) if moved else 0
+        return moved
 
     def interrupt(self) -> None:
         """Stop the ingest or sorting under way, from any thread: its statement fails (or
@@ -338,20 +384,6 @@ class DuckDBStore(Engine):
         run("COMMIT")
 
     @staticmethod
-    def _parse(run: _Run, files: list[str]) -> int | None:
-        """Parse ``files`` into the table ``chunk``: strictly, or else skipping the lines
-        that are no JSON objects, whose lines are then counted (answered; None when every
-        line gave an event row)."""
-        try:
-            run(_PARSE.replace("$tolerant", "false"), {"files": files})
-        except duckdb.InterruptException:
-            raise
-        except duckdb.Error:
-            run(_PARSE.replace("$tolerant", "true"), {"files": files})
-            return _count_lines(files)
-        return None
-
-    @staticmethod
     def discard(staged: Staged) -> None:
         """Remove the staged files."""
         for name in staged.files:
@@ -361,10 +393,13 @@ class DuckDBStore(Engine):
 
     def _migrate(self) -> None:
         """Bring a store of an earlier release to this layout (see :data:`_SINGLE_TABLE`,
-        :data:`_HASHED`)."""
+        :data:`_STRICT_RECENT`, :data:`_HASHED`)."""
         connection = self._connection
         if connection.execute(_SINGLE_TABLE).fetchone():
             connection.execute("ALTER TABLE events RENAME TO events_sorted")
+        if connection.execute(_STRICT_RECENT).fetchone():
+            for column in ("time", "request_id"):
+                connection.execute(f"ALTER TABLE events_recent ALTER {column} DROP NOT NULL")
         hashed = [row[0] for row in connection.execute(_HASHED).fetchall()]
         if hashed:
             connection.execute("DROP VIEW IF EXISTS events")

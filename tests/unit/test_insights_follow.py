@@ -257,9 +257,11 @@ def test_a_store_of_an_earlier_release_keeps_its_events_and_replay_check(
             f" UPDATE {table} SET line_hash = raw.h FROM (SELECT request_id AS id, hash("
             f"{', '.join(FIELDS)}) AS h FROM read_json('{path}', format='newline_delimited', "
             f"columns={AS_TEXT})) AS raw WHERE {table}.request_id = raw.id")
+        connection.execute(f"ALTER TABLE {table} ALTER time SET NOT NULL;"
+                           f" ALTER TABLE {table} ALTER request_id SET NOT NULL")
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
-    append(path, event(2, 2) + event(0))  # one new event, one replayed
-    assert drain(Follower(store, [str(path)])) == (1, 0)
+    append(path, event(2, 2) + event(0) + b'{"request_id": "no time"}\n')  # new, replayed, bad
+    assert drain(Follower(store, [str(path)])) == (1, 1)
     assert stored(store) == 3 and downloads(store) == 3
     assert not store.query("SELECT * FROM information_schema.columns"
                            " WHERE column_name = 'line_hash'")
