@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from io import BytesIO
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -250,6 +252,8 @@ class StreamingProxy:
                                config.connect_timeout)
         self.agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self.pool)
         self.realms = TokenRealms()
+        self.cooperator = Cooperator(scheduler=partial(reactor.callLater, 0))
+        """Writes request bodies upstream, on this proxy's reactor."""
 
     def close(self) -> defer.Deferred[None]:
         """Close pooled connections."""
@@ -348,7 +352,7 @@ class _Exchange:
         proxy = self.proxy
         started = time.monotonic()
         try:
-            body = (FileBodyProducer(BytesIO(request.body))
+            body = (FileBodyProducer(BytesIO(request.body), cooperator=proxy.cooperator)
                     if request.body and self.decision.site else None)
             pending = proxy.agent.request(request.method, url.encode("ascii"), self.headers,
                                           body)
