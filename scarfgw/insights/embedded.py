@@ -244,6 +244,8 @@ class DuckDBStore(Engine):
             self._migrate()
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        """Every thread's cursor (for :meth:`interrupt`)."""
         self._writer: duckdb.DuckDBPyConnection | None = None
         self._interrupted = False
         self._chunk_dir = ""
@@ -256,6 +258,7 @@ class DuckDBStore(Engine):
         cursor = getattr(self._local, "cursor", None)
         if cursor is None:
             cursor = self._local.cursor = self._connection.cursor()
+            self._cursors.append(cursor)
         return cursor
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
@@ -349,12 +352,12 @@ class DuckDBStore(Engine):
         return moved
 
     def interrupt(self) -> None:
-        """Stop the ingest or sorting under way, from any thread: its statement fails (or
-        the next one), its transaction rolls back, and the chunk is read again at the next
-        start. The store takes no more chunks."""
+        """Stop what runs now, from any thread (before closing): the queries fail, and so
+        does the ingest or sorting statement (or its next one); its transaction rolls back,
+        and the chunk is read again at the next start. The store takes no more chunks."""
         self._interrupted = True
-        if self._writer is not None:
-            self._writer.interrupt()
+        for cursor in list(self._cursors):
+            cursor.interrupt()
 
     def _statements(self, threads: int) -> _Run:
         """What runs the ingest thread's statements on ``threads`` DuckDB threads (each

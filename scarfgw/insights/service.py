@@ -4,8 +4,8 @@ With the ``duckdb`` engine the primary follows the JSONL sink files into the sto
 ingest step at a time in a thread of its own (a large file goes in chunk by chunk, the
 reactor never waits), again at once while more is waiting, else every
 :data:`POLL_SECONDS` (once it has caught up, the store sorts its events by package in runs,
-see :mod:`scarfgw.insights.embedded`). A shutdown interrupts the step under way. Queries
-run in a separate pool of two threads.
+see :mod:`scarfgw.insights.embedded`). Queries run in a separate pool of two threads. A
+shutdown interrupts the step and the queries under way.
 With ``clickhouse`` there is nothing to ingest: the ``http`` sinks of every instance fill
 the table.
 
@@ -169,13 +169,14 @@ class InsightsService(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Stop ingesting (a step in progress is interrupted: its chunk is read again at the
-        next start), stop listening, close the store."""
+        """Stop ingesting, interrupt what the store runs (a step in progress: its chunk is
+        read again at the next start; queries: answered 503), stop listening, close the
+        store."""
         if self._loop.running:
             self._loop.stop()
+        if isinstance(self.engine, DuckDBStore):
+            self.engine.interrupt()
         if self._stepping is not None:
-            if self.follower is not None:
-                self.follower.store.interrupt()
             yield self._stepping
         yield super().stopService()
         engine, follower = self.engine, self.follower

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import threading
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,24 @@ def test_an_interrupted_step_stores_nothing_and_the_next_start_reads_the_chunk_a
     store.close()
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
     assert drain(Follower(store, [str(path)])) == (20_000, 0)
+
+
+def test_interrupting_the_store_stops_a_running_query(tmp_path: Path) -> None:
+    store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    failed: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            store.query("SELECT count(*) FROM range(100000000000) AS t(i) WHERE i % 7 = 3")
+        except duckdb.Error as exc:
+            failed.append(exc)
+
+    running = threading.Thread(target=query)
+    running.start()
+    while not store._cursors:  # the query thread has its cursor
+        time.sleep(0.01)
+    time.sleep(0.2)
+    store.interrupt()
+    running.join(10)
+    assert not running.is_alive()
+    assert [type(exc) for exc in failed] == [duckdb.InterruptException]
