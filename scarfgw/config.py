@@ -24,13 +24,12 @@ import yaml
 
 from scarfgw.analytics.companies import CompanyOverrides, parse_overrides
 from scarfgw.analytics.sinks import sink_factories
-from scarfgw.insights.public import listener_url
+from scarfgw.http.endpoints import listener_url, parse_tcp_endpoint, validate_endpoint
 from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
 from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
-from scarfgw.runtime.endpoints import parse_tcp_endpoint, validate_endpoint
 from scarfgw.tls.certs import PemFile
 from scarfgw.tls.owncerts import OwnCertificate, OwnCertificateError, load_own_certificate
 

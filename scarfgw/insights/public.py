@@ -11,16 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from scarfgw.http.endpoints import listener_url
 from scarfgw.rules.decision import Proxy
-from scarfgw.runtime.endpoints import parse_tcp_endpoint
 
-if TYPE_CHECKING:  # scarfgw.config imports listener_url from here
+if TYPE_CHECKING:
     from scarfgw.config import Config
 
 KIND: Final = "insights"
-_WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})
-"""Interfaces meaning every address: such a listener is reached on 127.0.0.1 (an IPv6
-wildcard socket takes IPv4 too)."""
 
 
 @dataclass(frozen=True)
@@ -29,20 +26,6 @@ class PublicSite:
 
     domain: str
     decision: Proxy
-
-
-def listener_url(endpoint: str) -> str | None:
-    """``http://host:port`` that reaches a ``tcp:``/``tcp6:`` listener from this machine
-    (None for other endpoint kinds or port 0, which no other process can know)."""
-    try:
-        address = parse_tcp_endpoint(endpoint)
-    except ValueError:
-        return None
-    if address.port == 0:
-        return None
-    host = "127.0.0.1" if address.interface in _WILDCARDS else address.interface
-    authority = f"[{host}]" if ":" in host else host
-    return f"http://{authority}:{address.port}"
 
 
 def public_site(config: Config) -> PublicSite | None:
