@@ -13,7 +13,7 @@ this order and stop in the reverse one, each group after the next has finished:
   flight finish), beside the worker pool (stopped at the same time);
 - ``signals``: SIGHUP reloads (primary), SIGUSR1 reopens event files, SIGTERM stops.
 
-Requests are answered from one :class:`~scarfgw.gateway.snapshot.Snapshot`; a reload builds
+Requests are answered from one :class:`~scarfgw.runtime.snapshot.Snapshot`; a reload builds
 a complete new one and swaps the gateway's reference (:meth:`GatewayProcess.apply`).
 """
 
@@ -38,9 +38,7 @@ from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config, ConfigError, load_config
 from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
-from scarfgw.gateway.snapshot import Snapshot
 from scarfgw.http.channel import GatewayFactory
-from scarfgw.insights.public import certificate_domains
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
@@ -50,6 +48,7 @@ from scarfgw.runtime.drain import Drain
 from scarfgw.runtime.listeners import Listener, Listeners
 from scarfgw.runtime.sequence import SequentialService
 from scarfgw.runtime.signals import Signals
+from scarfgw.runtime.snapshot import Snapshot, certificate_domains
 from scarfgw.runtime.spools import OrphanSpools, worker_spool_dir
 from scarfgw.runtime.workers import SharedSocket, WorkerPool
 from scarfgw.tls.listener import https_factory

@@ -13,8 +13,8 @@ from twisted.internet.task import Clock
 from scarfgw.config import TLSConfig, VerificationConfig, parse_config
 from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
-from scarfgw.gateway.snapshot import Snapshot
 from scarfgw.http.fake import FakeConnection
+from scarfgw.runtime.snapshot import Snapshot
 from scarfgw.tls.certs import self_signed
 from scarfgw.tls.manager import TLSService
 from scarfgw.tls.store import CertStore
