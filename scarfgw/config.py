@@ -24,6 +24,8 @@ import yaml
 
 from scarfgw.analytics.companies import CompanyOverrides, parse_overrides
 from scarfgw.analytics.sinks import sink_factories
+from scarfgw.gateway.clientinfo import IPNetwork
+from scarfgw.gateway.proxy import ProxyConfig
 from scarfgw.http.endpoints import listener_url, parse_tcp_endpoint, validate_endpoint
 from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
 from scarfgw.rules.base import Rule
@@ -32,8 +34,6 @@ from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
 from scarfgw.tls.certs import PemFile
 from scarfgw.tls.owncerts import OwnCertificate, OwnCertificateError, load_own_certificate
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -54,18 +54,6 @@ class ListenConfig:
     https: str | None = None
     admin: str | None = "tcp:9180:interface=127.0.0.1"
     insights: str | None = "tcp:9190:interface=127.0.0.1"
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """How the gateway reaches backends."""
-
-    upstreams: Mapping[str, str] = field(default_factory=dict)
-    connect_timeout: float = 10.0
-    response_timeout: float = 60.0
-    max_connections_per_host: int = 64
-    max_redirects: int = 10
-    ca_bundle: PemFile | None = None
 
 
 @dataclass(frozen=True)
