@@ -25,7 +25,7 @@ import yaml
 from scarfgw.analytics.companies import CompanyOverrides, parse_overrides
 from scarfgw.analytics.sinks import sink_factories
 from scarfgw.gateway.clientinfo import IPNetwork
-from scarfgw.gateway.proxy import ProxyConfig
+from scarfgw.gateway.settings import ProxyConfig
 from scarfgw.http.endpoints import listener_url, parse_tcp_endpoint, validate_endpoint
 from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
 from scarfgw.rules.base import Rule

@@ -15,8 +15,7 @@ rewrites) is in :mod:`scarfgw.gateway.registry`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from io import BytesIO
 from typing import Any, cast
 
@@ -58,12 +57,13 @@ from scarfgw.gateway.registry import (
     same_host,
     token_url,
 )
+from scarfgw.gateway.settings import ProxyConfig
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
 from scarfgw.ops.logging import FailureLog
 from scarfgw.rules.decision import Proxy
 from scarfgw.rules.request import RequestView
-from scarfgw.tls.certs import PemFile, trust_root
+from scarfgw.tls.certs import trust_root
 
 log = Logger()
 failures = FailureLog(log)
@@ -234,18 +234,6 @@ class _Endpoints:
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
         return _TunedEndpoint(endpoint)
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """How the gateway reaches backends."""
-
-    upstreams: Mapping[str, str] = field(default_factory=dict)
-    connect_timeout: float = 10.0
-    response_timeout: float = 60.0
-    max_connections_per_host: int = 64
-    max_redirects: int = 10
-    ca_bundle: PemFile | None = None
 
 
 class StreamingProxy:
