@@ -34,6 +34,7 @@ from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
 from scarfgw.tls.certs import PemFile
 from scarfgw.tls.owncerts import OwnCertificate, OwnCertificateError, load_own_certificate
+from scarfgw.tls.settings import AcmeConfig, TLSConfig, VerificationConfig
 
 
 class ConfigError(Exception):
@@ -54,37 +55,6 @@ class ListenConfig:
     https: str | None = None
     admin: str | None = "tcp:9180:interface=127.0.0.1"
     insights: str | None = "tcp:9190:interface=127.0.0.1"
-
-
-@dataclass(frozen=True)
-class AcmeConfig:
-    """The ACME CA scarfgw orders certificates from."""
-
-    directory: str = "https://acme-v02.api.letsencrypt.org/directory"
-    contact: str | None = None
-    ca_bundle: PemFile | None = None
-    challenge: str = "http-01"
-
-
-@dataclass(frozen=True)
-class VerificationConfig:
-    """How domain ownership is proved before any certificate order."""
-
-    mode: str = "txt"
-    secret: str | None = None
-    resolver: str | None = None
-
-
-@dataclass(frozen=True)
-class TLSConfig:
-    """Certificate storage, ACME and ownership verification."""
-
-    storage: str = "var/tls"
-    session_tickets: bool = True
-    acme: AcmeConfig = field(default_factory=AcmeConfig)
-    verification: VerificationConfig = field(default_factory=VerificationConfig)
-    # Operator certificates; a reload applies them, so they never ask for a restart.
-    certificates: tuple[OwnCertificate, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
