@@ -39,6 +39,7 @@ from scarfgw.config import Config, ConfigError, load_config
 from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
 from scarfgw.http.channel import GatewayFactory
+from scarfgw.insights.settings import jsonl_sink_paths
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
@@ -173,7 +174,7 @@ class GatewayProcess(SequentialService):
             self.tls.use_certificates(config.tls.certificates)
             self.tls.set_domains(certificate_domains(config))
         if self.insights is not None:
-            self.insights.use_config(config)
+            self.insights.use(config.insights, config.rules)
         if not same_proxy:
             old.forwarder.close()
         self._note_generation()
@@ -333,8 +334,11 @@ def primary_service(config: Config, reactor: Any, config_path: str | None = None
         process.admin_listener.setServiceParent(process.admin)
     if config.listen.insights:
         from scarfgw.insights.service import InsightsService  # not in workers (memory)
-        process.insights = InsightsService(config, reactor)
-        process.insights.setServiceParent(process.resources)
+        insights = process.insights = InsightsService(
+            config.insights, config.rules, jsonl_sink_paths(config.events.sinks), reactor)
+        Listeners(reactor, [Listener("insights", config.listen.insights, insights.site)],
+                  bound=insights.listening).setServiceParent(insights)
+        insights.setServiceParent(process.resources)
     if config.workers > 1:
         process.workers = WorkerPool(
             reactor, config.workers, process.listeners.worker_sockets, process.listeners.cover,
