@@ -23,6 +23,7 @@ COMPILED = [
     "scarfgw/gateway/gateway.py",
     "scarfgw/gateway/clientinfo.py",
     "scarfgw/ops/accesslog.py",
+    "scarfgw/ops/formats.py",
     "scarfgw/analytics/event.py",
     "scarfgw/analytics/useragent.py",
     "scarfgw/analytics/writer.py",

@@ -11,10 +11,12 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from scarfgw import __version__
 from scarfgw.config import Config, ConfigError, load_config
-from scarfgw.insights.stats import stats
+from scarfgw.insights.model import Breakdown
+from scarfgw.insights.stats import period, stats
 from scarfgw.insights.tokens import new_token
 from scarfgw.rules import router
 from scarfgw.tls.verify import expected_value, record_name
@@ -61,6 +63,23 @@ def domain_token(domain: str, path: str) -> int:
         return 1
     print(f'{record_name(domain)}. TXT "{expected_value(secret, domain)}"')
     return 0
+
+
+def report_stats(path: str, package_id: str | None, by: Breakdown | None, since: str) -> int:
+    """Print the downloads and unique networks per package (and ``by`` key) over ``since``,
+    from the insights of the config at ``path`` (:mod:`scarfgw.insights.stats`)."""
+    try:
+        start, end = period(since, datetime.now(UTC).date())
+    except ValueError as exc:
+        print(f"error: --since: {exc}", file=sys.stderr)
+        return 1
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return stats(config.source, config.rules, config.insights, config.listen.insights,
+                 package_id, by, start, end)
 
 
 EXAMPLES = {
@@ -138,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"token:  {value}\nsha256: {digest}")
         return 0
     if args.command == "stats":
-        return stats(args.config, args.package, args.by, args.since)
+        return report_stats(args.config, args.package, args.by, args.since)
     return domain_token(args.domain, args.config)
 
 

@@ -24,17 +24,17 @@ import yaml
 
 from scarfgw.analytics.companies import CompanyOverrides, parse_overrides
 from scarfgw.analytics.sinks import sink_factories
-from scarfgw.insights.public import listener_url
+from scarfgw.gateway.clientinfo import IPNetwork
+from scarfgw.gateway.settings import ProxyConfig
+from scarfgw.http.endpoints import listener_url, parse_tcp_endpoint, validate_endpoint
 from scarfgw.insights.settings import InsightsConfig, jsonl_sink_paths, parse_insights
 from scarfgw.rules.base import Rule
 from scarfgw.rules.fields import Fields, RuleError
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.router import Router
-from scarfgw.runtime.endpoints import parse_tcp_endpoint, validate_endpoint
 from scarfgw.tls.certs import PemFile
 from scarfgw.tls.owncerts import OwnCertificate, OwnCertificateError, load_own_certificate
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from scarfgw.tls.settings import AcmeConfig, TLSConfig, VerificationConfig
 
 
 class ConfigError(Exception):
@@ -55,49 +55,6 @@ class ListenConfig:
     https: str | None = None
     admin: str | None = "tcp:9180:interface=127.0.0.1"
     insights: str | None = "tcp:9190:interface=127.0.0.1"
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """How the gateway reaches backends."""
-
-    upstreams: Mapping[str, str] = field(default_factory=dict)
-    connect_timeout: float = 10.0
-    response_timeout: float = 60.0
-    max_connections_per_host: int = 64
-    max_redirects: int = 10
-    ca_bundle: PemFile | None = None
-
-
-@dataclass(frozen=True)
-class AcmeConfig:
-    """The ACME CA scarfgw orders certificates from."""
-
-    directory: str = "https://acme-v02.api.letsencrypt.org/directory"
-    contact: str | None = None
-    ca_bundle: PemFile | None = None
-    challenge: str = "http-01"
-
-
-@dataclass(frozen=True)
-class VerificationConfig:
-    """How domain ownership is proved before any certificate order."""
-
-    mode: str = "txt"
-    secret: str | None = None
-    resolver: str | None = None
-
-
-@dataclass(frozen=True)
-class TLSConfig:
-    """Certificate storage, ACME and ownership verification."""
-
-    storage: str = "var/tls"
-    session_tickets: bool = True
-    acme: AcmeConfig = field(default_factory=AcmeConfig)
-    verification: VerificationConfig = field(default_factory=VerificationConfig)
-    # Operator certificates; a reload applies them, so they never ask for a restart.
-    certificates: tuple[OwnCertificate, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

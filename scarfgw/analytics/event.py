@@ -1,28 +1,24 @@
 """The analytics event record: common keys of design.md ("Events") plus a rule's capture.
 
 The raw client address never leaves this module: only its network (/24 for IPv4,
-/48 for IPv6) is written, as ``origin.network``, with what an optional enricher (GeoIP:
-``origin.country``, ``origin.org``) derived from it. ``client`` holds the runtime and
-version read from the User-Agent.
+/48 for IPv6, :func:`~scarfgw.ops.formats.origin_network`) is written, as
+``origin.network``, with what an optional enricher (GeoIP: ``origin.country``,
+``origin.org``) derived from it. ``client`` holds the runtime and version read from the
+User-Agent.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Final
 
 from scarfgw.analytics.useragent import client_runtime
+from scarfgw.ops.formats import format_time, origin_network
 from scarfgw.rules.decision import Capture
 
 Enricher = Callable[[str], Mapping[str, str | None]]
 """Extra ``origin`` keys for a raw client address, e.g. :meth:`GeoIP.lookup`."""
-
-_IPV4_MAPPED: Final = bytes(10) + b"\xff\xff"
-_OCTETS: Final = tuple(str(octet) for octet in range(256))
 
 
 class _RequestIds:
@@ -63,56 +59,6 @@ def new_request_id() -> str:
 def suppressed_by_privacy(dnt: str | None, gpc: str | None) -> bool:
     """True when the request asks not to be tracked (``DNT: 1`` or ``Sec-GPC: 1``)."""
     return (dnt is not None and dnt.strip() == "1") or (gpc is not None and gpc.strip() == "1")
-
-
-@lru_cache(maxsize=4096)
-def origin_network(client_ip: str | None) -> str | None:
-    """The client's network in CIDR notation (/24 IPv4, /48 IPv6); None if unknown or invalid.
-
-    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) count as IPv4; an IPv6 zone is ignored.
-    Uses ``inet_pton``/``inet_ntop``: about 0.5 us, against 6-16 us with ``ipaddress``; the
-    last 4,096 addresses are remembered (a client sends many requests).
-    """
-    if not client_ip:
-        return None
-    host = client_ip.partition("%")[0]
-    try:
-        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except (OSError, ValueError):
-        return None
-    if len(packed) == 16:
-        if packed[:12] != _IPV4_MAPPED:
-            return socket.inet_ntop(socket.AF_INET6, packed[:6] + bytes(10)) + "/48"
-        packed = packed[12:]
-    return f"{_OCTETS[packed[0]]}.{_OCTETS[packed[1]]}.{_OCTETS[packed[2]]}.0/24"
-
-
-class _SecondPrefix:
-    """The formatted date and time of day of the last second :func:`format_time` saw."""
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.text = ""
-
-
-_SECOND: Final = _SecondPrefix()
-_MILLISECONDS: Final = tuple(f".{milliseconds:03d}Z" for milliseconds in range(1000))
-
-
-def format_time(time: float) -> str:
-    """``time`` (Unix seconds) as ISO 8601 UTC with milliseconds: ``2026-11-22T10:00:00.123Z``.
-
-    The date and time of day are formatted once per second; only the milliseconds change.
-    """
-    second = int(time // 1)
-    microseconds = round((time - second) * 1_000_000)
-    if microseconds >= 1_000_000:
-        second, microseconds = second + 1, microseconds - 1_000_000
-    cache = _SECOND
-    if cache.second != second:
-        cache.text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cache.second = second
-    return cache.text + _MILLISECONDS[microseconds // 1000]
 
 
 _COMMON_KEYS: Final = frozenset({"time", "request_id", "domain", "method", "path", "status",

@@ -7,9 +7,9 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
-from scarfgw.config import IPNetwork
-
 _CACHE_LIMIT: Final = 4096
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TrustedProxies:

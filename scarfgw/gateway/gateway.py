@@ -1,7 +1,7 @@
 """The gateway handler: Twisted request -> rules request view -> Decision -> response + events.
 
-It never decides routing; the router of the current
-:class:`~scarfgw.gateway.snapshot.Snapshot` (swapped in one reference on reload) does; the
+It never decides routing; the router of the current snapshot (:class:`Served`: the runtime's
+:class:`~scarfgw.runtime.snapshot.Snapshot`, swapped in one reference on reload) does; the
 snapshot is all the gateway reads of the configuration. Events are handed to the writer
 after the response has finished.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -18,14 +18,16 @@ from twisted.python.failure import Failure
 from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
 from scarfgw.analytics.geoip import GeoIP
 from scarfgw.gateway.clientinfo import TrustedProxies, client_address, forwarded_chain
-from scarfgw.gateway.proxy import CLIENT_CLOSED
-from scarfgw.gateway.snapshot import Snapshot
+from scarfgw.gateway.packuments import Packuments
+from scarfgw.gateway.proxy import CLIENT_CLOSED, StreamingProxy
+from scarfgw.gateway.public import PublicSite
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.logging import FailureLog
 from scarfgw.rules.decision import Capture, Decision, Proxy, Redirect
 from scarfgw.rules.request import Headers, RequestView, routing_host
+from scarfgw.rules.router import Router
 from scarfgw.tls.manager import TLSService
 
 log: Final = Logger(namespace=__name__)  # compiled code has no frame to name it by
@@ -43,6 +45,33 @@ class EventQueue(Protocol):
 
     def submit(self, event: dict[str, Any]) -> None:
         """Accept one event; never blocks and never raises."""
+
+
+class Served(Protocol):
+    """What the gateway reads of one configuration generation."""
+
+    @property
+    def router(self) -> Router:
+        """Routes every request of the generation."""
+
+    @property
+    def trusted(self) -> TrustedProxies:
+        """The peers whose forwarding headers are believed."""
+
+    @property
+    def forwarder(self) -> StreamingProxy:
+        """Streams the Proxy decisions."""
+
+    @property
+    def packuments(self) -> Packuments:
+        """Streams the Proxy decisions that fetch npm package documents."""
+
+    @property
+    def insights(self) -> PublicSite | None:
+        """The insights site on its public domain, if any."""
+
+
+SnapshotT = TypeVar("SnapshotT", bound=Served)
 
 
 class BadRequest(Exception):
@@ -88,10 +117,10 @@ class RequestContext:
         return f"{scheme}://{authority}"
 
 
-class Gateway:
+class Gateway(Generic[SnapshotT]):
     """Answers gateway requests according to the current snapshot."""
 
-    def __init__(self, snapshot: Snapshot, events: EventQueue, clock: object,
+    def __init__(self, snapshot: SnapshotT, events: EventQueue, clock: object,
                  tls: TLSService | None = None, https_port: int = 443,
                  geoip: GeoIP | None = None, access_log: AccessLog | None = None) -> None:
         self.enrich = geoip.lookup if geoip is not None else None
@@ -104,7 +133,7 @@ class Gateway:
         self.snapshot = snapshot
         self.in_flight = 0
 
-    def use(self, snapshot: Snapshot) -> None:
+    def use(self, snapshot: SnapshotT) -> None:
         """Serve new requests with ``snapshot`` (requests in flight keep theirs)."""
         self.snapshot = snapshot
 
@@ -213,7 +242,7 @@ class Gateway:
                               request.isSecure(), trusted_peer)
 
     def _render(self, request: GatewayRequest, context: RequestContext, decision: Decision,
-                snapshot: Snapshot) -> None:
+                snapshot: Served) -> None:
         if isinstance(decision, Proxy):
             forward = (snapshot.forwarder.forward if decision.packument is None
                        else snapshot.packuments.forward)

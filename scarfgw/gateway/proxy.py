@@ -49,7 +49,6 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from scarfgw.analytics.event import new_request_id
-from scarfgw.config import ProxyConfig
 from scarfgw.gateway.errors import registry_error
 from scarfgw.gateway.registry import (
     FOLLOWED_STATUSES,
@@ -60,6 +59,7 @@ from scarfgw.gateway.registry import (
     same_host,
     token_url,
 )
+from scarfgw.gateway.settings import ProxyConfig
 from scarfgw.http.channel import GatewayRequest
 from scarfgw.ops import metrics
 from scarfgw.ops.logging import FailureLog

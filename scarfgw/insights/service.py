@@ -9,8 +9,9 @@ shutdown interrupts the step and the queries under way.
 With ``clickhouse`` there is nothing to ingest: the ``http`` sinks of every instance fill
 the table.
 
-The ``insights`` listener is bound like every listener (:mod:`scarfgw.runtime.listeners`),
-before twistd drops privileges; the engine is opened after, as the gateway's user.
+The runtime binds the ``insights`` listener like every listener, before twistd drops
+privileges, as a child of the :class:`InsightsService` serving its site; the engine is
+opened after, as the gateway's user.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import duckdb
@@ -30,19 +31,18 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 
-from scarfgw.config import Config
 from scarfgw.insights.catalogue import catalogue
 from scarfgw.insights.clickhouse import ClickHouseStore
 from scarfgw.insights.embedded import DuckDBStore
 from scarfgw.insights.engine import Engine
 from scarfgw.insights.follow import Follower, StepResult
 from scarfgw.insights.reader import ThreadedReader
-from scarfgw.insights.settings import jsonl_sink_paths
+from scarfgw.insights.settings import InsightsConfig
 from scarfgw.insights.site import InsightsRoot, InsightsSite, insights_root
 from scarfgw.insights.tokens import Tokens
 from scarfgw.insights.ui import InsightsUI
 from scarfgw.ops import metrics
-from scarfgw.runtime.listeners import Listener, Listeners
+from scarfgw.rules.base import Rule
 
 log = Logger()
 
@@ -66,9 +66,8 @@ def _at_low_priority(work: Callable[[], T]) -> T:
     return work()
 
 
-def open_engine(config: Config, *, read_only: bool = False) -> Engine:
+def open_engine(settings: InsightsConfig, *, read_only: bool = False) -> Engine:
     """The configured engine (a DuckDB file is created unless ``read_only``)."""
-    settings = config.insights
     if settings.engine == "clickhouse":
         return ClickHouseStore(settings.clickhouse)
     return DuckDBStore(settings.duckdb_path, read_only=read_only,
@@ -76,11 +75,16 @@ def open_engine(config: Config, *, read_only: bool = False) -> Engine:
 
 
 class InsightsService(MultiService):
-    """Owns the engine, its threads, the ingest loop and the insights listener."""
+    """Owns the engine, its threads, the ingest loop and the insights site, for the packages
+    of ``rules``, ingesting the JSONL files at ``sink_paths`` (duckdb). The runtime adds the
+    site's listener as a child, telling :meth:`listening` its port."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, settings: InsightsConfig, rules: Sequence[Rule],
+                 sink_paths: Sequence[str], reactor: Any) -> None:
         super().__init__()
-        self.config = config
+        self.settings = settings
+        self.rules = rules
+        self.sink_paths = sink_paths
         self.reactor = reactor
         self.engine: Engine | None = None
         self.follower: Follower | None = None
@@ -94,14 +98,12 @@ class InsightsService(MultiService):
         self.root: Resource | None = None
         self.site = InsightsSite(InsightsRoot())
         """The listener's site; its root is the real one from :meth:`startService` on."""
-        spec = config.listen.insights
-        self.listener = Listeners(reactor, [Listener("insights", spec, self.site)] if spec else [])
-        self.listener.setServiceParent(self)
-
-    @property
-    def port(self) -> IListeningPort | None:
+        self.port: IListeningPort | None = None
         """The insights listener's port once bound."""
-        return self.listener.ports.get("insights")
+
+    def listening(self, name: str, port: IListeningPort) -> None:
+        """The listener ``name`` of the site listens on ``port``."""
+        self.port = port
 
     def startService(self) -> None:
         """Open the engine (after twistd dropped privileges, so the store's files belong to
@@ -109,33 +111,32 @@ class InsightsService(MultiService):
         ``privilegedStartService``, like every listener). A store that cannot be opened
         (another process holds it) stops the start with one line naming it."""
         try:
-            engine = self.engine = open_engine(self.config)
+            engine = self.engine = open_engine(self.settings)
         except (duckdb.Error, OSError) as error:
             raise SystemExit(f"error: cannot open the insights store "
-                             f"{self.config.insights.duckdb_path}: {error}") from None
+                             f"{self.settings.duckdb_path}: {error}") from None
         self._queries.start()
         self._ingest_pool.start()
         if isinstance(engine, DuckDBStore):
-            self.follower = Follower(engine, jsonl_sink_paths(self.config.events.sinks))
+            self.follower = Follower(engine, self.sink_paths)
             self._loop.start(POLL_SECONDS, now=True)
-        self.reader = ThreadedReader(engine, catalogue(self.config.rules), self._queries,
-                                     self.reactor)
-        tokens = self.tokens = Tokens(self.config.insights.tokens)
+        self.reader = ThreadedReader(engine, catalogue(self.rules), self._queries, self.reactor)
+        tokens = self.tokens = Tokens(self.settings.tokens)
         self.root = insights_root(self.reader, tokens, self.reactor.seconds)
         ui = InsightsUI(self.reader, tokens.grant, self.reactor,
-                        badges=self.config.insights.badges)
+                        badges=self.settings.badges)
         ui.install(self.root)
         ui.setServiceParent(self)
         self.site.resource = self.root
         super().startService()
 
-    def use_config(self, config: Config) -> None:
-        """After a reload: the packages of the new rules and the tokens (the engine and the
-        listener change at a restart)."""
+    def use(self, settings: InsightsConfig, rules: Sequence[Rule]) -> None:
+        """After a reload: the packages of the new ``rules`` and the tokens of ``settings``
+        (the engine and the listener change at a restart)."""
         if self.reader is not None:
-            self.reader.use_packages(catalogue(config.rules))
+            self.reader.use_packages(catalogue(rules))
         if self.tokens is not None:
-            self.tokens.use(config.insights.tokens)
+            self.tokens.use(settings.tokens)
 
     def _poll(self) -> None:
         if self._stepping is not None or self.follower is None:

@@ -3,7 +3,8 @@
 The engine is opened directly (DuckDB read-only). DuckDB lets one process hold a file
 while it writes, so while the gateway runs the store is locked: then, with a token in
 ``SCARFGW_TOKEN``, the numbers come from the running instance's API on ``listen.insights``
-(the same queries); without one the command says so and exits 1.
+(the same queries); without one the command says so and exits 1. The ``scarfgw`` command
+(:mod:`scarfgw.cli`) loads the config and hands its sections to :func:`stats`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
 
 import duckdb
 
-from scarfgw.config import Config, ConfigError, load_config
 from scarfgw.insights.catalogue import catalogue
 from scarfgw.insights.model import Breakdown, Package
 from scarfgw.insights.service import open_engine
+from scarfgw.insights.settings import InsightsConfig
+from scarfgw.rules.base import Rule
 
 _SINCE = re.compile(r"([1-9][0-9]{0,3})([dwmy])")
 _DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
@@ -33,8 +35,8 @@ Series = Callable[[str, date, date, Breakdown | None], list[tuple[str | None, in
 """(key, downloads, unique) of one package over a range."""
 
 
-def _engine_series(config: Config) -> Series:
-    engine = open_engine(config, read_only=True)
+def _engine_series(settings: InsightsConfig) -> Series:
+    engine = open_engine(settings, read_only=True)
 
     def series(package_id: str, start: date, end: date,
                by: Breakdown | None) -> list[tuple[str | None, int, int]]:
@@ -44,14 +46,17 @@ def _engine_series(config: Config) -> Series:
     return series
 
 
-def _api_series(config: Config, token: str) -> Series:
-    spec = config.listen.insights or ""
+def _api_base(listener: str | None) -> str | None:
+    """The URL of the API on the ``listen.insights`` endpoint, None without a tcp port."""
+    spec = listener or ""
     port = re.search(r"tcp6?:(\d+)", spec)
     interface = re.search(r"interface=([^:]+)", spec)
     if port is None:
-        raise ConfigError(config.source, "listen.insights", "no tcp port to ask the API on")
-    base = f"http://{interface.group(1) if interface else '127.0.0.1'}:{port.group(1)}"
+        return None
+    return f"http://{interface.group(1) if interface else '127.0.0.1'}:{port.group(1)}"
 
+
+def _api_series(base: str, token: str) -> Series:
     def series(package_id: str, start: date, end: date,
                by: Breakdown | None) -> list[tuple[str | None, int, int]]:
         query = {"from": start.isoformat(), "to": end.isoformat(), **({"by": by} if by else {})}
@@ -72,36 +77,42 @@ def _table(rows: list[tuple[str, ...]]) -> str:
                      .rstrip() for row in rows)
 
 
-def stats(path: str, package_id: str | None, by: Breakdown | None, since: str) -> int:
-    """Print downloads and unique networks per package (and key) since ``since`` ago."""
+def period(since: str, today: date) -> tuple[date, date]:
+    """The first and last day of the ``since`` period (``30d``, ``12w``, ``6m``, ``1y``)
+    that ends ``today``; ValueError saying what is expected."""
     match = _SINCE.fullmatch(since)
     if match is None:
-        print(f"error: --since: expected a number and d, w, m or y (30d), got {since!r}",
-              file=sys.stderr)
-        return 1
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    packages: list[Package] = list(catalogue(config.rules))
+        raise ValueError(f"expected a number and d, w, m or y (30d), got {since!r}")
+    return today - timedelta(days=int(match.group(1)) * _DAYS[match.group(2)] - 1), today
+
+
+def stats(source: str, rules: Sequence[Rule], settings: InsightsConfig, listener: str | None,
+          package_id: str | None, by: Breakdown | None, start: date, end: date) -> int:
+    """Print downloads and unique networks per package (and key) from ``start`` to ``end``,
+    for the packages of ``rules`` (or ``package_id`` only), read from the engine of
+    ``settings`` or else from the API on ``listener``; ``source`` is the config file."""
+    packages: list[Package] = list(catalogue(rules))
     if package_id is not None:
         packages = [p for p in packages if p.id == package_id]
         if not packages:
-            print(f"error: {path}: no rule has the package id {package_id!r}", file=sys.stderr)
+            print(f"error: {source}: no rule has the package id {package_id!r}",
+                  file=sys.stderr)
             return 1
-    end = datetime.now(UTC).date()
-    start = end - timedelta(days=int(match.group(1)) * _DAYS[match.group(2)] - 1)
     try:
-        series = _engine_series(config)
+        series = _engine_series(settings)
     except duckdb.Error as exc:
         token = os.environ.get("SCARFGW_TOKEN")
         if not token:
-            print(f"error: cannot open {config.insights.duckdb_path} ({exc}); while the "
+            print(f"error: cannot open {settings.duckdb_path} ({exc}); while the "
                   "gateway runs, set SCARFGW_TOKEN to an insights token to ask its API",
                   file=sys.stderr)
             return 1
-        series = _api_series(config, token)
+        base = _api_base(listener)
+        if base is None:
+            print(f"error: {source}: listen.insights: no tcp port to ask the API on",
+                  file=sys.stderr)
+            return 1
+        series = _api_series(base, token)
     rows: list[tuple[str, ...]] = [("package", by or "", "downloads", "unique")]
     try:
         for package in packages:

@@ -16,7 +16,7 @@ from typing import Final
 
 from twisted.logger import Logger
 
-from scarfgw.analytics.event import origin_network
+from scarfgw.ops.formats import origin_network
 
 _FORMAT: Final = "{method} {host}{path} {status} {sent_bytes} B {duration_ms} ms ({kind})"
 

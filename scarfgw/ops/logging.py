@@ -23,7 +23,7 @@ from typing import Any
 from twisted.logger import FileLogObserver, ILogObserver, LogEvent, Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 
-from scarfgw.analytics.event import format_time
+from scarfgw.ops.formats import format_time
 
 _LEGACY_KEYS = frozenset({"message", "isError", "system", "time", "why", "failure", "format"})
 

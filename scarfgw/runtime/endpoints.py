@@ -1,70 +1,16 @@
-"""Listening endpoint strings: checked without listening, and TCP ones as plain sockets for
-sharing one port between processes.
+"""Listening TCP sockets for sharing one port between processes.
 
 With several workers every process gets its own socket bound with ``SO_REUSEPORT``, so the
 kernel spreads new connections over them (a single shared socket lets whichever process
-wakes first take every pending connection).
+wakes first take every pending connection). The endpoint strings themselves are parsed by
+:mod:`scarfgw.http.endpoints`.
 """
 
 from __future__ import annotations
 
-import re
 import socket
-from dataclasses import dataclass
-from typing import Any
 
-from twisted.internet.endpoints import serverFromString
-
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
-DEFAULT_BACKLOG = 1024
-
-
-def validate_endpoint(spec: str) -> None:
-    """Parse a Twisted server endpoint string as ``twistd`` would, without listening; raise
-    ValueError naming the problem (unknown type, bad port or option)."""
-    try:
-        endpoint: Any = serverFromString(None, spec)
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise ValueError(f"not a usable Twisted endpoint string {spec!r}: {exc}") from None
-    port = getattr(endpoint, "_port", 0)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise ValueError(f"not a usable Twisted endpoint string {spec!r}: port {port} is out "
-                         "of range")
-
-
-@dataclass(frozen=True)
-class TCPAddress:
-    """Where a ``tcp:``/``tcp6:`` endpoint string listens."""
-
-    family: int
-    interface: str
-    port: int
-    backlog: int
-
-
-def parse_tcp_endpoint(spec: str) -> TCPAddress:
-    """``tcp:PORT[:interface=IF][:backlog=N]`` (or ``tcp6:``) as an address.
-
-    Raises ValueError for any other endpoint type or option.
-    """
-    kind, *parts = (part.replace("\\:", ":") for part in _UNESCAPED_COLON.split(spec))
-    if kind not in ("tcp", "tcp6"):
-        raise ValueError(f"only tcp: and tcp6: endpoints can be shared by workers, not {kind}:")
-    options: dict[str, str] = {}
-    port_text = ""
-    for part in parts:
-        name, equals, value = part.partition("=")
-        if not equals and not port_text:
-            port_text = name
-        else:
-            options[name if equals else "port"] = value
-    port_text = options.pop("port", port_text)
-    interface = options.pop("interface", "::" if kind == "tcp6" else "0.0.0.0")
-    backlog = options.pop("backlog", str(DEFAULT_BACKLOG))
-    if options or not port_text.isdigit() or not backlog.isdigit():
-        raise ValueError(f"cannot share {spec!r}: expected tcp:PORT[:interface=IF][:backlog=N]")
-    family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
-    return TCPAddress(family, interface, int(port_text), int(backlog))
+from scarfgw.http.endpoints import parse_tcp_endpoint
 
 
 def reuseport_sockets(spec: str, count: int) -> list[socket.socket]:
@@ -88,13 +34,3 @@ def reuseport_sockets(spec: str, count: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
-
-
-def with_backlog(spec: str, backlog: int) -> str:
-    """``spec`` with ``:backlog=BACKLOG`` added when it is a ``tcp:``/``tcp6:`` endpoint that
-    names none (Twisted's own default is 50: a burst of connects then waits on SYN
-    retransmits); other endpoint strings are returned as they are."""
-    kind, *parts = _UNESCAPED_COLON.split(spec)
-    if kind not in ("tcp", "tcp6") or any(part.startswith("backlog=") for part in parts):
-        return spec
-    return f"{spec}:backlog={backlog}"

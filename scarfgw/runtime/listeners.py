@@ -23,7 +23,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from scarfgw.runtime.endpoints import reuseport_sockets, with_backlog
+from scarfgw.http.endpoints import with_backlog
+from scarfgw.runtime.endpoints import reuseport_sockets
 from scarfgw.runtime.workers import SharedSocket
 
 log = Logger()

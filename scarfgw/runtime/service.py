@@ -13,7 +13,7 @@ this order and stop in the reverse one, each group after the next has finished:
   flight finish), beside the worker pool (stopped at the same time);
 - ``signals``: SIGHUP reloads (primary), SIGUSR1 reopens event files, SIGTERM stops.
 
-Requests are answered from one :class:`~scarfgw.gateway.snapshot.Snapshot`; a reload builds
+Requests are answered from one :class:`~scarfgw.runtime.snapshot.Snapshot`; a reload builds
 a complete new one and swaps the gateway's reference (:meth:`GatewayProcess.apply`).
 """
 
@@ -38,9 +38,8 @@ from scarfgw.analytics.writer import EventWriter
 from scarfgw.config import Config, ConfigError, load_config
 from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
-from scarfgw.gateway.snapshot import Snapshot
 from scarfgw.http.channel import GatewayFactory
-from scarfgw.insights.public import certificate_domains
+from scarfgw.insights.settings import jsonl_sink_paths
 from scarfgw.ops import metrics
 from scarfgw.ops.accesslog import AccessLog
 from scarfgw.ops.admin import admin_resource
@@ -50,6 +49,7 @@ from scarfgw.runtime.drain import Drain
 from scarfgw.runtime.listeners import Listener, Listeners
 from scarfgw.runtime.sequence import SequentialService
 from scarfgw.runtime.signals import Signals
+from scarfgw.runtime.snapshot import Snapshot, certificate_domains
 from scarfgw.runtime.spools import OrphanSpools, worker_spool_dir
 from scarfgw.runtime.workers import SharedSocket, WorkerPool
 from scarfgw.tls.listener import https_factory
@@ -174,7 +174,7 @@ class GatewayProcess(SequentialService):
             self.tls.use_certificates(config.tls.certificates)
             self.tls.set_domains(certificate_domains(config))
         if self.insights is not None:
-            self.insights.use_config(config)
+            self.insights.use(config.insights, config.rules)
         if not same_proxy:
             old.forwarder.close()
         self._note_generation()
@@ -334,8 +334,11 @@ def primary_service(config: Config, reactor: Any, config_path: str | None = None
         process.admin_listener.setServiceParent(process.admin)
     if config.listen.insights:
         from scarfgw.insights.service import InsightsService  # not in workers (memory)
-        process.insights = InsightsService(config, reactor)
-        process.insights.setServiceParent(process.resources)
+        insights = process.insights = InsightsService(
+            config.insights, config.rules, jsonl_sink_paths(config.events.sinks), reactor)
+        Listeners(reactor, [Listener("insights", config.listen.insights, insights.site)],
+                  bound=insights.listening).setServiceParent(insights)
+        insights.setServiceParent(process.resources)
     if config.workers > 1:
         process.workers = WorkerPool(
             reactor, config.workers, process.listeners.worker_sockets, process.listeners.cover,

@@ -26,7 +26,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
-from scarfgw.config import TLSConfig
 from scarfgw.ops import metrics
 from scarfgw.rules.request import normalize_domain
 from scarfgw.tls.acme import AcmeClient, AcmeProblem, ChallengeResponder
@@ -39,6 +38,7 @@ from scarfgw.tls.certs import (
 )
 from scarfgw.tls.owncerts import OwnCertificate, covering, uncovered
 from scarfgw.tls.schedule import Timing, ari_time, backoff, renewal_time
+from scarfgw.tls.settings import TLSConfig
 from scarfgw.tls.sni import SNIServerOptions
 from scarfgw.tls.store import CertStore
 from scarfgw.tls.tickets import TICKETS_FOLDER, TicketKeys

@@ -17,13 +17,13 @@ from twisted.internet import reactor, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import resource, server
 
-from scarfgw.config import AcmeConfig, TLSConfig, VerificationConfig
 from scarfgw.ops import metrics
 from scarfgw.tls import manager
 from scarfgw.tls.certs import PemFile, self_signed
 from scarfgw.tls.listener import https_factory
 from scarfgw.tls.manager import TLSService
 from scarfgw.tls.schedule import Timing
+from scarfgw.tls.settings import AcmeConfig, TLSConfig, VerificationConfig
 from scarfgw.tls.store import CertStore
 from scarfgw.tls.verify import expected_value, record_name
 from tests.integration.pebble import PEBBLE, FakeDNS, Pebble, TLSClient, https_get, start_pebble

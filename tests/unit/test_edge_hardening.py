@@ -21,6 +21,7 @@ from scarfgw.analytics.event import build_event
 from scarfgw.analytics.sinks import JsonlSink
 from scarfgw.config import ConfigError, load_config
 from scarfgw.http.channel import GatewayRequest
+from scarfgw.http.endpoints import with_backlog
 from scarfgw.ops import metrics
 from scarfgw.ops.logging import FailureLog
 from scarfgw.rules.bodyjson import MAX_DEPTH, TooDeep, check_depth, parse_single_json
@@ -29,7 +30,6 @@ from scarfgw.rules.files import leaves_prefix
 from scarfgw.rules.manifest import parse_rules
 from scarfgw.rules.request import Headers, RequestView, has_dot_segment
 from scarfgw.rules.router import Router
-from scarfgw.runtime.endpoints import with_backlog
 from tests.unit.test_channel import connect, responses
 from tests.unit.test_writer import InlineReactor
 

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from scarfgw.runtime.endpoints import parse_tcp_endpoint, reuseport_sockets
+from scarfgw.http.endpoints import parse_tcp_endpoint
+from scarfgw.runtime.endpoints import reuseport_sockets
 
 
 def test_parse_tcp_endpoints() -> None:

@@ -7,13 +7,8 @@ import os
 
 import pytest
 
-from scarfgw.analytics.event import (
-    build_event,
-    format_time,
-    new_request_id,
-    origin_network,
-    suppressed_by_privacy,
-)
+from scarfgw.analytics.event import build_event, new_request_id, suppressed_by_privacy
+from scarfgw.ops.formats import format_time, origin_network
 
 DOCKER_CAPTURE = {
     "kind": "docker", "package": "pkg-1", "image": "library/hello", "reference": "latest",

@@ -10,13 +10,14 @@ from typing import Any, cast
 
 from twisted.internet.task import Clock
 
-from scarfgw.config import TLSConfig, VerificationConfig, parse_config
+from scarfgw.config import parse_config
 from scarfgw.gateway.gateway import Gateway
 from scarfgw.gateway.proxy import StreamingProxy
-from scarfgw.gateway.snapshot import Snapshot
 from scarfgw.http.fake import FakeConnection
+from scarfgw.runtime.snapshot import Snapshot
 from scarfgw.tls.certs import self_signed
 from scarfgw.tls.manager import TLSService
+from scarfgw.tls.settings import TLSConfig, VerificationConfig
 from scarfgw.tls.store import CertStore
 
 RULE = {"type": "docker-v1", "domain": "cr.example.test", "repository-name": "library/one",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from scarfgw.config import ConfigError, parse_config
-from scarfgw.insights.public import certificate_domains, listener_url, public_site
+from scarfgw.http.endpoints import listener_url
+from scarfgw.runtime.snapshot import certificate_domains, public_site
 
 RULE = {"type": "file-v1", "domain": "get.test", "incoming-path": "/{+path}",
         "package-id": "p", "outgoing-url": "https://files.example.org/{+path}"}

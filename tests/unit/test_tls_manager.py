@@ -8,12 +8,12 @@ from typing import Any
 from acme import messages
 from twisted.internet.task import Clock
 
-from scarfgw.config import TLSConfig, VerificationConfig
 from scarfgw.ops import metrics
 from scarfgw.tls.acme import AcmeProblem
 from scarfgw.tls.certs import self_signed
 from scarfgw.tls.manager import TLSService
 from scarfgw.tls.schedule import Timing
+from scarfgw.tls.settings import TLSConfig, VerificationConfig
 from scarfgw.tls.store import CertStore
 
 DAY = 86400.0

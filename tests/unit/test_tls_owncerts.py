@@ -15,11 +15,12 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from zope.interface import provider
 
-from scarfgw.config import ConfigError, TLSConfig, VerificationConfig, parse_config
+from scarfgw.config import ConfigError, parse_config
 from scarfgw.ops.metrics import REGISTRY
 from scarfgw.tls.certs import PemFile, self_signed
 from scarfgw.tls.manager import TLSService
 from scarfgw.tls.owncerts import load_own_certificate
+from scarfgw.tls.settings import TLSConfig, VerificationConfig
 from scarfgw.tls.sni import SNIServerOptions
 from tests.support import write_tls_pair
 from tests.unit.test_tls_manager import FakeIssuer
