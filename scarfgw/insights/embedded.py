@@ -195,19 +195,19 @@ def _count_lines(files: list[str]) -> int:
 _NO_KERNEL_COPY: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
 
 
-def _copy_range(source: int, target: int, length: int, offset: int) -> int:
-    """Copy up to ``length`` bytes of ``source`` from ``offset`` to the end of ``target``,
+def _copy_range(source: int, target: int, length: int, offset: int, at: int) -> int:
+    """Copy up to ``length`` bytes of ``source`` from ``offset`` into ``target`` at ``at``,
     in the kernel where it can (not across filesystems, e.g. a sink on a volume and the
     store elsewhere); answer how many."""
     try:
-        return os.copy_file_range(source, target, length, offset)
+        return os.copy_file_range(source, target, length, offset, at)
     except OSError as exc:
         if exc.errno not in _NO_KERNEL_COPY:
             raise
     data = os.pread(source, min(length, PIECE_BYTES), offset)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(target, view):]
+    written = 0
+    while written < len(data):
+        written += os.pwrite(target, data[written:], at + written)
     return len(data)
 
 
@@ -278,24 +278,26 @@ class DuckDBStore(Engine):
 
     def stage(self, staged: Staged, source: int, offset: int, length: int) -> None:
         """Copy ``length`` bytes of the file descriptor ``source`` from ``offset`` as one
-        more file of ``staged``, in the kernel."""
+        more file of ``staged``, in the kernel. The files are kept and overwritten by the
+        next chunk: writing over pages the kernel holds already costs about a third of
+        creating and removing the files every chunk."""
         name = os.path.join(self._chunk_dir, f"piece-{len(staged.files)}.jsonl")
         staged.files.append(name)
-        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        target = os.open(name, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             copied = 0
             while copied < length:
-                done = _copy_range(source, target, length - copied, offset + copied)
+                done = _copy_range(source, target, length - copied, offset + copied, copied)
                 if done == 0:
                     raise OSError(f"{name}: the source ended while staging it")
                 copied += done
+            os.ftruncate(target, length)
         finally:
             os.close(target)
 
     def ingest(self, path: str, position: FilePosition, staged: Staged) -> tuple[int, int]:
         """Store the lines ``staged`` of ``path`` among the recent events and its new
-        ``position`` at once (the staged files are removed); answer (events added, lines
-        skipped as corrupt)."""
+        ``position`` at once; answer (events added, lines skipped as corrupt)."""
         run = self._statements(self._catch_up_threads if len(staged.files) > 1
                                else self._threads)
         try:
@@ -388,10 +390,8 @@ class DuckDBStore(Engine):
 
     @staticmethod
     def discard(staged: Staged) -> None:
-        """Remove the staged files."""
-        for name in staged.files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
+        """Forget the staged files (the next chunk overwrites them; closing the store
+        removes them)."""
         staged.files.clear()
 
     def _migrate(self) -> None:
