@@ -41,6 +41,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
@@ -211,6 +212,22 @@ def _copy_range(source: int, target: int, length: int, offset: int, at: int) -> 
     return len(data)
 
 
+def _copy_piece(source: int, name: str, offset: int, length: int) -> None:
+    """Copy ``length`` bytes of ``source`` from ``offset`` into the file ``name`` (over
+    what it held)."""
+    target = os.open(name, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        copied = 0
+        while copied < length:
+            done = _copy_range(source, target, length - copied, offset + copied, copied)
+            if done == 0:
+                raise OSError(f"{name}: the source ended while staging it")
+            copied += done
+        os.ftruncate(target, length)
+    finally:
+        os.close(target)
+
+
 _Run = Callable[..., duckdb.DuckDBPyConnection]
 """Runs one statement (SQL, parameters) of the ingest thread."""
 
@@ -244,6 +261,8 @@ class DuckDBStore(Engine):
             self._migrate()
             self._connection.execute(_SCHEMA)
         self._local = threading.local()
+        self._copier = ThreadPoolExecutor(cores, "insights-stage")
+        """Copies the pieces of a chunk (the kernel does the work; the GIL is released)."""
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         """Every thread's cursor (for :meth:`interrupt`)."""
         self._writer: duckdb.DuckDBPyConnection | None = None
@@ -276,24 +295,18 @@ class DuckDBStore(Engine):
         ).fetchone()
         return FilePosition(*row) if row else None
 
-    def stage(self, staged: Staged, source: int, offset: int, length: int) -> None:
-        """Copy ``length`` bytes of the file descriptor ``source`` from ``offset`` as one
-        more file of ``staged``, in the kernel. The files are kept and overwritten by the
-        next chunk: writing over pages the kernel holds already costs about a third of
-        creating and removing the files every chunk."""
-        name = os.path.join(self._chunk_dir, f"piece-{len(staged.files)}.jsonl")
-        staged.files.append(name)
-        target = os.open(name, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            copied = 0
-            while copied < length:
-                done = _copy_range(source, target, length - copied, offset + copied, copied)
-                if done == 0:
-                    raise OSError(f"{name}: the source ended while staging it")
-                copied += done
-            os.ftruncate(target, length)
-        finally:
-            os.close(target)
+    def stage(self, staged: Staged, source: int, pieces: list[tuple[int, int]]) -> None:
+        """Copy the ``pieces`` (offset, length) of the file descriptor ``source`` as the
+        files of ``staged``, in the kernel, one thread per core. The files are kept and
+        overwritten by the next chunk: writing over pages the kernel holds already costs
+        about a third of creating and removing the files every chunk."""
+        names = [os.path.join(self._chunk_dir, f"piece-{index}.jsonl")
+                 for index in range(len(pieces))]
+        staged.files.extend(names)
+        copies = [self._copier.submit(_copy_piece, source, name, offset, length)
+                  for name, (offset, length) in zip(names, pieces, strict=True)]
+        for copy in copies:
+            copy.result()
 
     def ingest(self, path: str, position: FilePosition, staged: Staged) -> tuple[int, int]:
         """Store the lines ``staged`` of ``path`` among the recent events and its new
@@ -430,6 +443,7 @@ class DuckDBStore(Engine):
 
     def close(self) -> None:
         """Close the connection (and remove the staging folder)."""
+        self._copier.shutdown()
         self._connection.close()
         if self._chunk_dir:
             shutil.rmtree(self._chunk_dir, ignore_errors=True)

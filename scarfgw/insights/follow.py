@@ -183,15 +183,17 @@ class Follower:
         """Stage the complete lines of the next chunk; answer the offset after them."""
         start = end = current.position.offset
         limit = min(size, start + self.chunk_bytes)
+        pieces: list[tuple[int, int]] = []
         while end < limit:
             length = min(self.piece_bytes, limit - end)
             cut = _lines_end(current.handle.fileno(), end, length)
             if cut == 0:
-                if staged.files or length < self.piece_bytes:
+                if pieces or length < self.piece_bytes:
                     break
                 cut = length  # one line longer than a piece: corrupt, skipped as a whole
-            self.store.stage(staged, current.handle.fileno(), end, cut)
+            pieces.append((end, cut))
             end += cut
+        self.store.stage(staged, current.handle.fileno(), pieces)
         return end
 
     def _replaced(self, path: str, current: _Open) -> bool:

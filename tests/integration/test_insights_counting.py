@@ -73,7 +73,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         (tmp_path / "events.jsonl").write_bytes(data)
         staged = Staged()
         with (tmp_path / "events.jsonl").open("rb") as source:
-            store.stage(staged, source.fileno(), 0, len(data))
+            store.stage(staged, source.fileno(), [(0, len(data))])
         store.ingest("events.jsonl", FilePosition(0, 0, "", len(data)), staged)
         yield store
         store.close()
