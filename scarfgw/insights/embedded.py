@@ -41,7 +41,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
@@ -305,6 +305,7 @@ class DuckDBStore(Engine):
         staged.files.extend(names)
         copies = [self._copier.submit(_copy_piece, source, name, offset, length)
                   for name, (offset, length) in zip(names, pieces, strict=True)]
+        wait(copies)  # all of them, so that none still writes once a failed step is retried
         for copy in copies:
             copy.result()
 
