@@ -74,10 +74,26 @@ class GatewayConnection(tcp.Server):
         if (self.connected and not self.disconnecting and self.producer is None
                 and not self._tempDataLen and self.offset == len(self.dataBuffer)
                 and not self._writeDisconnecting):
-            self.disconnecting = 1
-            self.connectionLost(connectionDone)
+            self._close_now()
             return
         super().loseConnection()
+
+    def _close_now(self) -> None:
+        """Unregister, shut down and close the socket, then tell the protocol: Twisted's
+        ``connectionLost`` for a connection without a producer or queued output, without
+        its failure-type check (the reason is known: a clean close)."""
+        self.disconnecting = 1
+        self.disconnected = 1
+        self.connected = 0
+        reactor = self.reactor
+        reactor.removeReader(self)
+        reactor.removeWriter(self)
+        self._closeSocket(True)
+        protocol = self.protocol
+        del self.protocol
+        del self.socket
+        del self.fileno
+        protocol.connectionLost(connectionDone)
 
 
 class GatewayPort(tcp.Port):
@@ -87,7 +103,8 @@ class GatewayPort(tcp.Port):
 
     def doRead(self) -> None:
         """Accept the pending connections (at most ``numberAccepts``, which grows while
-        there are more, as in Twisted); an error is logged and the port goes on listening."""
+        there are more, as in Twisted); an error is logged (the connection it came from is
+        closed if it has no protocol yet) and the port goes on listening."""
         try:
             self._accept_pending()
         except BaseException:
@@ -112,7 +129,11 @@ class GatewayPort(tcp.Port):
             if len(client) == 4:  # IPv6: the scope ID into the host, as Twisted does
                 client = (socket.getnameinfo(client, _NUMERIC)[0], *client[1:])
             peer = self._addressType("TCP", *client)
-            protocol = factory.buildProtocol(peer)
+            try:
+                protocol = factory.buildProtocol(peer)
+            except BaseException:
+                sock.close()
+                raise
             if protocol is None:
                 sock.close()
                 continue
