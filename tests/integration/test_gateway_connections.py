@@ -9,7 +9,7 @@ import errno
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
@@ -53,7 +53,8 @@ def served() -> Iterator[tuple[Listeners, GatewayFactory, Answers]]:
 
 
 def port_of(listeners: Listeners) -> int:
-    return int(listeners.ports["http"].getHost().port)
+    address: Any = listeners.ports["http"].getHost()
+    return int(address.port)
 
 
 def request(path: str = "/", close: bool = True) -> bytes:
@@ -160,7 +161,7 @@ def idle_then_drained(port: int, drain: Any) -> tuple[bytes, float]:
         sock.sendall(request(close=False))
         sock.recv(65536)
         started = time.monotonic()
-        threads.blockingCallFromThread(reactor, drain)
+        threads.blockingCallFromThread(cast(Any, reactor), drain)
         return sock.recv(100), time.monotonic() - started
 
 
@@ -206,7 +207,7 @@ def test_an_error_while_accepting_is_logged_and_the_port_keeps_listening(served)
             failures.append(event)
 
     build = factory.buildProtocol
-    calls = []
+    calls: list[Any] = []
 
     def fail_once(addr: Any) -> Any:
         if not calls:
@@ -214,7 +215,7 @@ def test_an_error_while_accepting_is_logged_and_the_port_keeps_listening(served)
             raise RuntimeError("boom")
         return build(addr)
 
-    factory.buildProtocol = fail_once  # type: ignore[method-assign]
+    factory.buildProtocol = fail_once
     globalLogPublisher.addObserver(observe)
     try:
         first = yield threads.deferToThread(tls_hello_on_plain_http, port_of(listeners))
@@ -247,7 +248,7 @@ def test_accept_errors_other_than_nothing_pending_go_to_twisteds_accept_loop():
                        reactor)
     port.startListening()
     listening, full = port.socket, FullProcess()
-    port.socket = full  # type: ignore[assignment]
+    port.socket = full
     try:
         port.doRead()
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -101,8 +102,8 @@ class Flood(Protocol):
         self.paused = False
 
     def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.registerProducer(self, True)
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
 
     def pauseProducing(self) -> None:
         self.paused = True
