@@ -19,13 +19,18 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from scarfgw.http.endpoints import with_backlog
+from scarfgw.http.channel import GatewayFactory
+from scarfgw.http.connection import GatewayPort
+from scarfgw.http.endpoints import parse_tcp_endpoint, with_backlog
 from scarfgw.runtime.endpoints import reuseport_sockets
 from scarfgw.runtime.workers import SharedSocket
+from scarfgw.tls.transport import TLSServerFactory
 
 log = Logger()
 
@@ -53,6 +58,28 @@ class CannotListen(SystemExit):
     def __init__(self, listener: Listener, reason: object) -> None:
         super().__init__(f"scarfgw: cannot listen for {listener.name} on {listener.spec!r}: "
                          f"{reason}")
+
+
+def _gateway_port(reactor: Any, factory: Any) -> bool:
+    """True when ``factory``'s connections get a :class:`GatewayPort` (the gateway's http and
+    https listeners on a reactor with file descriptors; admin and insights keep Twisted's)."""
+    return (isinstance(reactor, PosixReactorBase)
+            and isinstance(factory, GatewayFactory | TLSServerFactory))
+
+
+def _os_error(error: BaseException) -> OSError:
+    """The OSError behind a failure to listen (a CannotListenError's cause)."""
+    cause = getattr(error, "socketError", None)
+    return cause if isinstance(cause, OSError) else OSError(str(error))
+
+
+def _start(port: GatewayPort) -> GatewayPort:
+    """Start ``port`` listening; OSError if it cannot."""
+    try:
+        port.startListening()
+    except CannotListenError as exc:
+        raise _os_error(exc) from None
+    return port
 
 
 class Listeners(Service):
@@ -110,12 +137,23 @@ class Listeners(Service):
             self.bound(listener.name, port)
 
     def _adopt(self, shared: SharedSocket, factory: Any) -> IListeningPort:
+        if _gateway_port(self.reactor, factory):
+            return _start(GatewayPort._fromListeningDescriptor(
+                self.reactor, shared.fileno, shared.family, factory))
         port: IListeningPort = self.reactor.adoptStreamPort(shared.fileno, shared.family,
                                                             factory)
         return port
 
     def _listen_now(self, listener: Listener) -> IListeningPort:
         """Listen on the endpoint string; the endpoints of the reactor bind synchronously."""
+        if _gateway_port(self.reactor, listener.factory):
+            try:
+                address = parse_tcp_endpoint(listener.bind_spec)
+            except ValueError:  # not tcp:PORT[:interface=IF][:backlog=N]: the endpoint's port
+                pass
+            else:
+                return _start(GatewayPort(address.port, listener.factory, address.backlog,
+                                          address.interface, self.reactor))
         outcome: list[IListeningPort | Failure] = []
         listening = serverFromString(self.reactor, listener.bind_spec).listen(listener.factory)
         listening.addBoth(outcome.append)
@@ -123,8 +161,7 @@ class Listeners(Service):
             raise OSError(f"{listener.spec} did not bind at once")
         result = outcome[0]
         if isinstance(result, Failure):
-            error = getattr(result.value, "socketError", None)  # CannotListenError's cause
-            raise error if isinstance(error, OSError) else OSError(str(result.value))
+            raise _os_error(result.value or Exception(str(result)))
         return result
 
     def worker_sockets(self) -> dict[int, dict[str, SharedSocket]]:

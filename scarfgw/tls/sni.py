@@ -98,6 +98,8 @@ class SNIServerOptions:
         self._own_contexts = {cert: build_context(cert.keyed()) for cert in certificates}
 
     def _own_context(self, domain: str) -> ssl.SSLContext | None:
+        if not self._own:
+            return None
         cert = covering(self._own, domain)
         return None if cert is None else self._own_contexts[cert]
 

@@ -6,7 +6,8 @@ as soon as the channel writes it and its records go straight to the socket when 
 queued (the plain-HTTP direct send), instead of being aggregated until the reactor's next
 turn and then queued for one more; received records are decrypted until the BIOs are
 empty, without an exception per read. Flow control is the TCP transport's own: producers
-are registered on it and pausing reads pauses it, as encrypting never blocks.
+are registered on it and pausing reads pauses it, as encrypting never blocks. Output written
+while a read is delivered is held to leave in one send, up to :data:`HELD_BYTES`.
 
 Before OpenSSL sees the first record, the ClientHello's ALPN offer is read
 (:mod:`scarfgw.tls.hello`), so that the SNI callback can serve a TLS-ALPN-01 challenge
@@ -30,6 +31,9 @@ from scarfgw.tls.sni import PeekedSSLObject, SNIServerOptions
 READ_BYTES: Final = 16 * 1024
 """Plaintext asked of OpenSSL per read: a whole record's (it returns one record at most), so
 nothing decrypted is left behind in OpenSSL once the incoming BIO is empty."""
+HELD_BYTES: Final = 16 * 1024
+"""Encrypted output held back while a read is delivered, at most: past it, what is held goes
+to the TCP transport, whose buffer limit then pauses the channel (backpressure)."""
 
 
 class TLSServerConnection(Protocol):
@@ -138,7 +142,8 @@ class TLSServerConnection(Protocol):
 
     def write(self, data: bytes) -> None:
         """Encrypt ``data`` and send it, at once or, while a read is delivered, when it ends
-        (held until the handshake is complete; dropped once the connection is closing)."""
+        or more than :data:`HELD_BYTES` wait (held until the handshake is complete; dropped
+        once the connection is closing)."""
         if self.disconnecting or self.tls is None or not data:
             return
         if not self.handshaken:
@@ -149,7 +154,7 @@ class TLSServerConnection(Protocol):
         except ssl.SSLError:
             self.abortConnection()
             return
-        if not self.reading:
+        if not self.reading or self.outgoing.pending >= HELD_BYTES:
             self._flush()
 
     def writeSequence(self, data: list[bytes]) -> None:
