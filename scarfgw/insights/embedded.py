@@ -80,8 +80,10 @@ _STRICT_RECENT: Final = (
     " AND is_nullable = 'NO'")
 """The recent events of a store from before this release, which took valid events only."""
 _HASHED: Final = (
-    "SELECT table_name FROM information_schema.columns WHERE table_catalog = current_database()"
-    " AND table_schema = 'main' AND column_name = 'line_hash'")
+    "SELECT c.table_name FROM information_schema.columns AS c JOIN information_schema.tables"
+    " AS t USING (table_catalog, table_schema, table_name) WHERE t.table_type = 'BASE TABLE'"
+    " AND c.table_catalog = current_database() AND c.table_schema = 'main'"
+    " AND c.column_name = 'line_hash'")
 """The tables of a store from before this release, which kept a hash of each event's fields
 for the replay check (the check now compares the fields): the column is dropped."""
 PIECE_BYTES: Final = 64 << 20
@@ -412,16 +414,22 @@ class DuckDBStore(Engine):
         """Bring a store of an earlier release to this layout (see :data:`_SINGLE_TABLE`,
         :data:`_STRICT_RECENT`, :data:`_HASHED`)."""
         connection = self._connection
-        if connection.execute(_SINGLE_TABLE).fetchone():
-            connection.execute("ALTER TABLE events RENAME TO events_sorted")
-        if connection.execute(_STRICT_RECENT).fetchone():
-            for column in ("time", "request_id"):
-                connection.execute(f"ALTER TABLE events_recent ALTER {column} DROP NOT NULL")
-        hashed = [row[0] for row in connection.execute(_HASHED).fetchall()]
-        if hashed:
-            connection.execute("DROP VIEW IF EXISTS events")
-            for table in hashed:
-                connection.execute(f'ALTER TABLE "{table}" DROP COLUMN line_hash')
+        connection.execute("BEGIN")  # all or nothing: a failed start leaves the store as it was
+        try:
+            if connection.execute(_SINGLE_TABLE).fetchone():
+                connection.execute("ALTER TABLE events RENAME TO events_sorted")
+            if connection.execute(_STRICT_RECENT).fetchone():
+                for column in ("time", "request_id"):
+                    connection.execute(f"ALTER TABLE events_recent ALTER {column} DROP NOT NULL")
+            hashed = [row[0] for row in connection.execute(_HASHED).fetchall()]
+            if hashed:
+                connection.execute("DROP VIEW IF EXISTS events")
+                for table in hashed:
+                    connection.execute(f'ALTER TABLE "{table}" DROP COLUMN line_hash')
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
 
     def _use_threads(self, cursor: duckdb.DuckDBPyConnection, threads: int) -> None:
         """DuckDB's threads for what follows (its workers start in the calling thread and
