@@ -8,16 +8,14 @@ same time). Workers never open the file.
 A chunk of complete JSONL lines, staged as files of at most :data:`PIECE_BYTES` (DuckDB
 parses several files at once, one per thread), goes in with the file's new offset in one
 transaction, so a crash re-reads at most that chunk. DuckDB's own JSON reader parses it
-(about four times faster than extracting fields line by line) once, into a temporary
-table, strictly, so that the rows it makes tell how many lines there were: only a chunk
-with a line that is no JSON object (rare: a crash's torn line) has its lines counted in
-Python and is parsed again, skipping such lines. From there the events go in only where
-the store does not hold them yet: an event with the same ``request_id`` and the same stored
-fields (several events of one request differ there, or are the same to insights) among the
-stored events of the chunk's time span, so a replayed or re-sent batch never counts twice
-(a chunk's own repeats are dropped only when it repeats a request id, which costs a
-grouping). Lines that are not JSON objects with a ``time`` and a ``request_id`` are skipped
-and counted.
+(about four times faster than extracting fields line by line) straight into the recent
+events, a row a line: strictly, and only a chunk with a line that is no JSON object (rare:
+a crash's torn line) again, tolerantly (such a line makes a row of nulls). Within the same
+transaction the rows that must not stay are deleted by row id: lines without a ``time`` or
+a ``request_id`` (skipped and counted), a chunk's own repeats of an event, and events the
+store held before: the same ``request_id`` and the same stored fields (several events of
+one request differ there, or are the same to insights) among the stored events of the
+chunk's time span, so a replayed or re-sent batch never counts twice.
 
 The events live in two tables behind the view ``events``: ``events_recent``, in arrival
 order, and ``events_sorted``, runs of events each sorted by package and time, so that a
@@ -185,16 +183,8 @@ class Staged:
     files: list[str] = field(default_factory=list)
 
 
-def _count_lines(files: list[str]) -> int:
-    """The lines of the staged ``files`` (read through once)."""
-    lines = 0
-    for name in files:
-        with open(name, "rb") as handle:
-            while block := handle.read(PIECE_BYTES >> 4):
-                lines += block.count(b"\n")
-    return lines
-
-
+_COPY_BLOCK: Final = 1 << 20
+"""What a copy through memory (across filesystems) reads at a time."""
 _NO_KERNEL_COPY: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
 
 
@@ -207,7 +197,7 @@ def _copy_range(source: int, target: int, length: int, offset: int, at: int) -> 
     except OSError as exc:
         if exc.errno not in _NO_KERNEL_COPY:
             raise
-    data = os.pread(source, min(length, PIECE_BYTES), offset)
+    data = os.pread(source, min(length, _COPY_BLOCK), offset)
     written = 0
     while written < len(data):
         written += os.pwrite(target, data[written:], at + written)
@@ -239,8 +229,8 @@ class DuckDBStore(Engine):
     runs each statement on ``threads`` threads within ``memory_limit`` (spilling to disk
     beyond it; defaults: one thread per core, 80 % of the memory; every query that needs
     an order says so, which lets DuckDB parse and write in parallel), a chunk of several
-    staged files (a backlog) on ``catch_up_threads`` (default: one per core). The recent
-    events form a sorted run once they are ``run_events``, or with a chunk of several files."""
+    staged files (a backlog) and the sorting into runs of ``run_events`` on
+    ``catch_up_threads`` (default: one per core)."""
 
     dialect = DIALECT
 
@@ -283,8 +273,13 @@ class DuckDBStore(Engine):
         return cursor
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        """Run ``sql`` through this thread's cursor."""
+        """Run ``sql`` through this thread's cursor (refused once interrupted)."""
+        self._refuse_once_interrupted()
         return self._cursor().execute(sql).fetchall()
+
+    def _refuse_once_interrupted(self) -> None:
+        if self._interrupted:
+            raise duckdb.InterruptException("the insights store is closing")
 
     def starts(self, where: str, since: int) -> str:
         """See :func:`_starts`."""
@@ -304,6 +299,8 @@ class DuckDBStore(Engine):
         about a third of creating and removing the files every chunk."""
         names = [os.path.join(self._chunk_dir, f"piece-{index}.jsonl")
                  for index in range(len(pieces))]
+        for stale in sorted(set(os.listdir(self._chunk_dir)) - set(map(os.path.basename, names))):
+            os.unlink(os.path.join(self._chunk_dir, stale))  # a longer chunk's last pieces
         staged.files.extend(names)
         copies = [self._copier.submit(_copy_piece, source, name, offset, length)
                   for name, (offset, length) in zip(names, pieces, strict=True)]
@@ -328,14 +325,18 @@ class DuckDBStore(Engine):
 
     def _store(self, run: _Run, path: str, position: FilePosition, files: list[str], *,
                tolerant: bool) -> tuple[int, int]:
-        """One chunk's transaction (see :meth:`ingest`): its rows go in as parsed, then the
-        invalid ones, the repeats and the events stored before are removed. Parsed
-        strictly, every line makes a row; else the lines are counted."""
+        """One chunk's transaction (see :meth:`ingest`): its rows go in as parsed, one a
+        line (tolerantly, a line that is no JSON object makes a row of nulls), then the
+        invalid ones, the repeats and the events stored before are removed."""
         with self._transaction(run):
             start = self._number(run(_NEXT_ROW))
-            run(_INSERT.replace("$tolerant", str(tolerant).lower()), {"files": files})
+            inserted = self._number(
+                run(_INSERT.replace("$tolerant", str(tolerant).lower()), {"files": files}))
             surveyed = run(_SURVEY, {"start": start}).fetchone()
             parsed, valid, distinct, first, last = surveyed or (0, 0, 0, None, None)
+            if parsed != inserted:  # the chunk's rows are those after the committed ones
+                raise RuntimeError(f"DuckDB {duckdb.__version__} numbers the rows of a"
+                                   " transaction otherwise: the insights store cannot ingest")
             if parsed != valid:
                 run(_INVALID, {"start": start})
             removed = 0
@@ -346,8 +347,7 @@ class DuckDBStore(Engine):
                                            {"start": start, "first": first, "last": last}))
             run("INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
                 [path, position.device, position.inode, position.head, position.offset])
-        lines = _count_lines(files) if tolerant else int(parsed)
-        return int(valid) - removed, lines - int(valid)
+        return int(valid) - removed, int(parsed) - int(valid)
 
     @staticmethod
     def _number(cursor: duckdb.DuckDBPyConnection) -> int:
@@ -372,7 +372,10 @@ class DuckDBStore(Engine):
     def interrupt(self) -> None:
         """Stop what runs now, from any thread (before closing): the queries fail, and so
         does the ingest or sorting statement (or its next one); its transaction rolls back,
-        and the chunk is read again at the next start. The store takes no more chunks."""
+        and the chunk is read again at the next start. From then on the store refuses
+        statements; one that had passed that check but not started when this was called
+        runs on (DuckDB interrupts running statements only): call this again until the
+        threads are idle."""
         self._interrupted = True
         for cursor in list(self._cursors):
             cursor.interrupt()
@@ -384,8 +387,7 @@ class DuckDBStore(Engine):
         self._use_threads(cursor, threads)
 
         def run(sql: str, parameters: object = None) -> duckdb.DuckDBPyConnection:
-            if self._interrupted:
-                raise duckdb.InterruptException("the insights store is closing")
+            self._refuse_once_interrupted()
             return cursor.execute(sql, parameters)
 
         return run
@@ -397,12 +399,12 @@ class DuckDBStore(Engine):
         run("BEGIN")
         try:
             yield
+            run("COMMIT")
         except BaseException:
             if self._writer is not None:
                 with contextlib.suppress(duckdb.Error):
                     self._writer.execute("ROLLBACK")
             raise
-        run("COMMIT")
 
     @staticmethod
     def discard(staged: Staged) -> None:
@@ -441,13 +443,16 @@ class DuckDBStore(Engine):
     def event_rows(self, package_id: str, start: date, end: date,
                    batch: int) -> Iterator[list[dict[str, Any]]]:
         """The package's events in the range, oldest first, ``batch`` at a time."""
+        self._refuse_once_interrupted()
         cursor = self._connection.cursor()
+        self._cursors.append(cursor)
         try:
             cursor.execute(self.events_sql(package_id, start, end))
             names = [column[0] for column in cursor.description or ()]
             while rows := cursor.fetchmany(batch):
                 yield [dict(zip(names, row, strict=True)) for row in rows]
         finally:
+            self._cursors.remove(cursor)
             cursor.close()
 
     def close(self) -> None:

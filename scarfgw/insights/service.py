@@ -48,6 +48,9 @@ log = Logger()
 
 POLL_SECONDS: Final = 1.0
 QUERY_THREADS: Final = 2
+INTERRUPT_SECONDS: Final = 0.1
+"""How often a shutdown interrupts the store again (DuckDB interrupts running statements
+only: one about to start when it is asked runs on)."""
 INGEST_NICENESS: Final = 19
 """How much the ingest thread yields to the reactor (Linux: a thread's own nice value, and
 that of the DuckDB workers it starts). The lowest priority: on a core the reactor keeps busy
@@ -90,6 +93,7 @@ class InsightsService(MultiService):
         self.follower: Follower | None = None
         self._queries = ThreadPool(1, QUERY_THREADS, "insights-queries")
         self._ingest_pool = ThreadPool(1, 1, "insights-ingest")
+        self._stopping = False
         self._loop = task.LoopingCall(self._poll)
         self._loop.clock = reactor
         self._stepping: defer.Deferred[Any] | None = None
@@ -139,7 +143,7 @@ class InsightsService(MultiService):
             self.tokens.use(settings.tokens)
 
     def _poll(self) -> None:
-        if self._stepping is not None or self.follower is None:
+        if self._stepping is not None or self.follower is None or self._stopping:
             return
         self._stepping = deferToThreadPool(
             self._threads_reactor(), self._ingest_pool, _at_low_priority, self.follower.step)
@@ -156,7 +160,7 @@ class InsightsService(MultiService):
         metrics.INSIGHTS_UNREAD_BYTES.set(result.unread)
         if result.skipped:
             log.warn("insights ingest skipped {count} corrupt lines", count=result.skipped)
-        if result.more and self.running:
+        if result.more and not self._stopping:
             self.reactor.callLater(0, self._poll)
 
     def _step_failed(self, failure: Any) -> None:
@@ -171,19 +175,30 @@ class InsightsService(MultiService):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         """Stop ingesting, interrupt what the store runs (a step in progress: its chunk is
-        read again at the next start; queries: answered 503), stop listening, close the
+        read again at the next start; queries: answered 503) every
+        :data:`INTERRUPT_SECONDS` until its threads are idle, stop listening, close the
         store."""
+        self._stopping = True
         if self._loop.running:
             self._loop.stop()
+        interrupting = None
         if isinstance(self.engine, DuckDBStore):
-            self.engine.interrupt()
-        if self._stepping is not None:
-            yield self._stepping
-        yield super().stopService()
-        engine, follower = self.engine, self.follower
-        if engine is None:
-            return
-        self._queries.stop()
+            interrupting = task.LoopingCall(self.engine.interrupt)
+            interrupting.clock = self.reactor
+            interrupting.start(INTERRUPT_SECONDS, now=True)
+        try:
+            if self._stepping is not None:
+                yield self._stepping
+            yield super().stopService()
+            engine, follower = self.engine, self.follower
+            if engine is None:
+                return
+            while self._queries.working:  # so that stopping the pool never waits
+                yield task.deferLater(self.reactor, INTERRUPT_SECONDS, lambda: None)
+            self._queries.stop()
+        finally:
+            if interrupting is not None:
+                interrupting.stop()
         if follower is not None:
             follower.close()
         yield deferToThreadPool(self._threads_reactor(), self._ingest_pool, engine.close)

@@ -86,7 +86,7 @@ def test_partial_line_waits_and_restart_resumes_at_the_stored_offset(tmp_path: P
 def test_corrupt_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(event(0) + b'{"time": "2026-11-22T10:0\n' + b"[1, 2]\n" + b"\xff\xfe\n"
-                     + b'{"request_id": "no time"}\n' + event(1))
+                     + b'{"request_id": "no time"}\n' + b"\n" + event(1))  # a blank: no line
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
     assert drain(Follower(store, [str(path)])) == (2, 4)
 
@@ -300,10 +300,12 @@ def test_an_interrupted_step_stores_nothing_and_the_next_start_reads_the_chunk_a
     running.join()
     with pytest.raises(duckdb.InterruptException):
         follower.step()
-    assert stored(store) == 0 and store.position(str(path)) is None
+    with pytest.raises(duckdb.InterruptException):
+        store.query("SELECT 1")  # queries too, once interrupted
     store.close()
     assert not (tmp_path / "i.duckdb.staging").exists()
     store = DuckDBStore(str(tmp_path / "i.duckdb"))
+    assert stored(store) == 0 and store.position(str(path)) is None
     assert drain(Follower(store, [str(path)])) == (20_000, 0)
 
 
