@@ -319,12 +319,12 @@ def test_interrupting_the_store_stops_a_running_query(tmp_path: Path) -> None:
         except duckdb.Error as exc:
             failed.append(exc)
 
-    running = threading.Thread(target=query)
+    running = threading.Thread(target=query, daemon=True)
     running.start()
-    while not store._cursors:  # the query thread has its cursor
-        time.sleep(0.01)
     time.sleep(0.2)
-    store.interrupt()
-    running.join(10)
+    deadline = time.monotonic() + 10
+    while running.is_alive() and time.monotonic() < deadline:
+        store.interrupt()  # again and again, as the shutdown does
+        running.join(0.1)
     assert not running.is_alive()
     assert [type(exc) for exc in failed] == [duckdb.InterruptException]
