@@ -22,6 +22,7 @@ from datetime import date, timedelta
 
 import duckdb
 
+from scarfgw.http.endpoints import listener_url
 from scarfgw.insights.catalogue import catalogue
 from scarfgw.insights.model import Breakdown, Package
 from scarfgw.insights.service import open_engine
@@ -44,16 +45,6 @@ def _engine_series(settings: InsightsConfig) -> Series:
                 for p in engine.downloads(package_id, start, end, "day", by)]
 
     return series
-
-
-def _api_base(listener: str | None) -> str | None:
-    """The URL of the API on the ``listen.insights`` endpoint, None without a tcp port."""
-    spec = listener or ""
-    port = re.search(r"tcp6?:(\d+)", spec)
-    interface = re.search(r"interface=([^:]+)", spec)
-    if port is None:
-        return None
-    return f"http://{interface.group(1) if interface else '127.0.0.1'}:{port.group(1)}"
 
 
 def _api_series(base: str, token: str) -> Series:
@@ -107,7 +98,7 @@ def stats(source: str, rules: Sequence[Rule], settings: InsightsConfig, listener
                   "gateway runs, set SCARFGW_TOKEN to an insights token to ask its API",
                   file=sys.stderr)
             return 1
-        base = _api_base(listener)
+        base = listener_url(listener) if listener else None
         if base is None:
             print(f"error: {source}: listen.insights: no tcp port to ask the API on",
                   file=sys.stderr)
