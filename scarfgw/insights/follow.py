@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import duckdb
+
 from scarfgw.insights.embedded import PIECE_BYTES, DuckDBStore, FilePosition, Staged
 
 _HEAD_BYTES = 256
@@ -70,14 +72,16 @@ def _lines_end(source: int, offset: int, length: int) -> int:
 @dataclass(frozen=True)
 class StepResult:
     """What a step did: events added, lines skipped, whether more is waiting, how many
-    bytes of the followed files are still unread after it, and how many recent events it
-    sorted into a run."""
+    bytes of the followed files are still unread after it, how many recent events it
+    sorted into a run, and why sorting failed (the events read are stored all the same;
+    the next step tries again)."""
 
     added: int
     skipped: int
     more: bool
     unread: int = 0
     sorted: int = 0
+    sort_error: str | None = None
 
 
 class Follower:
@@ -103,8 +107,15 @@ class Follower:
             result = self._step_file(path)
             added, skipped = added + result.added, skipped + result.skipped
             more, unread = more or result.more, unread + result.unread
-        moved = 0 if more else self.store.sort_recent()
-        return StepResult(added, skipped, more or moved > 0, unread, moved)
+        if more:
+            return StepResult(added, skipped, more, unread)
+        try:
+            moved = self.store.sort_recent()
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error as exc:  # e.g. no room for the sort: the chunks are stored
+            return StepResult(added, skipped, False, unread, sort_error=str(exc))
+        return StepResult(added, skipped, moved > 0, unread, moved)
 
     def close(self) -> None:
         """Close the open files."""

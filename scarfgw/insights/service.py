@@ -160,6 +160,9 @@ class InsightsService(MultiService):
         metrics.INSIGHTS_UNREAD_BYTES.set(result.unread)
         if result.skipped:
             log.warn("insights ingest skipped {count} corrupt lines", count=result.skipped)
+        if result.sort_error is not None:
+            metrics.INSIGHTS_INGEST_ERRORS.inc()
+            log.error("insights sorting failed (retried): {error}", error=result.sort_error)
         if result.more and not self._stopping:
             self.reactor.callLater(0, self._poll)
 

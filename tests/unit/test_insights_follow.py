@@ -328,3 +328,23 @@ def test_interrupting_the_store_stops_a_running_query(tmp_path: Path) -> None:
         running.join(0.1)
     assert not running.is_alive()
     assert [type(exc) for exc in failed] == [duckdb.InterruptException]
+
+
+def test_a_failing_sort_keeps_the_step_and_is_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(event(n, n % 3600) for n in range(30)))
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=20)
+    follower = Follower(store, [str(path)])
+    sort_recent = store.sort_recent
+
+    def out_of_room() -> int:
+        raise duckdb.OutOfMemoryException("could not allocate the sort")
+
+    monkeypatch.setattr(store, "sort_recent", out_of_room)
+    first = follower.step()
+    assert (first.added, first.more, first.sorted) == (30, False, 0)
+    assert first.sort_error is not None and "could not allocate" in first.sort_error
+    assert stored(store) == 30
+    monkeypatch.setattr(store, "sort_recent", sort_recent)
+    assert follower.step().sorted == 20
