@@ -40,7 +40,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
@@ -129,7 +129,7 @@ _REPEATED: Final = (
     f" events_recent WHERE {_NEW} GROUP BY request_id HAVING count(*) > 1)) WHERE copy > 1)")
 """Removes the chunk's own repeats of an event but its first."""
 _STORED_BEFORE: Final = (
-    "DELETE FROM events_recent AS s WHERE s.rowid >= $start AND EXISTS (SELECT 1 FROM ("
+    f"DELETE FROM events_recent AS s WHERE s.{_NEW} AND EXISTS (SELECT 1 FROM ("
     "SELECT * FROM events_sorted WHERE time BETWEEN $first AND $last UNION ALL"
     " SELECT * FROM events_recent WHERE rowid < $start AND time BETWEEN $first AND $last)"
     f" AS e WHERE {_SAME})")
@@ -174,13 +174,6 @@ def _starts(where: str, since: int) -> str:
         f" WHERE ts >= {since} AND ifnull(ts - CASE WHEN digest = 1 THEN prev_any"
         f" ELSE prev_same END, {counting.WINDOW_SECONDS + 1}) > {counting.WINDOW_SECONDS}"
     )
-
-
-@dataclass
-class Staged:
-    """A chunk's lines, written as files for DuckDB's reader."""
-
-    files: list[str] = field(default_factory=list)
 
 
 _COPY_BLOCK: Final = 1 << 20
@@ -292,36 +285,33 @@ class DuckDBStore(Engine):
         ).fetchone()
         return FilePosition(*row) if row else None
 
-    def stage(self, staged: Staged, source: int, pieces: list[tuple[int, int]]) -> None:
-        """Copy the ``pieces`` (offset, length) of the file descriptor ``source`` as the
-        files of ``staged``, in the kernel, one thread per core. The files are kept and
-        overwritten by the next chunk: writing over pages the kernel holds already costs
-        about a third of creating and removing the files every chunk."""
+    def stage(self, source: int, pieces: list[tuple[int, int]]) -> list[str]:
+        """Copy the ``pieces`` (offset, length) of the file descriptor ``source`` as files
+        for DuckDB's reader, in the kernel, one thread per core; answer the files. They are
+        kept and overwritten by the next chunk (closing the store removes them): writing over
+        pages the kernel holds already costs about a third of creating and removing the
+        files every chunk."""
         names = [os.path.join(self._chunk_dir, f"piece-{index}.jsonl")
                  for index in range(len(pieces))]
         for stale in sorted(set(os.listdir(self._chunk_dir)) - set(map(os.path.basename, names))):
             os.unlink(os.path.join(self._chunk_dir, stale))  # a longer chunk's last pieces
-        staged.files.extend(names)
         copies = [self._copier.submit(_copy_piece, source, name, offset, length)
                   for name, (offset, length) in zip(names, pieces, strict=True)]
         wait(copies)  # all of them, so that none still writes once a failed step is retried
         for copy in copies:
             copy.result()
+        return names
 
-    def ingest(self, path: str, position: FilePosition, staged: Staged) -> tuple[int, int]:
-        """Store the lines ``staged`` of ``path`` among the recent events and its new
-        ``position`` at once; answer (events added, lines skipped as corrupt)."""
-        run = self._statements(self._catch_up_threads if len(staged.files) > 1
-                               else self._threads)
+    def ingest(self, path: str, position: FilePosition, files: list[str]) -> tuple[int, int]:
+        """Store the lines of ``path`` staged as ``files`` among the recent events and its
+        new ``position`` at once; answer (events added, lines skipped as corrupt)."""
+        run = self._statements(self._catch_up_threads if len(files) > 1 else self._threads)
         try:
-            try:
-                return self._store(run, path, position, staged.files, tolerant=False)
-            except duckdb.InterruptException:
-                raise
-            except duckdb.Error:  # a line that is no JSON object
-                return self._store(run, path, position, staged.files, tolerant=True)
-        finally:
-            self.discard(staged)
+            return self._store(run, path, position, files, tolerant=False)
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error:  # a line that is no JSON object
+            return self._store(run, path, position, files, tolerant=True)
 
     def _store(self, run: _Run, path: str, position: FilePosition, files: list[str], *,
                tolerant: bool) -> tuple[int, int]:
@@ -405,12 +395,6 @@ class DuckDBStore(Engine):
                 with contextlib.suppress(duckdb.Error):
                     self._writer.execute("ROLLBACK")
             raise
-
-    @staticmethod
-    def discard(staged: Staged) -> None:
-        """Forget the staged files (the next chunk overwrites them; closing the store
-        removes them)."""
-        staged.files.clear()
 
     def _migrate(self) -> None:
         """Bring a store of an earlier release to this layout (see :data:`_SINGLE_TABLE`,

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import duckdb
 
-from scarfgw.insights.embedded import PIECE_BYTES, DuckDBStore, FilePosition, Staged
+from scarfgw.insights.embedded import PIECE_BYTES, DuckDBStore, FilePosition
 
 _HEAD_BYTES = 256
 _TAIL_BYTES = 64 << 10
@@ -175,23 +175,19 @@ class Follower:
                                                        _head(current.handle), 0)
         if size == position.offset:
             return StepResult(0, 0, False)
-        staged = Staged()
-        try:
-            end = self._stage(current, staged, size)
-        except BaseException:
-            self.store.discard(staged)
-            raise
-        if not staged.files:
+        files, end = self._stage(current, size)
+        if not files:
             return StepResult(0, 0, False, size - position.offset)
         head = position.head or _head(current.handle)
         taken = FilePosition(position.device, position.inode, head, end)
-        added, skipped = self.store.ingest(path, taken, staged)
+        added, skipped = self.store.ingest(path, taken, files)
         current.position = taken  # only once stored: a failed step reads the chunk again
         current.grew_at = self.clock()
         return StepResult(added, skipped, taken.offset < size, size - taken.offset)
 
-    def _stage(self, current: _Open, staged: Staged, size: int) -> int:
-        """Stage the complete lines of the next chunk; answer the offset after them."""
+    def _stage(self, current: _Open, size: int) -> tuple[list[str], int]:
+        """Stage the complete lines of the next chunk; answer the staged files and the offset
+        after them."""
         start = end = current.position.offset
         limit = min(size, start + self.chunk_bytes)
         pieces: list[tuple[int, int]] = []
@@ -204,8 +200,7 @@ class Follower:
                 cut = length  # one line longer than a piece: corrupt, skipped as a whole
             pieces.append((end, cut))
             end += cut
-        self.store.stage(staged, current.handle.fileno(), pieces)
-        return end
+        return self.store.stage(current.handle.fileno(), pieces), end
 
     def _replaced(self, path: str, current: _Open) -> bool:
         """True when ``path`` now names another file and the open one has been quiet for

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scarfgw.insights.clickhouse import ClickHouseStore
-from scarfgw.insights.embedded import DuckDBStore, FilePosition, Staged
+from scarfgw.insights.embedded import DuckDBStore, FilePosition
 from scarfgw.insights.engine import Engine
 from scarfgw.insights.settings import ClickHouseConfig
 from tests.integration.test_clickhouse import SETTINGS, ClickHouse, clickhouse  # noqa: F401
@@ -71,10 +71,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "duckdb":
         store = DuckDBStore(str(tmp_path / "i.duckdb"))
         (tmp_path / "events.jsonl").write_bytes(data)
-        staged = Staged()
         with (tmp_path / "events.jsonl").open("rb") as source:
-            store.stage(staged, source.fileno(), [(0, len(data))])
-        store.ingest("events.jsonl", FilePosition(0, 0, "", len(data)), staged)
+            files = store.stage(source.fileno(), [(0, len(data))])
+        store.ingest("events.jsonl", FilePosition(0, 0, "", len(data)), files)
         yield store
         store.close()
         return
