@@ -39,12 +39,19 @@ def _summary(config: Config) -> str:
     return "\n".join(lines)
 
 
-def check_config(path: str) -> int:
-    """Validate ``path`` and print a summary (exit status 0) or the error (exit status 1)."""
+def _load(path: str) -> Config | None:
+    """The config at ``path``, or None once its error is printed."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def check_config(path: str) -> int:
+    """Validate ``path`` and print a summary (exit status 0) or the error (exit status 1)."""
+    config = _load(path)
+    if config is None:
         return 1
     print(_summary(config))
     return 0
@@ -52,10 +59,8 @@ def check_config(path: str) -> int:
 
 def domain_token(domain: str, path: str) -> int:
     """Print the TXT record the owner of ``domain`` must publish."""
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return 1
     secret = config.tls.verification.secret
     if not secret:
@@ -73,10 +78,8 @@ def report_stats(path: str, package_id: str | None, by: Breakdown | None, since:
     except ValueError as exc:
         print(f"error: --since: {exc}", file=sys.stderr)
         return 1
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return 1
     return stats(config.source, config.rules, config.insights, config.listen.insights,
                  package_id, by, start, end)
