@@ -1,0 +1,312 @@
+"""What a Python server can reach on the row "https handshakes, default sessions".
+
+Beside nginx, Caddy and the gateway, this runs minimal servers written in Python that do
+nothing but the TLS work: an epoll loop that accepts, completes the handshake (the session
+resumed from its ticket, with OpenSSL's own ticket keys), reads one request and answers it
+with the docker 307 and ``close_notify``. No HTTP parsing, routing, events, metrics or
+Twisted: what they reach bounds any server built on the same TLS engine. The engines:
+
+- ``floor-ssl-bio``: the stdlib ``ssl.SSLObject`` on memory BIOs, as the gateway uses it.
+- ``floor-ssl-socket``: a non-blocking stdlib ``ssl.SSLSocket`` (OpenSSL reads and writes
+  the socket itself).
+- ``floor-pyopenssl``: pyOpenSSL on its own socket, on the OpenSSL that cryptography links
+  statically (a newer release than the system's). It cannot share ticket keys between
+  processes: cryptography exposes no call that sets them.
+
+Usage: ``python bench/tls_floor.py [--rounds 3] [--duration 5]`` (run.py's helpers: same
+certificate, wrk on core 0, every server on core 1, requests per CPU second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import selectors
+import shutil
+import signal
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run  # the benchmark's own helpers, next to this script
+
+FLOORS = ("floor-ssl-bio", "floor-ssl-socket", "floor-pyopenssl")
+ANSWER = (f"HTTP/1.1 307 Temporary Redirect\r\nLocation: https://{run.REGISTRY}{run.DOCKER_PATH}"
+          "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").encode()
+END_OF_HEAD = b"\r\n\r\n"
+READ_BYTES = 16 * 1024
+
+
+class _Again(Exception):
+    """The TLS engine needs more bytes from the client."""
+
+
+class _Engine:
+    """One connection's TLS, as the loop drives it: ``step`` advances the handshake and
+    answers the request once its head has arrived; True when the connection is done."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.handshaken = False
+        self.head = b""
+
+    def step(self) -> bool:
+        try:
+            self.receive()
+            if not self.handshaken:
+                self.handshake()
+                self.handshaken = True
+            while END_OF_HEAD not in self.head:
+                data = self.read()
+                if not data:
+                    return True
+                self.head += data
+        except _Again:
+            self.flush()
+            return False
+        self.answer()
+        return True
+
+    def receive(self) -> None:
+        """Take what the client sent (only memory BIOs need it handed over)."""
+
+    def handshake(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> bytes:
+        raise NotImplementedError
+
+    def answer(self) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Send what the engine wrote (only memory BIOs hold any)."""
+
+
+class _SSLBio(_Engine):
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+        super().__init__(sock)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
+
+    def receive(self) -> None:
+        data = self.sock.recv(READ_BYTES)
+        if not data:
+            raise ConnectionResetError
+        self.incoming.write(data)
+
+    def handshake(self) -> None:
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            raise _Again from None
+
+    def read(self) -> bytes:
+        try:
+            return self.tls.read(READ_BYTES)
+        except ssl.SSLWantReadError:
+            raise _Again from None
+
+    def answer(self) -> None:
+        self.tls.write(ANSWER)
+        try:
+            self.tls.unwrap()
+        except ssl.SSLError:
+            pass
+        self.flush()
+
+    def flush(self) -> None:
+        if self.outgoing.pending:
+            self.sock.send(self.outgoing.read())
+
+
+class _SSLSocket(_Engine):
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+        self.tls = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        super().__init__(self.tls)  # the wrapped socket takes the file descriptor over
+
+    def handshake(self) -> None:
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            raise _Again from None
+
+    def read(self) -> bytes:
+        try:
+            return self.tls.recv(READ_BYTES)
+        except ssl.SSLWantReadError:
+            raise _Again from None
+
+    def answer(self) -> None:
+        self.tls.send(ANSWER)
+        try:
+            self.tls.unwrap()
+        except (ssl.SSLError, OSError):
+            pass
+
+
+class _PyOpenSSL(_Engine):
+    def __init__(self, sock: socket.socket, ctx: Any) -> None:
+        from OpenSSL import SSL
+
+        super().__init__(sock)
+        self.want_read = SSL.WantReadError
+        self.tls = SSL.Connection(ctx, sock)
+        self.tls.set_accept_state()
+
+    def handshake(self) -> None:
+        try:
+            self.tls.do_handshake()
+        except self.want_read:
+            raise _Again from None
+
+    def read(self) -> bytes:
+        try:
+            return bytes(self.tls.recv(READ_BYTES))
+        except self.want_read:
+            raise _Again from None
+
+    def answer(self) -> None:
+        self.tls.send(ANSWER)
+        self.tls.shutdown()
+
+
+def _engine(name: str, cert: str, key: str) -> Callable[[socket.socket], _Engine]:
+    """A connection factory for the floor server ``name``."""
+    if name == "floor-pyopenssl":
+        from OpenSSL import SSL
+
+        pyctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        pyctx.use_certificate_chain_file(cert)
+        pyctx.use_privatekey_file(key)
+        return lambda sock: _PyOpenSSL(sock, pyctx)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if name == "floor-ssl-bio":
+        return lambda sock: _SSLBio(sock, ctx)
+    return lambda sock: _SSLSocket(sock, ctx)
+
+
+def serve(name: str, cert: str, key: str, port: int) -> None:
+    """The floor server ``name`` on 127.0.0.1:``port``, until killed."""
+    connect = _engine(name, cert, key)
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1024)
+    listener.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    while True:
+        for selected, _ in selector.select():
+            if selected.fileobj is listener:
+                while True:
+                    try:
+                        sock, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    sock.setblocking(False)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    engine = connect(sock)
+                    selector.register(engine.sock, selectors.EVENT_READ, engine)
+                continue
+            engine = selected.data
+            try:
+                done = engine.step()
+            except Exception:  # a failed connection: close it, as the others do
+                done = True
+            if done:
+                selector.unregister(engine.sock)
+                engine.sock.close()
+
+
+def start_floor(tmp: Path, name: str, tls: run.TLSFiles) -> run.Server:
+    """This script in ``--serve`` mode on core 1, once it accepts TLS connections."""
+    port = run.free_port()
+    log = tmp / f"{name}.log"
+    proc = run.spawn([sys.executable, __file__, "--serve", name, str(tls.cert), str(tls.key),
+                      str(port)], log)
+    deadline = time.monotonic() + run.START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited; see {log}:\n{log.read_text()}")
+        try:
+            run.tls_connect(port, run.TLS_HOST, run._client_context()).close()
+            return run.Server(name, port, proc, port)
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{name} did not come up; see {log}")
+
+
+def main() -> int:
+    """Start the servers, check their answers, run interleaved rounds, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter whose venv provides twistd")
+    parser.add_argument("--source", type=Path, default=run.REPO, help="scarfgw checkout to run")
+    parser.add_argument("--serve", nargs=4, metavar=("ENGINE", "CERT", "KEY", "PORT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        name, cert, key, port = args.serve
+        serve(name, cert, key, int(port))
+        return 0
+    for tool in ("wrk", "nginx", "caddy", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found (apt-get install -y wrk nginx caddy util-linux)")
+    tmp = Path(tempfile.mkdtemp(prefix="scarfgw-floor-"))
+    tmp.chmod(0o755)
+    atexit.register(shutil.rmtree, tmp, True)
+    atexit.register(run.stop_children)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    tls = run.make_certificate(tmp / "cert", run.TLS_HOST)
+    www = tmp / "www"
+    www.mkdir()
+    print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores", flush=True)
+    started = {"nginx": run.start_nginx(tmp, 1, www, tls),
+               "caddy": run.start_caddy(tmp, 1, www, tls),
+               "scarfgw-tls": run.start_gateway(tmp, "scarfgw-tls", 1, args.python,
+                                                args.source, tls)}
+    started.update((name, start_floor(tmp, name, tls)) for name in FLOORS)
+    headers = {"User-Agent": run.DOCKER_UA}
+    row = run.Row("https handshakes, default sessions", run.TLS_HOST, run.DOCKER_PATH, 307,
+                  list(started), headers, tls=True, close=True)
+    reference: dict[str, str] = {}
+    scripts = {}
+    for name, server in started.items():
+        run.check(row, server, headers, reference, tls)
+        scripts[name] = (run.wrk_url(row, server), run.lua_script(tmp / f"{name}.lua", row,
+                                                                  headers))
+        run.run_wrk(*scripts[name], 2)
+    results: dict[tuple[str, str], list[run.Sample]] = {}
+    for round_no in range(args.rounds):
+        print(f"round {round_no + 1}/{args.rounds}, load average {os.getloadavg()}", flush=True)
+        for name, server in started.items():
+            pids = server.all_pids()
+            before = run.cpu_seconds(pids)
+            sample = run.run_wrk(*scripts[name], args.duration)
+            used = run.cpu_seconds(pids) - before
+            sample.per_cpu_s = sample.rps * args.duration / used if used > 0 else 0.0
+            results.setdefault((row.name, name), []).append(sample)
+    print(f"\n{run.CONNECTIONS} connections, {args.rounds} x {args.duration:g} s per cell, "
+          f"median; {ssl.OPENSSL_VERSION} (ssl module); load average after: {os.getloadavg()}")
+    run.print_table([row], results, print)
+    nginx = run.median_sample(results[row.name, "nginx"]).per_cpu_s
+    print("req per CPU s x nginx: " + ", ".join(
+        f"{name} {run.median_sample(results[row.name, name]).per_cpu_s / nginx:.2f}"
+        for name in started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
