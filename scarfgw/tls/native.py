@@ -17,6 +17,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
+from twisted.logger import Logger
+
+log = Logger()
+
 KEY_NAME_BYTES: Final = 16
 CIPHER_KEY_BYTES: Final = 32
 MAC_KEY_BYTES: Final = 32
@@ -165,7 +169,9 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
     current key (2: renew; TLS 1.3 clients such as curl and browsers use each ticket once,
     and with 1 OpenSSL issues none after a resumption; nginx's built-in keys renew too); a
     ticket under an unknown key means a full handshake. Returns the C callback, which must
-    be kept alive as long as ``ctx``.
+    be kept alive as long as ``ctx``. Should ``keys`` or OpenSSL fail, the handshake goes on
+    without resumption (no ticket issued, a presented one ignored), and the first failure is
+    logged.
 
     OpenSSL calls it twice per resumed TLS 1.3 handshake, so it makes three foreign calls
     at most and reads and writes the key name in place.
@@ -175,6 +181,7 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
     rand_bytes, cipher_init, mac_set_params = lib.rand_bytes, lib.cipher_init, lib.mac_set_params
     aes_256_cbc = lib.aes_256_cbc
     name_at = _KeyName.from_address
+    failed = False
 
     def callback(_ssl_ptr: int, name: int, iv: int, cipher_ctx: int, mac_ctx: int,
                  encrypt: int) -> int:
@@ -182,7 +189,7 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
             current, known = keys()
             if encrypt:
                 if rand_bytes(iv, 16) != 1:
-                    return -1
+                    raise NativeError("RAND_bytes failed")
                 name_at(name).raw = current.name
                 key = current
             else:
@@ -192,10 +199,15 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
                 key = found
             if (cipher_init(cipher_ctx, aes_256_cbc, None, key.cipher_key, iv, encrypt) != 1
                     or mac_set_params(mac_ctx, key.mac_params) != 1):
-                return -1
+                raise NativeError("OpenSSL refused the session-ticket key")
             return 1 if encrypt else 2
         except Exception:
-            return -1
+            nonlocal failed
+            if not failed:
+                failed = True
+                log.failure("TLS session tickets failed; handshakes go on without resumption"
+                            " (logged once)")
+            return 0
 
     c_callback = _TicketCallback(callback)
     if lib.set_ticket_cb(pointer, c_callback) != 1:

@@ -150,3 +150,34 @@ def test_unusable_storage_falls_back_to_a_process_key_and_says_so_once(tmp_path)
     finally:
         globalLogPublisher.removeObserver(observe)
     assert len(errors) == 1 and "tickets are per process" in str(errors[0]["log_format"])
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_failing_key_source_means_full_handshakes_and_one_logged_failure(tmp_path, version):
+    keys = TicketKeys(tmp_path, _clock())
+    broken = {"now": False}
+
+    def source() -> Any:
+        if broken["now"]:
+            raise OSError("key source broken")
+        return keys()
+
+    failures: list[dict[str, Any]] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        options = _options(source)  # type: ignore[arg-type]
+        client = _client_context(version)
+        first = connect(options, client)
+        broken["now"] = True
+        second = connect(options, client, first.session)  # the handshake still completes
+        third = connect(options, client, first.session)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert not second.session_reused and not third.session_reused
+    assert len(failures) == 1 and "key source broken" in str(failures[0]["log_failure"].value)
