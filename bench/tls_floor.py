@@ -2,13 +2,21 @@
 
 Beside nginx, Caddy and the gateway, this runs minimal servers written in Python that do
 nothing but the TLS work: an epoll loop that accepts, completes the handshake (the session
-resumed from its ticket, with OpenSSL's own ticket keys), reads one request and answers it
-with the docker 307 and ``close_notify``. No HTTP parsing, routing, events, metrics or
-Twisted: what they reach bounds any server built on the same TLS engine. The engines:
+resumed from its ticket), reads one request and answers it with the docker 307 and
+``close_notify``. No Twisted, HTTP parsing, routing, events or metrics: what they reach
+bounds any server built on the same TLS engine and settings. The floors:
 
-- ``floor-ssl-bio``: the stdlib ``ssl.SSLObject`` on memory BIOs, as the gateway uses it.
-- ``floor-ssl-socket``: a non-blocking stdlib ``ssl.SSLSocket`` (OpenSSL reads and writes
-  the socket itself).
+- ``floor-gateway-tls``: the gateway's own TLS layer (``scarfgw.tls.sni.SNIServerOptions``:
+  its context settings, the SNI switch from the fallback certificate, ticket keys shared
+  through a ``tls.storage`` folder) on memory BIOs, as the gateway runs it. The gap between
+  it and ``scarfgw-tls`` is what the rest of the gateway costs per connection.
+- ``floor-twisted-tls``: the same TLS layer in Twisted, as the gateway runs it (its epoll
+  reactor, listening port and TLS transport), under a protocol that answers as soon as the
+  request's head has arrived: no HTTP channel, routing, events or metrics.
+- ``floor-ssl-defaults``: the stdlib ``ssl.SSLObject`` on memory BIOs with OpenSSL's default
+  settings (a server-side session cache, OpenSSL's own ticket keys, AES-256 first).
+- ``floor-ssl-socket``: the same on a non-blocking ``ssl.SSLSocket`` (OpenSSL reads and
+  writes the socket itself).
 - ``floor-pyopenssl``: pyOpenSSL on its own socket, on the OpenSSL that cryptography links
   statically (a newer release than the system's). It cannot share ticket keys between
   processes: cryptography exposes no call that sets them.
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import os
 import selectors
 import shutil
@@ -38,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run  # the benchmark's own helpers, next to this script
 
-FLOORS = ("floor-ssl-bio", "floor-ssl-socket", "floor-pyopenssl")
+FLOORS = ("floor-gateway-tls", "floor-twisted-tls", "floor-ssl-defaults", "floor-ssl-socket",
+          "floor-pyopenssl")
 ANSWER = (f"HTTP/1.1 307 Temporary Redirect\r\nLocation: https://{run.REGISTRY}{run.DOCKER_PATH}"
           "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").encode()
 END_OF_HEAD = b"\r\n\r\n"
@@ -92,10 +102,11 @@ class _Engine:
 
 
 class _SSLBio(_Engine):
-    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+    def __init__(self, sock: socket.socket,
+                 wrap: Callable[[ssl.MemoryBIO, ssl.MemoryBIO], ssl.SSLObject]) -> None:
         super().__init__(sock)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.tls = wrap(self.incoming, self.outgoing)
 
     def receive(self) -> None:
         data = self.sock.recv(READ_BYTES)
@@ -117,10 +128,8 @@ class _SSLBio(_Engine):
 
     def answer(self) -> None:
         self.tls.write(ANSWER)
-        try:
+        with contextlib.suppress(ssl.SSLError):  # the client's close_notify is not awaited
             self.tls.unwrap()
-        except ssl.SSLError:
-            pass
         self.flush()
 
     def flush(self) -> None:
@@ -147,10 +156,8 @@ class _SSLSocket(_Engine):
 
     def answer(self) -> None:
         self.tls.send(ANSWER)
-        try:
+        with contextlib.suppress(ssl.SSLError, OSError):
             self.tls.unwrap()
-        except (ssl.SSLError, OSError):
-            pass
 
 
 class _PyOpenSSL(_Engine):
@@ -179,8 +186,67 @@ class _PyOpenSSL(_Engine):
         self.tls.shutdown()
 
 
+def _gateway_options(cert: str, key: str) -> Any:
+    """The gateway's TLS layer serving ``cert`` for TLS_HOST, with shared ticket keys."""
+    from scarfgw.tls.certs import load_keyed_chain, self_signed
+    from scarfgw.tls.sni import SNIServerOptions
+    from scarfgw.tls.tickets import TicketKeys
+
+    keyed = load_keyed_chain(Path(key).read_bytes(), Path(cert).read_bytes())
+    storage = Path(tempfile.mkdtemp(prefix="scarfgw-floor-tickets-"))
+    atexit.register(shutil.rmtree, storage, True)
+    options = SNIServerOptions(self_signed("fallback.invalid", time.time() - 60, 86400),
+                               tickets=TicketKeys(storage, _WallClock()))
+    options.install(run.TLS_HOST, keyed)
+    return options
+
+
+def _gateway_tls(cert: str, key: str) -> Callable[[socket.socket], _Engine]:
+    """Connections on the gateway's TLS layer, in this script's loop."""
+    options = _gateway_options(cert, key)
+    return lambda sock: _SSLBio(sock, lambda incoming, outgoing: options.connection(
+        incoming, outgoing, ()))
+
+
+def serve_twisted(cert: str, key: str, port: int) -> None:
+    """The gateway's TLS layer, port and reactor, under a protocol that only answers."""
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+
+    from scarfgw.http.connection import GatewayPort
+    from scarfgw.tls.transport import TLSServerFactory
+
+    class Answer(Protocol):
+        head = b""
+
+        def dataReceived(self, data: bytes) -> None:
+            self.head += data
+            if END_OF_HEAD in self.head:
+                self.transport.write(ANSWER)  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+    inner = Factory.forProtocol(Answer)
+    inner.noisy = False
+    GatewayPort(port, TLSServerFactory(_gateway_options(cert, key), inner), 1024, "127.0.0.1",
+                reactor).startListening()
+    reactor.run()
+
+
+class _WallClock:
+    """The ``seconds()`` clock TicketKeys reads."""
+
+    @staticmethod
+    def seconds() -> float:
+        return time.time()
+
+
 def _engine(name: str, cert: str, key: str) -> Callable[[socket.socket], _Engine]:
     """A connection factory for the floor server ``name``."""
+    if name == "floor-gateway-tls":
+        return _gateway_tls(cert, key)
     if name == "floor-pyopenssl":
         from OpenSSL import SSL
 
@@ -190,13 +256,17 @@ def _engine(name: str, cert: str, key: str) -> Callable[[socket.socket], _Engine
         return lambda sock: _PyOpenSSL(sock, pyctx)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    if name == "floor-ssl-bio":
-        return lambda sock: _SSLBio(sock, ctx)
+    if name == "floor-ssl-defaults":
+        return lambda sock: _SSLBio(sock, lambda incoming, outgoing: ctx.wrap_bio(
+            incoming, outgoing, server_side=True))
     return lambda sock: _SSLSocket(sock, ctx)
 
 
 def serve(name: str, cert: str, key: str, port: int) -> None:
     """The floor server ``name`` on 127.0.0.1:``port``, until killed."""
+    if name == "floor-twisted-tls":
+        serve_twisted(cert, key, port)
+        return
     connect = _engine(name, cert, key)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -228,12 +298,13 @@ def serve(name: str, cert: str, key: str, port: int) -> None:
                 engine.sock.close()
 
 
-def start_floor(tmp: Path, name: str, tls: run.TLSFiles) -> run.Server:
+def start_floor(tmp: Path, name: str, tls: run.TLSFiles, python: str, source: Path
+                ) -> run.Server:
     """This script in ``--serve`` mode on core 1, once it accepts TLS connections."""
     port = run.free_port()
     log = tmp / f"{name}.log"
-    proc = run.spawn([sys.executable, __file__, "--serve", name, str(tls.cert), str(tls.key),
-                      str(port)], log)
+    proc = run.spawn([python, __file__, "--serve", name, str(tls.cert), str(tls.key),
+                      str(port)], log, env={**os.environ, "PYTHONPATH": str(source)})
     deadline = time.monotonic() + run.START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -277,7 +348,8 @@ def main() -> int:
                "caddy": run.start_caddy(tmp, 1, www, tls),
                "scarfgw-tls": run.start_gateway(tmp, "scarfgw-tls", 1, args.python,
                                                 args.source, tls)}
-    started.update((name, start_floor(tmp, name, tls)) for name in FLOORS)
+    started.update((name, start_floor(tmp, name, tls, args.python, args.source))
+                   for name in FLOORS)
     headers = {"User-Agent": run.DOCKER_UA}
     row = run.Row("https handshakes, default sessions", run.TLS_HOST, run.DOCKER_PATH, 307,
                   list(started), headers, tls=True, close=True)
