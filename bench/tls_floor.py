@@ -10,7 +10,7 @@ bounds any server built on the same TLS engine and settings. The floors:
   its context settings, the SNI switch from the fallback certificate, ticket keys shared
   through a ``tls.storage`` folder) on memory BIOs, as the gateway runs it. The gap between
   it and ``scarfgw-tls`` is what the rest of the gateway costs per connection.
-- ``floor-twisted-tls``: the same TLS layer in Twisted, as the gateway runs it (its epoll
+- ``floor-twisted-tls``: the same TLS layer in Twisted, as the gateway runs it (its
   reactor, listening port and TLS transport), under a protocol that answers as soon as the
   request's head has arrived: no HTTP channel, routing, events or metrics.
 - ``floor-ssl-defaults``: the stdlib ``ssl.SSLObject`` on memory BIOs with OpenSSL's default
@@ -210,9 +210,9 @@ def _gateway_tls(cert: str, key: str) -> Callable[[socket.socket], _Engine]:
 
 def serve_twisted(cert: str, key: str, port: int) -> None:
     """The gateway's TLS layer, port and reactor, under a protocol that only answers."""
-    from twisted.internet import epollreactor
+    from scarfgw.runtime.reactor import install_unless_chosen
 
-    epollreactor.install()
+    install_unless_chosen()
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory, Protocol
 
