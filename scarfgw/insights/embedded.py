@@ -152,6 +152,7 @@ _UNCOUNTED: Final = (
     " WHERE day NOT IN (SELECT day FROM counted_days) ORDER BY day DESC")
 """The days before the newest event's that are not counted, newest first, with their
 events."""
+_NEWEST: Final = "SELECT CAST(max(time) AS DATE) FROM events"
 _OLDEST: Final = "SELECT count(*), min(rowid) FROM events_recent"
 _TO_RUN: Final = ("INSERT INTO events_sorted BY NAME SELECT * FROM events_recent WHERE rowid < $end"
                   " ORDER BY pkg, time")
@@ -272,6 +273,11 @@ class DuckDBStore(Engine):
         self._interrupted = False
         self._uncounted = not read_only
         """Whether a settled day may lack its day totals (see :meth:`count_days`)."""
+        self._newest: date | None = None
+        """The day of the newest event stored (never counted: it is not settled)."""
+        if not read_only:
+            newest = self._connection.execute(_NEWEST).fetchone()
+            self._newest = newest[0] if newest else None
         self._chunk_dir = ""
         if not read_only:
             self._chunk_dir = os.path.abspath(path) + ".staging"
@@ -357,7 +363,7 @@ class DuckDBStore(Engine):
                                            {"start": start, "first": first, "last": last}))
                 for uncount in _UNCOUNT:
                     run(uncount, {"first": first, "last": last})
-                self._uncounted = True
+                self._settle(first.date(), last.date())
             run("INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
                 [path, position.device, position.inode, position.head, position.offset])
         return int(valid) - removed, int(parsed) - int(valid)
@@ -381,6 +387,14 @@ class DuckDBStore(Engine):
             moved = self._number(run(_TO_RUN, {"end": first + self.run_events}))
             run("DELETE FROM events_recent WHERE rowid < ?", [first + self.run_events])
         return moved
+
+    def _settle(self, first: date, last: date) -> None:
+        """Note a chunk of events from day ``first`` to ``last``: a settled day may lack its
+        totals now, unless they all fall on the newest day (the usual chunk: nothing to
+        count, and no need to look)."""
+        if not first == last == self._newest:
+            self._uncounted = True
+        self._newest = max(last, self._newest or last)
 
     def count_days(self) -> int:
         """Count the downloads of settled days (those before the newest event's day) that
