@@ -10,12 +10,13 @@ Usage: ``python bench/insights.py [--events N] [--packages 200] [--days 90] [--q
    ``--cache DIR``, once: a later run with the same figures reuses it).
 2. Ingests the file into a fresh DuckDB store exactly as the primary does (the follower,
    its chunks, idempotent inserts, the configured threads and memory limit), then sorts
-   the recent events into runs as the primary does once it has caught up, and closes the
-   store (its checkpoint): events durable and queryable per second (the sorting not
-   counted), with the CPU seconds the process used, and the sorting's seconds apart.
+   the recent events into runs and counts the settled days' totals as the primary does
+   once it has caught up, and closes the store (its checkpoint): events durable and
+   queryable per second (sorting and counting not included), with the CPU seconds the
+   process used, and the seconds of sorting and counting apart.
 3. Runs ``--queries`` 30-day daily downloads-by-version series for random packages (the
    session and digest rules included): p50/p95 in ms. Also the companies of a package and
-   the all-package totals behind ``/api/v1/packages``.
+   the all-package totals behind ``/api/v1/packages`` (p50 of five).
 4. Unless ``--skip-throughput``: ``twistd scarfgw`` (one process, core 1) with insights off
    and on, interleaved ``--rounds`` times, wrk on core 0 against the docker 307 row; with
    insights on the primary ingests the events the load writes, as it would in production.

@@ -123,7 +123,10 @@ _NEW: Final = "rowid >= $start"
 """The rows of this chunk (``$start``: the row id after the last one committed)."""
 _NEXT_ROW: Final = "SELECT coalesce(max(rowid) + 1, 0) FROM events_recent"
 _SURVEY: Final = (f"SELECT count(*), count(*) FILTER ({_VALID}), count(DISTINCT request_id)"
-                  f" FILTER ({_VALID}), min(time), max(time) FROM events_recent WHERE {_NEW}")
+                  f" FILTER ({_VALID}), min(time) FILTER ({_VALID}), max(time) FILTER ({_VALID})"
+                  f" FROM events_recent WHERE {_NEW}")
+"""The chunk's rows, valid rows, distinct request ids, and the time span of the valid rows
+(the events it stores: the days its totals change)."""
 _INVALID: Final = f"DELETE FROM events_recent WHERE {_NEW} AND NOT ({_VALID})"
 _SAME: Final = " AND ".join(
     ["e.request_id = s.request_id", "e.time = s.time",
