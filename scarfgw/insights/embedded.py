@@ -282,9 +282,8 @@ class DuckDBStore(Engine):
         """Whether a settled day may lack its day totals (see :meth:`count_days`)."""
         self._newest: date | None = None
         """The day of the newest event stored (never counted: it is not settled)."""
-        if not read_only:
-            newest = self._connection.execute(_NEWEST).fetchone()
-            self._newest = newest[0] if newest else None
+        if not read_only:  # fetched to the end, the read's transaction ends with it
+            self._newest = self._connection.execute(_NEWEST).fetchall()[0][0]
         self._chunk_dir = ""
         if not read_only:
             self._chunk_dir = os.path.abspath(path) + ".staging"
