@@ -18,7 +18,10 @@ first, then by request id, so both engines find the same sessions.
 The engines express "the previous request of the session" in their own SQL (DuckDB: window
 functions; ClickHouse 18.16, which has none: sorted arrays per group) and share the rest:
 :func:`starts_columns` gives both the same columns, and :func:`series_sql`,
-:func:`companies_sql`, :func:`totals_sql` the same aggregations on top.
+:func:`companies_sql`, :func:`totals_sql` the same aggregations on top. Sessions never
+reach back more than the window, so a day's downloads are found from the candidates of that
+day and the window before it: :func:`day_totals_sql` counts them per day, package and
+company, which the embedded store keeps for the days it has settled.
 *Unique* downloads are distinct origin networks per package (and key) per day, summed over
 the days of a period.
 """
@@ -128,4 +131,23 @@ def totals_sql(starts: str) -> str:
     return (
         f"SELECT pkg, count(*) AS downloads, count(DISTINCT company) AS companies"
         f" FROM ({starts}) AS s GROUP BY pkg"
+    )
+
+
+def day_totals_sql(starts: str, dialect: Dialect) -> str:
+    """Downloads per day, package and company (NULL: none) of the download relation
+    ``starts``; :func:`totals_sql` of the same downloads is the sum of ``downloads`` and
+    the distinct companies of these rows per package."""
+    return (
+        f"SELECT {dialect.day.format(ts='ts')} AS day, pkg, company, count(*) AS downloads"
+        f" FROM ({starts}) AS s GROUP BY ALL"
+    )
+
+
+def summed_totals_sql(day_totals: str) -> str:
+    """:func:`totals_sql` from rows of :func:`day_totals_sql` (``pkg``, ``company``,
+    ``downloads``)."""
+    return (
+        f"SELECT pkg, sum(downloads) AS downloads, count(DISTINCT company) AS companies"
+        f" FROM ({day_totals}) AS t GROUP BY pkg"
     )

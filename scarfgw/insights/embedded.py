@@ -26,7 +26,11 @@ as fast as DuckDB parses and writes it. Once nothing is waiting to be read,
 :meth:`DuckDBStore.sort_recent` moves the oldest :data:`RUN_EVENTS` recent events into a
 new sorted run per call (one transaction of whole row groups, which leaves the checkpoint
 nothing to rewrite), until fewer are left: an event is written at most twice and never
-sorted again. ``origin.network`` is stored uncompressed: nearly every event has its own, and
+sorted again. Once no run is left to sort, :meth:`DuckDBStore.count_days` keeps the
+downloads of each settled day per package and company (``day_totals``, the days in
+``counted_days``); a chunk forgets those of the days its events may change, in its own
+transaction, and :meth:`DuckDBStore.totals` counts only the days not counted from their
+events. ``origin.network`` is stored uncompressed: nearly every event has its own, and
 a query that reads a package's events from unsorted row groups spent most of its time
 decompressing that column's dictionaries.
 """
@@ -41,7 +45,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Final
 
 import duckdb
@@ -66,6 +70,9 @@ CREATE VIEW IF NOT EXISTS events AS
     SELECT * FROM events_sorted UNION ALL SELECT * FROM events_recent;
 CREATE TABLE IF NOT EXISTS ingest_files (
     path VARCHAR PRIMARY KEY, device UBIGINT, inode UBIGINT, head VARCHAR, "offset" UBIGINT);
+CREATE TABLE IF NOT EXISTS counted_days (day DATE NOT NULL);
+CREATE TABLE IF NOT EXISTS day_totals (
+    day DATE NOT NULL, pkg VARCHAR, company VARCHAR, downloads BIGINT NOT NULL);
 """
 _SINGLE_TABLE: Final = (
     "SELECT 1 FROM information_schema.tables WHERE table_catalog = current_database()"
@@ -116,7 +123,10 @@ _NEW: Final = "rowid >= $start"
 """The rows of this chunk (``$start``: the row id after the last one committed)."""
 _NEXT_ROW: Final = "SELECT coalesce(max(rowid) + 1, 0) FROM events_recent"
 _SURVEY: Final = (f"SELECT count(*), count(*) FILTER ({_VALID}), count(DISTINCT request_id)"
-                  f" FILTER ({_VALID}), min(time), max(time) FROM events_recent WHERE {_NEW}")
+                  f" FILTER ({_VALID}), min(time) FILTER ({_VALID}), max(time) FILTER ({_VALID})"
+                  f" FROM events_recent WHERE {_NEW}")
+"""The chunk's rows, valid rows, distinct request ids, and the time span of the valid rows
+(the events it stores: the days its totals change)."""
 _INVALID: Final = f"DELETE FROM events_recent WHERE {_NEW} AND NOT ({_VALID})"
 _SAME: Final = " AND ".join(
     ["e.request_id = s.request_id", "e.time = s.time",
@@ -134,6 +144,22 @@ _STORED_BEFORE: Final = (
     " SELECT * FROM events_recent WHERE rowid < $start AND time BETWEEN $first AND $last)"
     f" AS e WHERE {_SAME})")
 """Removes the chunk's events that the store held before (a replay, a re-sent batch)."""
+_UNCOUNT: Final = tuple(
+    f"DELETE FROM {table} WHERE day BETWEEN CAST($first AS DATE)"
+    f" AND CAST($last + INTERVAL {counting.WINDOW_SECONDS} SECOND AS DATE)"
+    for table in ("counted_days", "day_totals"))
+"""Forget the day totals a chunk's events (``$first`` to ``$last``) may change: their days,
+and the next day when they end within the window before it."""
+_UNCOUNTED: Final = (
+    "WITH per_day AS (SELECT CAST(time AS DATE) AS day, count(*) AS n FROM events GROUP BY day),"
+    " settled AS (SELECT CAST(unnest(generate_series(CAST(min(day) AS TIMESTAMP),"
+    " CAST(max(day) AS TIMESTAMP) - INTERVAL 1 DAY, INTERVAL 1 DAY)) AS DATE) AS day"
+    " FROM per_day)"
+    " SELECT day, coalesce(n, 0) FROM settled LEFT JOIN per_day USING (day)"
+    " WHERE day NOT IN (SELECT day FROM counted_days) ORDER BY day DESC")
+"""The days before the newest event's that are not counted, newest first, with their
+events."""
+_NEWEST: Final = "SELECT CAST(max(time) AS DATE) FROM events"
 _OLDEST: Final = "SELECT count(*), min(rowid) FROM events_recent"
 _TO_RUN: Final = ("INSERT INTO events_sorted BY NAME SELECT * FROM events_recent WHERE rowid < $end"
                   " ORDER BY pkg, time")
@@ -252,6 +278,12 @@ class DuckDBStore(Engine):
         """Every thread's cursor (for :meth:`interrupt`)."""
         self._writer: duckdb.DuckDBPyConnection | None = None
         self._interrupted = False
+        self._uncounted = not read_only
+        """Whether a settled day may lack its day totals (see :meth:`count_days`)."""
+        self._newest: date | None = None
+        """The day of the newest event stored (never counted: it is not settled)."""
+        if not read_only:  # fetched to the end, the read's transaction ends with it
+            self._newest = self._connection.execute(_NEWEST).fetchall()[0][0]
         self._chunk_dir = ""
         if not read_only:
             self._chunk_dir = os.path.abspath(path) + ".staging"
@@ -335,6 +367,9 @@ class DuckDBStore(Engine):
             if valid:
                 removed += self._number(run(_STORED_BEFORE,
                                            {"start": start, "first": first, "last": last}))
+                for uncount in _UNCOUNT:
+                    run(uncount, {"first": first, "last": last})
+                self._settle(first.date(), last.date())
             run("INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
                 [path, position.device, position.inode, position.head, position.offset])
         return int(valid) - removed, int(parsed) - int(valid)
@@ -358,6 +393,68 @@ class DuckDBStore(Engine):
             moved = self._number(run(_TO_RUN, {"end": first + self.run_events}))
             run("DELETE FROM events_recent WHERE rowid < ?", [first + self.run_events])
         return moved
+
+    def _settle(self, first: date, last: date) -> None:
+        """Note a chunk of events from day ``first`` to ``last``: a settled day may lack its
+        totals now, unless they all fall on the newest day (the usual chunk: nothing to
+        count, and no need to look)."""
+        if not first == last == self._newest:
+            self._uncounted = True
+        self._newest = max(last, self._newest or last)
+
+    def count_days(self) -> int:
+        """Count the downloads of settled days (those before the newest event's day) that
+        are not counted yet, per day, package and company (see
+        :func:`counting.day_totals_sql`), for :meth:`totals`: the newest such days in a row
+        of about :attr:`run_events` events (at least one day), in one transaction on the
+        catch-up threads; answer how many days. A chunk that stores events of a counted day
+        (or of the window before the next one) makes it uncounted again."""
+        if not self._uncounted:
+            return 0
+        days: list[date] = []
+        events = 0
+        for day, count in self._statements(self._threads)(_UNCOUNTED).fetchall():
+            if days and (events + count > self.run_events or day != days[-1] - timedelta(1)):
+                break
+            days.append(day)
+            events += count
+        if not days:
+            self._uncounted = False
+            return 0
+        first, last = days[-1], days[0]
+        starts = self._downloads_of(first, last, None)
+        run = self._statements(self._catch_up_threads)
+        with self._transaction(run):
+            run(f"INSERT INTO day_totals {counting.day_totals_sql(starts, DIALECT)}")
+            run("INSERT INTO counted_days SELECT unnest($days)", {"days": days})
+        return len(days)
+
+    def _total_rows(self, start: date, end: date) -> list[tuple[Any, ...]]:
+        """The totals of the range from the day totals of its counted days and the
+        downloads of the others, in one snapshot."""
+        self._refuse_once_interrupted()
+        cursor = self._cursor()
+        cursor.execute("BEGIN")
+        try:
+            counted = {day for day, in cursor.execute(
+                "SELECT day FROM counted_days WHERE day BETWEEN $start AND $end",
+                {"start": start, "end": end}).fetchall()}
+            parts = [f"SELECT pkg, company, downloads FROM day_totals"
+                     f" WHERE day BETWEEN DATE '{start}' AND DATE '{end}'"]
+            missing = [day for day in (start + timedelta(offset)
+                                       for offset in range((end - start).days + 1))
+                       if day not in counted]
+            if missing:
+                live = counting.day_totals_sql(
+                    self._downloads_of(missing[0], missing[-1], None), DIALECT)
+                days = ", ".join(f"DATE '{day}'" for day in missing)
+                parts.append(f"SELECT pkg, company, downloads FROM ({live}) AS l"
+                             f" WHERE day IN ({days})")
+            return cursor.execute(
+                counting.summed_totals_sql(" UNION ALL ".join(parts))).fetchall()
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")  # a read: nothing to keep
 
     def interrupt(self) -> None:
         """Stop what runs now, from any thread (before closing): the queries fail, and so

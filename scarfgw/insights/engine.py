@@ -109,8 +109,11 @@ class Engine:
 
     def totals(self, start: date, end: date) -> dict[str, tuple[int, int]]:
         """(downloads, distinct companies) per package id with downloads in the range."""
-        sql = counting.totals_sql(self._downloads_of(start, end, None))
-        return {str(pkg): (int(n), int(c or 0)) for pkg, n, c in self.query(sql)}
+        return {str(pkg): (int(n), int(c or 0)) for pkg, n, c in self._total_rows(start, end)}
+
+    def _total_rows(self, start: date, end: date) -> list[tuple[Any, ...]]:
+        """The rows of :func:`counting.totals_sql` for the range."""
+        return self.query(counting.totals_sql(self._downloads_of(start, end, None)))
 
     def events_sql(self, package_id: str, start: date, end: date) -> str:
         """Every stored event of the package in the range, oldest first, its time as

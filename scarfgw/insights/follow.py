@@ -6,8 +6,10 @@ lines from one file (staged as files of at most ``piece_bytes``, copied in the k
 the end of each piece is read, for its last newline) and stores them with the new offset in
 one transaction; a partial last line waits for its newline. Once no file has more waiting,
 a step sorts a run of the recent events instead
-(:meth:`~scarfgw.insights.embedded.DuckDBStore.sort_recent`): a backlog goes in first, as
-fast as it can, and is sorted afterwards.
+(:meth:`~scarfgw.insights.embedded.DuckDBStore.sort_recent`), and once none is left,
+counts settled days for the totals
+(:meth:`~scarfgw.insights.embedded.DuckDBStore.count_days`): a backlog goes in first, as
+fast as it can, and is sorted and counted afterwards.
 
 - Restart: reading resumes at the stored offset when the file is still the same one.
 - Rotation (logrotate + ``kill -USR1``): the file open here keeps its inode; it is read to
@@ -100,7 +102,8 @@ class Follower:
 
     def step(self) -> StepResult:
         """Ingest one chunk from each file that has one; when none has more waiting, sort
-        a run of the recent events (more is waiting while one was sorted)."""
+        a run of the recent events, or else count settled days (more is waiting while
+        either did)."""
         added = skipped = unread = 0
         more = False
         for path in self.paths:
@@ -111,11 +114,12 @@ class Follower:
             return StepResult(added, skipped, more, unread)
         try:
             moved = self.store.sort_recent()
+            counted = 0 if moved else self.store.count_days()
         except duckdb.InterruptException:
             raise
         except duckdb.Error as exc:  # e.g. no room for the sort: the chunks are stored
             return StepResult(added, skipped, False, unread, sort_error=str(exc))
-        return StepResult(added, skipped, moved > 0, unread, moved)
+        return StepResult(added, skipped, moved > 0 or counted > 0, unread, moved)
 
     def close(self) -> None:
         """Close the open files."""
