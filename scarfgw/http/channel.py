@@ -118,13 +118,13 @@ class DateHeader:
     """The ``Date`` header line, formatted at most once per second of ``clock``."""
 
     def __init__(self, clock: Any) -> None:
-        self.clock = clock
+        self.now: Callable[[], float] = clock.seconds
         self.second = -1
         self.line = b""
 
     def current(self) -> bytes:
         """``Date: ...\r\n`` for now (formatted once per second)."""
-        second = int(self.clock.seconds())
+        second = int(self.now())
         if second != self.second:
             self.second = second
             self.line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
@@ -433,7 +433,7 @@ class GatewayChannel(Protocol):
         factory = self.factory
         metrics.connection_opened(factory.connections)
         factory.channels.add(self)
-        self.last_activity = factory.clock.seconds()
+        self.last_activity = factory.now()
         transport: Any = self.transport
         self.peer_host = getattr(transport.getPeer(), "host", None)
         self.direct = sends_directly(transport)
@@ -485,7 +485,7 @@ class GatewayChannel(Protocol):
         if self.closing:
             return
         if data[:1] not in _LINE_ENDS or data.strip(b"\r\n"):
-            self.last_activity = self.factory.clock.seconds()  # empty lines are not activity
+            self.last_activity = self.factory.now()  # empty lines are not activity
         self.unparsed = self.unparsed + data if self.unparsed else data
         self._advance()
 
@@ -530,7 +530,7 @@ class GatewayChannel(Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self.receiving_since = self.factory.clock.seconds()
+        self.receiving_since = self.factory.now()
         self._began_in_feed = True
 
     def on_url(self, part: bytes) -> None:
@@ -642,7 +642,7 @@ class GatewayChannel(Protocol):
         elif not backlog and self.paused:
             self.paused = False
             if self.receiving_since is not None:
-                self.receiving_since = self.factory.clock.seconds()
+                self.receiving_since = self.factory.now()
             cast(IPushProducer, self.transport).resumeProducing()
 
     def _answer_refused(self, refused: _Refused) -> None:
@@ -660,7 +660,7 @@ class GatewayChannel(Protocol):
             self.waiting.clear()
             self.close()
             return
-        now = self.factory.clock.seconds()
+        now = self.factory.now()
         self.last_activity = now
         if self.receiving_since is not None:
             self.receiving_since = now  # the client may have waited for this answer
@@ -738,6 +738,9 @@ class GatewayFactory(Factory):
         self.max_body_bytes = max_body_bytes
         self.tls = tls
         self.clock = clock
+        self.now: Callable[[], float] = clock.seconds
+        """``clock.seconds``, looked up once (a method lookup on the reactor per reading
+        was a fifth of a microsecond, six times per request)."""
         self.timeout = timeout
         self.max_connections = max_connections
         self.date = DateHeader(clock)
@@ -781,6 +784,6 @@ class GatewayFactory(Factory):
 
     def close_stale(self) -> None:
         """Cut the connections :meth:`GatewayChannel.stale` gives up on."""
-        now = self.clock.seconds()
+        now = self.now()
         for channel in [c for c in self.channels if c.stale(now, self.timeout)]:
             cast(ITCPTransport, channel.transport).abortConnection()
