@@ -5,7 +5,8 @@ maximum for timestamps) through prometheus-client's multiprocess mode. No label 
 unbounded values: ``kind`` is a rule kind, ``code`` an HTTP status,
 ``method`` one of a fixed set, ``domain`` only configured TLS domains.
 
-The per-request and per-event updates (:func:`request_started`, :func:`request_finished`,
+The per-request, per-connection and per-event updates (:func:`request_started`,
+:func:`request_finished`, :func:`connection_opened`, :func:`connection_closed`,
 :func:`event_queued`) cost a few additions: they are kept in plain numbers and added to the
 metrics by :func:`flush`. In a single process that happens whenever the registry is read (a
 scrape), so a scrape is exact; with workers each process flushes every
@@ -100,8 +101,9 @@ HTTP_IN_FLIGHT: Final = Gauge(
 _register(HTTP_IN_FLIGHT)
 OPEN_CONNECTIONS: Final = Gauge(
     "scarfgw_open_connections", "Open client connections per listener.", ["listener"],
-    registry=REGISTRY, multiprocess_mode="livesum",
+    registry=None, multiprocess_mode="livesum",
 )
+_register(OPEN_CONNECTIONS)
 CONNECTIONS_REJECTED: Final = Counter(
     "scarfgw_connections_rejected", "Client connections closed at once because the listener "
     "had limits.max_connections open.", ["listener"], registry=REGISTRY,
@@ -190,6 +192,7 @@ class _Pending:
 
     def __init__(self) -> None:
         self.requests: dict[Any, int] = {}
+        self.connections: dict[Any, int] = {}
         self.durations = [0] * len(_DURATION_BOUNDS)
         self.duration_sum = 0.0
         self.in_flight = 0
@@ -230,6 +233,19 @@ def request_finished(status: int, method: bytes, kind: str, duration: float,
         pending.response_bytes += sent_bytes
 
 
+def connection_opened(gauge: Any) -> None:
+    """Count a connection in ``gauge`` (a ``scarfgw_open_connections`` child) until
+    :func:`connection_closed`."""
+    connections = _PENDING.connections
+    connections[gauge] = connections.get(gauge, 0) + 1
+
+
+def connection_closed(gauge: Any) -> None:
+    """Uncount a connection :func:`connection_opened` counted in ``gauge``."""
+    connections = _PENDING.connections
+    connections[gauge] = connections.get(gauge, 0) - 1
+
+
 def event_queued() -> None:
     """Add one to ``scarfgw_events_queued_total``."""
     _PENDING.events_queued += 1
@@ -257,6 +273,11 @@ def flush() -> None:
                 durations[index] = 0
         HTTP_REQUEST_DURATION._sum.inc(pending.duration_sum)
         pending.duration_sum = 0.0
+    if pending.connections:
+        for gauge, change in pending.connections.items():
+            if change:
+                gauge.inc(change)
+        pending.connections.clear()
     if pending.in_flight:
         HTTP_IN_FLIGHT.inc(pending.in_flight)
         pending.in_flight = 0

@@ -1,5 +1,5 @@
-"""Per-request metric updates: exact whenever the registry is read, in one process (local
-sums added at read time) and in multiprocess mode (written through at once)."""
+"""Per-request and per-connection metric updates: exact whenever the registry is read, in
+one process (local sums added at read time) and in multiprocess mode (after a flush)."""
 
 from __future__ import annotations
 
@@ -98,6 +98,27 @@ def test_pending_updates_are_visible_to_every_read() -> None:
     assert value("scarfgw_http_requests_in_flight") == in_flight
 
 
+def test_open_connections_are_counted_at_every_read() -> None:
+    def value(listener: str) -> float:
+        return metrics.REGISTRY.get_sample_value(
+            "scarfgw_open_connections", {"listener": listener}) or 0.0
+
+    http, https = (metrics.OPEN_CONNECTIONS.labels(name) for name in ("http", "https"))
+    before_http, before_https = value("http"), value("https")
+    metrics.connection_opened(http)
+    metrics.connection_opened(http)
+    metrics.connection_opened(https)
+    assert value("http") == before_http + 2
+    assert value("https") == before_https + 1
+    metrics.connection_closed(http)
+    metrics.connection_closed(https)
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert f'scarfgw_open_connections{{listener="http"}} {before_http + 1}' in text
+    assert value("https") == before_https
+    metrics.connection_closed(http)
+    assert value("http") == before_http
+
+
 def test_a_label_child_is_created_by_the_first_request_not_by_the_scrape(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -128,6 +149,10 @@ def test_multiprocess_mode_writes_the_files_on_flush(tmp_path: Path) -> None:
         metrics.request_finished(307, b"GET", "docker", 0.0004, 0)
         metrics.request_finished(200, b"GET", "file", 0.3, 1000)
         metrics.event_queued()
+        https = metrics.OPEN_CONNECTIONS.labels("https")
+        for _ in range(3):
+            metrics.connection_opened(https)
+        metrics.connection_closed(https)
         metrics.watch_queue_depth(lambda: 4)
         sys.stdout.write("updated\\n")
         sys.stdout.flush()
@@ -154,6 +179,7 @@ def test_multiprocess_mode_writes_the_files_on_flush(tmp_path: Path) -> None:
             return registry.get_sample_value(name, labels)
 
         assert not value("scarfgw_http_request_duration_seconds_count")
+        assert not value("scarfgw_open_connections", listener="https")
         process.stdin.write("flush\n")
         process.stdin.flush()
         assert process.stdout.readline() == "flushed\n"
@@ -168,5 +194,6 @@ def test_multiprocess_mode_writes_the_files_on_flush(tmp_path: Path) -> None:
         assert value("scarfgw_http_response_bytes_total") == 1000
         assert value("scarfgw_events_queued_total") == 1
         assert value("scarfgw_events_queue_depth") == 4
+        assert value("scarfgw_open_connections", listener="https") == 2
     finally:
         process.communicate("", timeout=10)
