@@ -170,8 +170,8 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
     and with 1 OpenSSL issues none after a resumption; nginx's built-in keys renew too); a
     ticket under an unknown key means a full handshake. Returns the C callback, which must
     be kept alive as long as ``ctx``. Should ``keys`` or OpenSSL fail, the handshake goes on
-    without resumption (no ticket issued, a presented one ignored), and the first failure is
-    logged.
+    without resumption (no ticket issued, a presented one ignored); the first failure is
+    logged, and again the first after they worked again.
 
     OpenSSL calls it twice per resumed TLS 1.3 handshake, so it makes three foreign calls
     at most and reads and writes the key name in place.
@@ -185,6 +185,7 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
 
     def callback(_ssl_ptr: int, name: int, iv: int, cipher_ctx: int, mac_ctx: int,
                  encrypt: int) -> int:
+        nonlocal failed
         try:
             current, known = keys()
             if encrypt:
@@ -200,14 +201,14 @@ def set_ticket_keys(ctx: ssl.SSLContext, keys: KeySource) -> Any:
             if (cipher_init(cipher_ctx, aes_256_cbc, None, key.cipher_key, iv, encrypt) != 1
                     or mac_set_params(mac_ctx, key.mac_params) != 1):
                 raise NativeError("OpenSSL refused the session-ticket key")
-            return 1 if encrypt else 2
         except Exception:
-            nonlocal failed
             if not failed:
                 failed = True
                 log.failure("TLS session tickets failed; handshakes go on without resumption"
-                            " (logged once)")
+                            " (logged once until they work again)")
             return 0
+        failed = False
+        return 1 if encrypt else 2
 
     c_callback = _TicketCallback(callback)
     if lib.set_ticket_cb(pointer, c_callback) != 1:

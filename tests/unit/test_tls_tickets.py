@@ -177,7 +177,12 @@ def test_a_failing_key_source_means_full_handshakes_and_one_logged_failure(tmp_p
         broken["now"] = True
         second = connect(options, client, first.session)  # the handshake still completes
         third = connect(options, client, first.session)
+        assert len(failures) == 1 and "key source broken" in str(failures[0]["log_failure"].value)
+        broken["now"] = False
+        assert connect(options, client, first.session).session_reused, "working again"
+        broken["now"] = True
+        connect(options, client, first.session)
     finally:
         globalLogPublisher.removeObserver(observe)
     assert not second.session_reused and not third.session_reused
-    assert len(failures) == 1 and "key source broken" in str(failures[0]["log_failure"].value)
+    assert len(failures) == 2, "a failure after the tickets worked again is logged too"
