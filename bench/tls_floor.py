@@ -55,13 +55,14 @@ END_OF_HEAD = b"\r\n\r\n"
 READ_BYTES = 16 * 1024
 
 
-class _Again(Exception):
-    """The TLS engine needs more bytes from the client."""
-
-
 class _Engine:
     """One connection's TLS, as the loop drives it: ``step`` advances the handshake and
-    answers the request once its head has arrived; True when the connection is done."""
+    answers the request once its head has arrived; True when the connection is done. The
+    subclasses set ``tls`` (anything with ``do_handshake`` and ``read``) and the exception
+    it raises for more bytes."""
+
+    want_read: type[Exception] = ssl.SSLWantReadError
+    tls: Any
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -72,14 +73,14 @@ class _Engine:
         try:
             self.receive()
             if not self.handshaken:
-                self.handshake()
+                self.tls.do_handshake()
                 self.handshaken = True
             while END_OF_HEAD not in self.head:
-                data = self.read()
+                data = self.tls.read(READ_BYTES)
                 if not data:
                     return True
                 self.head += data
-        except _Again:
+        except self.want_read:
             self.flush()
             return False
         self.answer()
@@ -87,12 +88,6 @@ class _Engine:
 
     def receive(self) -> None:
         """Take what the client sent (only memory BIOs need it handed over)."""
-
-    def handshake(self) -> None:
-        raise NotImplementedError
-
-    def read(self) -> bytes:
-        raise NotImplementedError
 
     def answer(self) -> None:
         raise NotImplementedError
@@ -114,18 +109,6 @@ class _SSLBio(_Engine):
             raise ConnectionResetError
         self.incoming.write(data)
 
-    def handshake(self) -> None:
-        try:
-            self.tls.do_handshake()
-        except ssl.SSLWantReadError:
-            raise _Again from None
-
-    def read(self) -> bytes:
-        try:
-            return self.tls.read(READ_BYTES)
-        except ssl.SSLWantReadError:
-            raise _Again from None
-
     def answer(self) -> None:
         self.tls.write(ANSWER)
         with contextlib.suppress(ssl.SSLError):  # the client's close_notify is not awaited
@@ -142,18 +125,6 @@ class _SSLSocket(_Engine):
         self.tls = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         super().__init__(self.tls)  # the wrapped socket takes the file descriptor over
 
-    def handshake(self) -> None:
-        try:
-            self.tls.do_handshake()
-        except ssl.SSLWantReadError:
-            raise _Again from None
-
-    def read(self) -> bytes:
-        try:
-            return self.tls.recv(READ_BYTES)
-        except ssl.SSLWantReadError:
-            raise _Again from None
-
     def answer(self) -> None:
         self.tls.send(ANSWER)
         with contextlib.suppress(ssl.SSLError, OSError):
@@ -168,18 +139,6 @@ class _PyOpenSSL(_Engine):
         self.want_read = SSL.WantReadError
         self.tls = SSL.Connection(ctx, sock)
         self.tls.set_accept_state()
-
-    def handshake(self) -> None:
-        try:
-            self.tls.do_handshake()
-        except self.want_read:
-            raise _Again from None
-
-    def read(self) -> bytes:
-        try:
-            return bytes(self.tls.recv(READ_BYTES))
-        except self.want_read:
-            raise _Again from None
 
     def answer(self) -> None:
         self.tls.send(ANSWER)
@@ -298,6 +257,11 @@ def serve(name: str, cert: str, key: str, port: int) -> None:
                 engine.sock.close()
 
 
+_UNVERIFIED = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
+
+
 def start_floor(tmp: Path, name: str, tls: run.TLSFiles, python: str, source: Path
                 ) -> run.Server:
     """This script in ``--serve`` mode on core 1, once it accepts TLS connections."""
@@ -310,7 +274,7 @@ def start_floor(tmp: Path, name: str, tls: run.TLSFiles, python: str, source: Pa
         if proc.poll() is not None:
             raise SystemExit(f"{name} exited; see {log}:\n{log.read_text()}")
         try:
-            run.tls_connect(port, run.TLS_HOST, run._client_context()).close()
+            run.tls_connect(port, run.TLS_HOST, _UNVERIFIED).close()
             return run.Server(name, port, proc, port)
         except OSError:
             time.sleep(0.2)
