@@ -81,7 +81,14 @@ class _WorkerProtocol(protocol.ProcessProtocol):
         self.ready = False
         self.generation = 0
         self.held_signals: list[int] = []
+        self.pid: int | None = None
+        """The process id, kept for after its end (Twisted clears the transport's first)."""
         self._partial = b""
+
+    def connectionMade(self) -> None:
+        """The process runs: keep its id."""
+        assert self.transport is not None
+        self.pid = self.transport.pid
 
     def tell(self, message: Message) -> None:
         """Write ``message`` to the worker's stdin."""
@@ -209,8 +216,8 @@ class WorkerPool(Service):
         """A worker exited: forget it, and start it again unless we are stopping."""
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
-        if self.on_exit is not None and worker.transport is not None:
-            self.on_exit(worker.transport.pid)
+        if self.on_exit is not None:
+            self.on_exit(worker.pid)
         if self.stopping:
             log.info("worker {index} stopped", index=worker.index)
             return

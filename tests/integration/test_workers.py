@@ -314,3 +314,43 @@ def test_only_the_primary_loads_duckdb_and_the_workers_stay_small(tmp_path):
         assert not _loaded(worker, "markupsafe")  # Jinja2's
     finally:
         _stop(process, log)
+
+
+def _open_connections(admin: int) -> float:
+    body = http_get(f"http://127.0.0.1:{admin}/metrics")[2].decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith("scarfgw_open_connections{"))
+
+
+def _socket_count(pid: int) -> int:
+    return sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
+               if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
+def test_a_killed_workers_connections_leave_the_open_connections_gauge(tmp_path):
+    config, http, admin = _config(tmp_path, "library/hello")
+    log = tmp_path / "twistd.log"
+    process = start_twistd(write_config(tmp_path, config), log)
+    clients: list[socket.socket] = []
+    try:
+        wait_ready(admin, process, log)
+        [worker] = child_pids(process)
+        before = _socket_count(worker)
+        while _socket_count(worker) == before and len(clients) < 400:  # one on the worker
+            client = socket.create_connection(("127.0.0.1", http), timeout=5)
+            client.sendall(b"GET /v2/library/hello/manifests/1 HTTP/1.1\r\n"
+                           b"Host: cr.example.test\r\nUser-Agent: docker/27.0\r\n\r\n")
+            assert client.recv(65536).startswith(b"HTTP/1.1 307")
+            clients.append(client)
+        assert _socket_count(worker) > before, "no connection reached the worker"
+        poll_until(lambda: _open_connections(admin) == len(clients),
+                   "every open connection counted", log)
+        _kill_worker(process, admin, log)
+        for client in clients:
+            client.close()
+        poll_until(lambda: _open_connections(admin) == 0,
+                   "the gauge back to 0 once every client left", log, timeout=10)
+    finally:
+        for client in clients:
+            client.close()
+        _stop(process, log)
