@@ -28,11 +28,12 @@ new sorted run per call (one transaction of whole row groups, which leaves the c
 nothing to rewrite), until fewer are left: an event is written at most twice and never
 sorted again. Once no run is left to sort, :meth:`DuckDBStore.count_days` keeps the
 downloads of each settled day per package and company (``day_totals``, the days in
-``counted_days``); a chunk forgets those of the days its events may change, in its own
-transaction, and :meth:`DuckDBStore.totals` counts only the days not counted from their
-events. ``origin.network`` is stored uncompressed: nearly every event has its own, and
-a query that reads a package's events from unsorted row groups spent most of its time
-decompressing that column's dictionaries.
+``counted_days``; a day settles :data:`GRACE_SECONDS` after it ended, by the store's clock,
+so an event dated in the future is never counted ahead); a chunk forgets those of the days
+its events may change, in its own transaction, and :meth:`DuckDBStore.totals` counts only
+the days not counted from their events. ``origin.network`` is stored uncompressed: nearly
+every event has its own, and a query that reads a package's events from unsorted row groups
+spent most of its time decompressing that column's dictionaries.
 """
 
 from __future__ import annotations
