@@ -28,11 +28,12 @@ new sorted run per call (one transaction of whole row groups, which leaves the c
 nothing to rewrite), until fewer are left: an event is written at most twice and never
 sorted again. Once no run is left to sort, :meth:`DuckDBStore.count_days` keeps the
 downloads of each settled day per package and company (``day_totals``, the days in
-``counted_days``); a chunk forgets those of the days its events may change, in its own
-transaction, and :meth:`DuckDBStore.totals` counts only the days not counted from their
-events. ``origin.network`` is stored uncompressed: nearly every event has its own, and
-a query that reads a package's events from unsorted row groups spent most of its time
-decompressing that column's dictionaries.
+``counted_days``; a day settles :data:`GRACE_SECONDS` after it ended, by the store's clock,
+so an event dated in the future is never counted ahead); a chunk forgets those of the days
+its events may change, in its own transaction, and :meth:`DuckDBStore.totals` counts only
+the days not counted from their events. ``origin.network`` is stored uncompressed: nearly
+every event has its own, and a query that reads a package's events from unsorted row groups
+spent most of its time decompressing that column's dictionaries.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ import errno
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 import duckdb
@@ -123,10 +125,13 @@ _NEW: Final = "rowid >= $start"
 """The rows of this chunk (``$start``: the row id after the last one committed)."""
 _NEXT_ROW: Final = "SELECT coalesce(max(rowid) + 1, 0) FROM events_recent"
 _SURVEY: Final = (f"SELECT count(*), count(*) FILTER ({_VALID}), count(DISTINCT request_id)"
-                  f" FILTER ({_VALID}), min(time) FILTER ({_VALID}), max(time) FILTER ({_VALID})"
-                  f" FROM events_recent WHERE {_NEW}")
+                  f" FILTER ({_VALID}), epoch_us(min(time) FILTER ({_VALID})),"
+                  f" epoch_us(max(time) FILTER ({_VALID})) FROM events_recent WHERE {_NEW}")
 """The chunk's rows, valid rows, distinct request ids, and the time span of the valid rows
-(the events it stores: the days its totals change)."""
+(the events it stores: the days its totals change) in epoch microseconds (a time Python's
+datetime cannot hold, e.g. in the year 10000, stays a number)."""
+_FIRST: Final = "make_timestamp($first)"
+_LAST: Final = "make_timestamp($last)"
 _INVALID: Final = f"DELETE FROM events_recent WHERE {_NEW} AND NOT ({_VALID})"
 _SAME: Final = " AND ".join(
     ["e.request_id = s.request_id", "e.time = s.time",
@@ -140,26 +145,45 @@ _REPEATED: Final = (
 """Removes the chunk's own repeats of an event but its first."""
 _STORED_BEFORE: Final = (
     f"DELETE FROM events_recent AS s WHERE s.{_NEW} AND EXISTS (SELECT 1 FROM ("
-    "SELECT * FROM events_sorted WHERE time BETWEEN $first AND $last UNION ALL"
-    " SELECT * FROM events_recent WHERE rowid < $start AND time BETWEEN $first AND $last)"
+    f"SELECT * FROM events_sorted WHERE time BETWEEN {_FIRST} AND {_LAST} UNION ALL"
+    f" SELECT * FROM events_recent WHERE rowid < $start AND time BETWEEN {_FIRST} AND {_LAST})"
     f" AS e WHERE {_SAME})")
 """Removes the chunk's events that the store held before (a replay, a re-sent batch)."""
 _UNCOUNT: Final = tuple(
-    f"DELETE FROM {table} WHERE day BETWEEN CAST($first AS DATE)"
-    f" AND CAST($last + INTERVAL {counting.WINDOW_SECONDS} SECOND AS DATE)"
+    f"DELETE FROM {table} WHERE day BETWEEN CAST({_FIRST} AS DATE)"
+    f" AND CAST({_LAST} + INTERVAL {counting.WINDOW_SECONDS} SECOND AS DATE)"
     for table in ("counted_days", "day_totals"))
 """Forget the day totals a chunk's events (``$first`` to ``$last``) may change: their days,
 and the next day when they end within the window before it."""
+_COUNTED_DAYS: Final = (
+    "SELECT 1 FROM information_schema.tables WHERE table_catalog = current_database()"
+    " AND table_schema = 'main' AND table_name = 'counted_days'")
+
+
+def _days(first: str, last: str) -> str:
+    """The days from the date ``first`` to the date ``last`` (none when either is NULL)."""
+    return (f"SELECT CAST(unnest(generate_series(CAST({first} AS TIMESTAMP),"
+            f" CAST({last} AS TIMESTAMP), INTERVAL 1 DAY)) AS DATE) AS day")
+
+
 _UNCOUNTED: Final = (
-    "WITH per_day AS (SELECT CAST(time AS DATE) AS day, count(*) AS n FROM events GROUP BY day),"
-    " settled AS (SELECT CAST(unnest(generate_series(CAST(min(day) AS TIMESTAMP),"
-    " CAST(max(day) AS TIMESTAMP) - INTERVAL 1 DAY, INTERVAL 1 DAY)) AS DATE) AS day"
-    " FROM per_day)"
-    " SELECT day, coalesce(n, 0) FROM settled LEFT JOIN per_day USING (day)"
+    "WITH per_day AS (SELECT CAST(time AS DATE) AS day, count(*) AS n FROM events"
+    " WHERE time < CAST($settled AS DATE) + 1 GROUP BY day)"
+    f" SELECT day, coalesce(n, 0) FROM ({_days('(SELECT min(day) FROM per_day)', '$settled')})"
+    " AS s LEFT JOIN per_day USING (day)"
     " WHERE day NOT IN (SELECT day FROM counted_days) ORDER BY day DESC")
-"""The days before the newest event's that are not counted, newest first, with their
-events."""
-_NEWEST: Final = "SELECT CAST(max(time) AS DATE) FROM events"
+"""The settled days (from the oldest event's day to ``$settled``) that are not counted,
+newest first, with their events."""
+_MISSING: Final = (
+    "SELECT day FROM (" + _days(
+        "greatest($start, (SELECT CAST(min(time) AS DATE) FROM events))",
+        "least($end, (SELECT CAST(max(time) AS DATE) FROM events))")
+    + ") AS d WHERE day NOT IN (SELECT day FROM counted_days) ORDER BY day")
+"""The days of the range ``$start`` to ``$end`` that may have events (from the oldest
+event's day to the newest's) and are not counted, oldest first."""
+GRACE_SECONDS: Final = 3600
+"""A day is settled (its totals are kept) this long after it ended: events are written when
+a request finishes, so the previous day's keep arriving for a while after midnight."""
 _OLDEST: Final = "SELECT count(*), min(rowid) FROM events_recent"
 _TO_RUN: Final = ("INSERT INTO events_sorted BY NAME SELECT * FROM events_recent WHERE rowid < $end"
                   " ORDER BY pkg, time")
@@ -200,6 +224,22 @@ def _starts(where: str, since: int) -> str:
         f" WHERE ts >= {since} AND ifnull(ts - CASE WHEN digest = 1 THEN prev_any"
         f" ELSE prev_same END, {counting.WINDOW_SECONDS + 1}) > {counting.WINDOW_SECONDS}"
     )
+
+
+def _epoch_us(day: date) -> int:
+    """The start of ``day`` (UTC) in epoch microseconds."""
+    return (day - date(1970, 1, 1)).days * 86_400_000_000
+
+
+def _runs(days: list[date]) -> list[tuple[date, date]]:
+    """The first and last day of each run of consecutive ``days`` (sorted)."""
+    runs: list[tuple[date, date]] = []
+    for day in days:
+        if runs and day == runs[-1][1] + timedelta(1):
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
 
 
 _COPY_BLOCK: Final = 1 << 20
@@ -249,15 +289,18 @@ class DuckDBStore(Engine):
     beyond it; defaults: one thread per core, 80 % of the memory; every query that needs
     an order says so, which lets DuckDB parse and write in parallel), a chunk of several
     staged files (a backlog) and the sorting into runs of ``run_events`` on
-    ``catch_up_threads`` (default: one per core)."""
+    ``catch_up_threads`` (default: one per core); ``clock`` tells which days are settled
+    (see :data:`GRACE_SECONDS`)."""
 
     dialect = DIALECT
 
     def __init__(self, path: str, *, read_only: bool = False, threads: int | None = None,
                  memory_limit: str | None = None, catch_up_threads: int | None = None,
-                 run_events: int = RUN_EVENTS) -> None:
+                 run_events: int = RUN_EVENTS, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.run_events = run_events
+        self.clock = clock
+        """Now, in epoch seconds (the reactor's ``seconds``): which days are settled."""
         cores = os.cpu_count() or 1
         self._threads = self._threads_now = threads or cores
         self._catch_up_threads = catch_up_threads or cores
@@ -280,10 +323,12 @@ class DuckDBStore(Engine):
         self._interrupted = False
         self._uncounted = not read_only
         """Whether a settled day may lack its day totals (see :meth:`count_days`)."""
-        self._newest: date | None = None
-        """The day of the newest event stored (never counted: it is not settled)."""
-        if not read_only:  # fetched to the end, the read's transaction ends with it
-            self._newest = self._connection.execute(_NEWEST).fetchall()[0][0]
+        self._settled_when_counted: date | None = None
+        """The last settled day when every settled day was counted."""
+        self._keeps_totals = read_only is False or bool(
+            self._connection.execute(_COUNTED_DAYS).fetchall())
+        """Whether the store keeps day totals (a store of an earlier release opened read-only
+        does not: its totals are counted from the events)."""
         self._chunk_dir = ""
         if not read_only:
             self._chunk_dir = os.path.abspath(path) + ".staging"
@@ -362,6 +407,7 @@ class DuckDBStore(Engine):
             if parsed != valid:
                 run(_INVALID, {"start": start})
             removed = 0
+            changes_settled = False
             if distinct != valid:
                 removed += self._number(run(_REPEATED, {"start": start}))
             if valid:
@@ -369,9 +415,11 @@ class DuckDBStore(Engine):
                                            {"start": start, "first": first, "last": last}))
                 for uncount in _UNCOUNT:
                     run(uncount, {"first": first, "last": last})
-                self._settle(first.date(), last.date())
+                changes_settled = first < _epoch_us(self._settled() + timedelta(1))
             run("INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
                 [path, position.device, position.inode, position.head, position.offset])
+        if changes_settled:  # committed: a settled day may lack its totals now
+            self._uncounted = True
         return int(valid) - removed, int(parsed) - int(valid)
 
     @staticmethod
@@ -394,67 +442,68 @@ class DuckDBStore(Engine):
             run("DELETE FROM events_recent WHERE rowid < ?", [first + self.run_events])
         return moved
 
-    def _settle(self, first: date, last: date) -> None:
-        """Note a chunk of events from day ``first`` to ``last``: a settled day may lack its
-        totals now, unless they all fall on the newest day (the usual chunk: nothing to
-        count, and no need to look)."""
-        if not first == last == self._newest:
-            self._uncounted = True
-        self._newest = max(last, self._newest or last)
+    def _settled(self) -> date:
+        """The last settled day: the newest that ended :data:`GRACE_SECONDS` ago."""
+        now = datetime.fromtimestamp(self.clock() - GRACE_SECONDS, UTC)
+        return now.date() - timedelta(1)
 
     def count_days(self) -> int:
-        """Count the downloads of settled days (those before the newest event's day) that
-        are not counted yet, per day, package and company (see
+        """Count the downloads of settled days (see :meth:`_settled`, from the oldest
+        event's day on) that are not counted yet, per day, package and company (see
         :func:`counting.day_totals_sql`), for :meth:`totals`: the newest such days in a row
         of about :attr:`run_events` events (at least one day), in one transaction on the
         catch-up threads; answer how many days. A chunk that stores events of a counted day
-        (or of the window before the next one) makes it uncounted again."""
+        (or of the window before the next one) makes it uncounted again; so does a day
+        becoming settled."""
+        settled = self._settled()
+        if settled != self._settled_when_counted:
+            self._uncounted = True
         if not self._uncounted:
             return 0
         days: list[date] = []
         events = 0
-        for day, count in self._statements(self._threads)(_UNCOUNTED).fetchall():
+        for day, count in self._statements(self._threads)(
+                _UNCOUNTED, {"settled": settled}).fetchall():
             if days and (events + count > self.run_events or day != days[-1] - timedelta(1)):
                 break
             days.append(day)
             events += count
         if not days:
             self._uncounted = False
+            self._settled_when_counted = settled
             return 0
         first, last = days[-1], days[0]
-        starts = self._downloads_of(first, last, None)
         run = self._statements(self._catch_up_threads)
         with self._transaction(run):
-            run(f"INSERT INTO day_totals {counting.day_totals_sql(starts, DIALECT)}")
+            run(f"INSERT INTO day_totals {self._day_totals_of(first, last)}")
             run("INSERT INTO counted_days SELECT unnest($days)", {"days": days})
         return len(days)
 
     def _total_rows(self, start: date, end: date) -> list[tuple[Any, ...]]:
         """The totals of the range from the day totals of its counted days and the
-        downloads of the others, in one snapshot."""
+        downloads of each run of the others that may have events (from the oldest event's
+        day to the newest's: usually the last day or two), in one snapshot."""
+        if not self._keeps_totals:
+            return super()._total_rows(start, end)
         self._refuse_once_interrupted()
         cursor = self._cursor()
         cursor.execute("BEGIN")
         try:
-            counted = {day for day, in cursor.execute(
-                "SELECT day FROM counted_days WHERE day BETWEEN $start AND $end",
-                {"start": start, "end": end}).fetchall()}
-            parts = [f"SELECT pkg, company, downloads FROM day_totals"
-                     f" WHERE day BETWEEN DATE '{start}' AND DATE '{end}'"]
-            missing = [day for day in (start + timedelta(offset)
-                                       for offset in range((end - start).days + 1))
-                       if day not in counted]
-            if missing:
-                live = counting.day_totals_sql(
-                    self._downloads_of(missing[0], missing[-1], None), DIALECT)
-                days = ", ".join(f"DATE '{day}'" for day in missing)
-                parts.append(f"SELECT pkg, company, downloads FROM ({live}) AS l"
-                             f" WHERE day IN ({days})")
+            bounds = {"start": start, "end": end}
+            missing = [day for day, in cursor.execute(_MISSING, bounds).fetchall()]
+            parts = ["SELECT pkg, company, downloads FROM day_totals"
+                     " WHERE day BETWEEN $start AND $end"]
+            parts.extend(f"SELECT pkg, company, downloads FROM ({self._day_totals_of(first, last)})"
+                         " AS l" for first, last in _runs(missing))
             return cursor.execute(
-                counting.summed_totals_sql(" UNION ALL ".join(parts))).fetchall()
+                counting.summed_totals_sql(" UNION ALL ".join(parts)), bounds).fetchall()
         finally:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")  # a read: nothing to keep
+
+    def _day_totals_of(self, first: date, last: date) -> str:
+        """The day totals of the days ``first`` to ``last``, counted from their events."""
+        return counting.day_totals_sql(self._downloads_of(first, last, None), DIALECT)
 
     def interrupt(self) -> None:
         """Stop what runs now, from any thread (before closing): the queries fail, and so

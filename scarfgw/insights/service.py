@@ -69,11 +69,13 @@ def _at_low_priority(work: Callable[[], T]) -> T:
     return work()
 
 
-def open_engine(settings: InsightsConfig, *, read_only: bool = False) -> Engine:
-    """The configured engine (a DuckDB file is created unless ``read_only``)."""
+def open_engine(settings: InsightsConfig, clock: Callable[[], float], *,
+                read_only: bool = False) -> Engine:
+    """The configured engine (a DuckDB file is created unless ``read_only``); ``clock``
+    gives now in epoch seconds."""
     if settings.engine == "clickhouse":
         return ClickHouseStore(settings.clickhouse)
-    return DuckDBStore(settings.duckdb_path, read_only=read_only,
+    return DuckDBStore(settings.duckdb_path, read_only=read_only, clock=clock,
                        threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
 
 
@@ -115,7 +117,7 @@ class InsightsService(MultiService):
         ``privilegedStartService``, like every listener). A store that cannot be opened
         (another process holds it) stops the start with one line naming it."""
         try:
-            engine = self.engine = open_engine(self.settings)
+            engine = self.engine = open_engine(self.settings, self.reactor.seconds)
         except (duckdb.Error, OSError) as error:
             raise SystemExit(f"error: cannot open the insights store "
                              f"{self.settings.duckdb_path}: {error}") from None

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,7 +38,7 @@ Series = Callable[[str, date, date, Breakdown | None], list[tuple[str | None, in
 
 
 def _engine_series(settings: InsightsConfig) -> Series:
-    engine = open_engine(settings, read_only=True)
+    engine = open_engine(settings, time.time, read_only=True)  # the CLI: no reactor
 
     def series(package_id: str, start: date, end: date,
                by: Breakdown | None) -> list[tuple[str | None, int, int]]:

@@ -20,6 +20,8 @@ from scarfgw.insights.engine import EVENT_COLUMNS
 from scarfgw.insights.follow import Follower
 
 DAY = date(2026, 11, 22)
+DAY_NOON = 1795348800.0
+"""Noon of DAY (epoch seconds): a store's clock for which DAY is not settled yet."""
 
 
 def event(number: int, second: int = 0, **extra: Any) -> bytes:
@@ -186,7 +188,7 @@ def test_recent_events_become_a_sorted_run_with_the_same_answers_and_replay_chec
     unsorted = DuckDBStore(str(tmp_path / "unsorted.duckdb"))
     drain(Follower(unsorted, [str(path)]))
     assert unsorted.query("SELECT count(*) FROM events_sorted") == [(0,)]
-    store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=350)
+    store = DuckDBStore(str(tmp_path / "i.duckdb"), run_events=350, clock=lambda: DAY_NOON)
     follower = Follower(store, [str(path)], chunk_bytes=len(batch) // 3 + 100)
     steps = [follower.step() for _ in range(4)]
     assert [(step.added, step.sorted, step.more) for step in steps] == [

@@ -127,18 +127,21 @@ def counted(store: DuckDBStore) -> list[date]:
 
 
 SETTLED = [FIRST + timedelta(offset) for offset in range(DAYS)]
+NOON = epoch(FIRST + timedelta(DAYS)) + 43200
+"""Now: noon of the day after the settled days."""
 
 
 def test_totals_agree_with_each_package_recent_sorted_counted_and_late(tmp_path: Path) -> None:
     rng = random.Random(11)
     numbers = [0]
     events = bursts(rng, 300, numbers) + bursts(rng, 30, numbers, day=SETTLED[-1], at=0)
-    events.append(event(0, epoch(FIRST + timedelta(DAYS)) + 43200, "six", NETWORKS[0], "pip",
-                        "1.0", ORGS[0]))  # the newest day: never counted
+    events.append(event(0, NOON - 60, "six", NETWORKS[0], "pip",
+                        "1.0", ORGS[0]))  # today: never counted
     rng.shuffle(events)  # the store takes them as they come, out of order
     path = tmp_path / "events.jsonl"
     write(path, events)
-    store = CheckedStore(str(tmp_path / "i.duckdb"), threads=1, run_events=250)
+    store = CheckedStore(str(tmp_path / "i.duckdb"), threads=1, run_events=250,
+                         clock=lambda: NOON)
     store.before_counting = []
     follower = Follower(store, [str(path)], chunk_bytes=path.stat().st_size // 3 + 1000)
     steps = follow_checking(follower)
@@ -174,3 +177,103 @@ def test_totals_agree_with_each_package_recent_sorted_counted_and_late(tmp_path:
     assert store.totals(FIRST, SETTLED[-1]) != before
     assert counted(store) == SETTLED
     store.close()
+
+
+class LiveStore(DuckDBStore):
+    """The store, keeping which runs of days its totals counted from their events."""
+
+    live: list[tuple[date, date]]
+
+    def _day_totals_of(self, first: date, last: date) -> str:
+        """Note the run, then count as the store does."""
+        self.live.append((first, last))
+        return super()._day_totals_of(first, last)
+
+
+def followed(tmp_path: Path, events: list[dict[str, Any]],
+             now: list[float]) -> tuple[LiveStore, Follower]:
+    """A store that followed a file of ``events`` to the end, its clock at ``now[0]``, and
+    its follower."""
+    path = tmp_path / "events.jsonl"
+    write(path, events)
+    store = LiveStore(str(tmp_path / "i.duckdb"), threads=1, clock=lambda: now[0])
+    store.live = []
+    follower = Follower(store, [str(path)])
+    drain(follower)
+    return store, follower
+
+
+def drain(follower: Follower) -> list[bool]:
+    """Step until nothing is left, checking the totals after every step; answer each
+    step's ``more``."""
+    steps = []
+    while True:
+        steps.append(follower.step().more)
+        agree(follower.store)
+        if not steps[-1]:
+            return steps
+
+
+TODAY = FIRST + timedelta(DAYS)
+
+
+def test_a_badge_total_and_a_range_older_than_the_store_count_only_today_live(
+        tmp_path: Path) -> None:
+    rng = random.Random(5)
+    events = bursts(rng, 200, [0])
+    events.append(event(9999, NOON - 60, "six", NETWORKS[0], "pip", "1.0", ORGS[0]))
+    store, _ = followed(tmp_path, events, [NOON])
+    assert counted(store) == SETTLED
+    for start in (date(2000, 1, 1), TODAY - timedelta(29)):
+        store.live.clear()
+        assert store.totals(start, TODAY) == per_package(store, start, TODAY)
+        assert store.live == [(TODAY, TODAY)]  # not the days before the first event
+    store.close()
+
+
+def test_far_future_and_year_10000_events_are_stored_and_count_no_day_after_today(
+        tmp_path: Path) -> None:
+    rng = random.Random(6)
+    events = bursts(rng, 200, [0])
+    for number, stamp in ((90001, "2099-06-01T00:00:00.000Z"),
+                          (90002, "10000-01-02T00:00:00.000Z")):  # clocks gone wrong
+        bogus = event(number, NOON, "six", NETWORKS[1], "pip", "1.0", ORGS[0])
+        bogus["time"] = stamp
+        events.append(bogus)
+    store, follower = followed(tmp_path, events, [NOON])
+    assert store.query("SELECT count(*) FROM events") == [(len(events),)]
+    assert counted(store) == SETTLED
+    write(Path(store.path).parent / "events.jsonl",
+          [event(90003, NOON + 60, "tool", NETWORKS[0], "curl", "1.0", ORGS[0])])
+    assert drain(follower) == [False]  # a chunk of today: nothing to count
+    assert store.query("SELECT count(*) FROM events") == [(len(events) + 1,)]
+    store.close()
+
+
+def test_a_straggler_after_midnight_recounts_nothing_until_its_day_settles(
+        tmp_path: Path) -> None:
+    rng = random.Random(7)
+    now = [epoch(TODAY + timedelta(1)) + 1800]  # 00:30: TODAY ended, within the grace
+    events = bursts(rng, 200, [0], day=TODAY) + bursts(rng, 200, [10000])
+    events.append(event(20000, now[0] - 1200, "six", NETWORKS[0], "pip", "1.0", ORGS[0]))
+    store, follower = followed(tmp_path, events, now)
+    assert counted(store) == SETTLED
+    straggler = event(20001, now[0] - 3600, "six", NETWORKS[2], "uv", "2.0", ORGS[0])
+    write(Path(store.path).parent / "events.jsonl",
+          [straggler, event(20002, now[0] - 60, "tool", NETWORKS[0], "curl", "1.0", ORGS[0])])
+    assert drain(follower) == [False]
+    assert counted(store) == SETTLED
+    now[0] = epoch(TODAY + timedelta(1)) + 3600  # the grace is over: TODAY settles
+    assert drain(follower) == [True, False]
+    assert counted(store) == [*SETTLED, TODAY]
+    store.close()
+
+
+def test_a_store_of_an_earlier_release_opened_read_only_answers_totals(tmp_path: Path) -> None:
+    store, _ = followed(tmp_path, bursts(random.Random(8), 100, [0]), [NOON])
+    expected = per_package(store, FIRST, TODAY)
+    store.query("DROP TABLE counted_days; DROP TABLE day_totals")
+    store.close()
+    earlier = DuckDBStore(str(tmp_path / "i.duckdb"), read_only=True)
+    assert earlier.totals(FIRST, TODAY) == expected
+    earlier.close()
