@@ -737,7 +737,6 @@ class GatewayFactory(Factory):
         self.listener = listener
         self.max_body_bytes = max_body_bytes
         self.tls = tls
-        self.clock = clock
         self.now: Callable[[], float] = clock.seconds
         """``clock.seconds``, looked up once (a method lookup on the reactor per reading
         was a fifth of a microsecond, six times per request)."""
